@@ -1,0 +1,18 @@
+// The op schemas (one library, one definition) and the Python module that loading them needs.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing instancenorm._C runs the static TORCH_LIBRARY registrations below and in each backend file.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+}
+
+TORCH_LIBRARY(instancenorm, m) {
+  m.def("forward(Tensor input, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "backward(Tensor grad_output, Tensor input, Tensor mean, Tensor inv_std, Tensor? weight)"
+      " -> (Tensor, Tensor, Tensor)");
+}

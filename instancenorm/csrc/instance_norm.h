@@ -1,0 +1,88 @@
+// Instance normalization: the contract shared by the CPU and CUDA kernels.
+//
+// For input x of shape (N, C, *spatial) with M = prod(spatial), per (n, c):
+//   mean = sum(x) / M,  var = sum((x - mean)^2) / M  (biased),  inv_std = 1 / sqrt(var + eps)
+//   y    = (x - mean) * inv_std * weight[n, c] + bias[n, c]
+// Backward, with xhat = (x - mean) * inv_std:
+//   dweight[n, c] = sum(dy * xhat),  dbias[n, c] = sum(dy)
+//   dx = weight * inv_std * (dy - dbias / M - xhat * dweight / M)
+//
+// The shared driver (instance_norm.cpp) validates arguments, picks the memory layout, allocates outputs and
+// expands the affine parameters to (N, C); a backend kernel only does arithmetic on dense memory.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <tuple>
+
+namespace instancenorm {
+
+// Sizes of the problem viewed as (N, C, M). channels_last: memory is (N, M, C) (NHWC / NLC); else (N, C, M).
+struct Geometry {
+  int64_t N = 0;
+  int64_t C = 0;
+  int64_t M = 0;
+  bool channels_last = false;
+};
+
+struct ForwardArgs {
+  Geometry g;
+  at::Tensor x;          // dense in g's layout, dtype T
+  at::Tensor weight;     // (N, C) contiguous, stats dtype
+  at::Tensor bias;       // (N, C) contiguous, stats dtype
+  double eps;
+  at::Tensor y;          // like x
+  at::Tensor mean;       // (N, C) stats dtype
+  at::Tensor inv_std;    // (N, C) stats dtype
+};
+
+struct BackwardArgs {
+  Geometry g;
+  at::Tensor dy;         // same layout and dtype as x
+  at::Tensor x;
+  at::Tensor mean;       // (N, C) stats dtype
+  at::Tensor inv_std;    // (N, C) stats dtype
+  at::Tensor weight;     // (N, C) contiguous, stats dtype
+  at::Tensor dx;         // like x
+  at::Tensor dweight;    // (N, C) stats dtype: sum(dy * xhat) per instance
+  at::Tensor dbias;      // (N, C) stats dtype: sum(dy) per instance
+};
+
+using ForwardKernel = void (*)(const ForwardArgs&);
+using BackwardKernel = void (*)(const BackwardArgs&);
+
+// Statistics are kept in float for float/half/bfloat16 inputs and in double for double inputs.
+at::ScalarType stats_dtype(at::ScalarType input_dtype);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    double eps, ForwardKernel kernel);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
+    const std::optional<at::Tensor>& weight, BackwardKernel kernel);
+
+// One typed entry point per op and kernel, for TORCH_LIBRARY_IMPL.
+template <ForwardKernel kernel>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_op(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    double eps) {
+  return forward_impl(input, weight, bias, eps, kernel);
+}
+
+template <BackwardKernel kernel>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_op(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
+    const std::optional<at::Tensor>& weight) {
+  return backward_impl(grad_output, input, mean, inv_std, weight, kernel);
+}
+
+void forward_cpu(const ForwardArgs& args);
+void backward_cpu(const BackwardArgs& args);
+#ifdef INSTANCENORM_WITH_CUDA
+void forward_cuda(const ForwardArgs& args);
+void backward_cuda(const BackwardArgs& args);
+#endif
+
+}  // namespace instancenorm

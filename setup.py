@@ -1,0 +1,98 @@
+"""Builds the instancenorm C++/CUDA extension (metadata lives in pyproject.toml).
+
+Environment switches:
+  INSTANCENORM_CUDA=0|1      build the CUDA kernels (default: when torch has CUDA and a toolkit is found)
+  TORCH_CUDA_ARCH_LIST       CUDA archs (default here: "8.0;9.0", kept short so a build takes minutes)
+  INSTANCENORM_CPU_FLAGS     compiler flags for the CPU kernels (default: -O3 -march=native)
+  CUDA_HOME                  toolkit folder; found from `nvcc` on PATH (wrappers followed) when unset
+"""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+
+CSRC = Path("instancenorm") / "csrc"
+
+
+def find_cuda_home() -> str | None:
+    """The toolkit folder, following an `nvcc` on PATH that is a wrapper script (`exec /x/bin/nvcc "$@"`).
+
+    torch guesses CUDA_HOME from nvcc's own folder, which for a wrapper has no lib64/ and linking then
+    fails with `cannot find -lcudart`.
+    """
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return os.environ[var]
+    nvcc = shutil.which("nvcc")
+    candidates = []
+    if nvcc:
+        real = Path(nvcc).resolve()
+        if real.stat().st_size < 64 * 1024:
+            text = real.read_text(errors="ignore")
+            candidates += [Path(p) for p in re.findall(r"(/\S+/bin/nvcc)\b", text)]
+        candidates.append(real)
+    candidates.append(Path("/usr/local/cuda/bin/nvcc"))
+    for path in candidates:
+        home = path.parent.parent
+        if path.exists() and (home / "include" / "cuda_runtime.h").exists():
+            return str(home)
+    return None
+
+
+def want_cuda(torch_cuda: str | None, cuda_home: str | None) -> bool:
+    flag = os.environ.get("INSTANCENORM_CUDA", "auto").lower()
+    if flag in ("0", "false", "no", "off"):
+        return False
+    available = bool(torch_cuda) and cuda_home is not None
+    if flag in ("1", "true", "yes", "on") and not available:
+        raise RuntimeError(
+            "INSTANCENORM_CUDA=1 but no CUDA build is possible "
+            f"(torch CUDA: {torch_cuda}, toolkit: {cuda_home}); set CUDA_HOME or INSTANCENORM_CUDA=0"
+        )
+    return available
+
+
+cuda_home = find_cuda_home()
+if cuda_home:
+    # Must be set before torch.utils.cpp_extension is imported: it reads CUDA_HOME at import time.
+    os.environ["CUDA_HOME"] = cuda_home
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+with_cuda = want_cuda(torch.version.cuda, cuda_home)
+cpu_flags = os.environ.get("INSTANCENORM_CPU_FLAGS", "-O3 -march=native").split()
+sources = [str(CSRC / "instance_norm.cpp"), str(CSRC / "cpu" / "instance_norm_cpu.cpp"), str(CSRC / "bindings.cpp")]
+extra = {"cxx": cpu_flags + ["-std=c++17", "-fopenmp"]}
+define_macros = [("Py_LIMITED_API", "0x03090000")]
+
+if with_cuda:
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    sources.append(str(CSRC / "cuda" / "instance_norm_cuda.cu"))
+    extra["nvcc"] = ["-O3", "--use_fast_math", "-std=c++17"]
+    define_macros.append(("INSTANCENORM_WITH_CUDA", None))
+    extension_type = CUDAExtension
+else:
+    extension_type = CppExtension
+
+print(f"instancenorm: building CPU kernels{' + CUDA kernels' if with_cuda else ''} "
+      f"(CUDA_HOME={cuda_home}, archs={os.environ.get('TORCH_CUDA_ARCH_LIST', '-')})")
+
+setup(
+    ext_modules=[
+        extension_type(
+            "instancenorm._C",
+            sources,
+            include_dirs=[str(Path(__file__).parent.resolve() / CSRC)],
+            extra_compile_args=extra,
+            extra_link_args=["-fopenmp"],
+            define_macros=define_macros,
+            py_limited_api=True,
+        )
+    ],
+    cmdclass={"build_ext": BuildExtension},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+)
