@@ -66,13 +66,13 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtensio
 with_cuda = want_cuda(torch.version.cuda, cuda_home)
 cpu_flags = os.environ.get("INSTANCENORM_CPU_FLAGS", "-O3 -march=native").split()
 sources = [str(CSRC / "instance_norm.cpp"), str(CSRC / "cpu" / "instance_norm_cpu.cpp"), str(CSRC / "bindings.cpp")]
-extra = {"cxx": cpu_flags + ["-std=c++17", "-fopenmp"]}
-define_macros = [("Py_LIMITED_API", "0x03090000")]
+extra = {"cxx": cpu_flags + ["-fopenmp", "-Wno-unknown-pragmas"]}
+define_macros = []
 
 if with_cuda:
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     sources.append(str(CSRC / "cuda" / "instance_norm_cuda.cu"))
-    extra["nvcc"] = ["-O3", "--use_fast_math", "-std=c++17"]
+    extra["nvcc"] = ["-O3", "--use_fast_math"]
     define_macros.append(("INSTANCENORM_WITH_CUDA", None))
     extension_type = CUDAExtension
 else:

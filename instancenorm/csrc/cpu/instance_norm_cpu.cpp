@@ -1,0 +1,446 @@
+// CPU kernels: SIMD with at::vec, threads with at::parallel_for.
+//
+// Work is cut into "units" that own their statistics (a plane per (n, c) in NCHW; a sample's (M, C) block in
+// NHWC) and each unit into row blocks when there are too few units to keep every thread busy. Inside a block,
+// data is walked in L1-sized chunks: a chunk's moments come from a shifted two-pass (exact for constant
+// channels, no E[x^2] - E[x]^2 cancellation for large offsets), and chunks combine with Chan's formula in double.
+// Reduced types (half, bfloat16) are converted chunk by chunk to float, so one float kernel serves them all.
+
+// Let at::vec use the SIMD width this file is compiled for (setup.py builds with -march=native by default).
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
+#define CPU_CAPABILITY_AVX512
+#define CPU_CAPABILITY AVX512
+#elif defined(__AVX2__) && defined(__FMA__)
+#define CPU_CAPABILITY_AVX2
+#define CPU_CAPABILITY AVX2
+#endif
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "instance_norm.h"
+
+namespace instancenorm {
+namespace {
+
+using at::vec::Vectorized;
+
+constexpr int64_t kChunk = 2048;        // elements per chunk: 8 KiB of float stays in L1 between passes
+constexpr int64_t kGrainElems = 32768;  // below this much work per task, threads cost more than they give
+
+// (count, mean, M2) of a set, merged with Chan et al.'s pairwise formula.
+struct Moments {
+  double count = 0, mean = 0, m2 = 0;
+  void add(double n, double block_mean, double block_m2) {
+    if (n == 0) return;
+    if (count == 0) {
+      count = n, mean = block_mean, m2 = block_m2;
+      return;
+    }
+    const double total = count + n;
+    const double delta = block_mean - mean;
+    mean += delta * (n / total);
+    m2 += block_m2 + delta * delta * (count * n / total);
+    count = total;
+  }
+  void add(const Moments& o) { add(o.count, o.mean, o.m2); }
+};
+
+// Sums the backward needs: sum(dy) and sum(dy * (x - mean)).
+struct GradSums {
+  double dy = 0, dy_xc = 0;
+  void add(const GradSums& o) { dy += o.dy, dy_xc += o.dy_xc; }
+};
+
+template <typename P>
+void merge(std::vector<P>& into, const std::vector<P>& from) {
+  for (size_t i = 0; i < into.size(); ++i) into[i].add(from[i]);
+}
+template <typename P>
+void merge(P& into, const P& from) {
+  into.add(from);
+}
+
+template <typename A>
+A hsum(const Vectorized<A>& v) {
+  return at::vec::vec_reduce_all<A>([](Vectorized<A>& a, Vectorized<A>& b) { return a + b; }, v);
+}
+
+// n elements of T as the accumulation type A: the data itself, or a converted copy in buf.
+template <typename T, typename A>
+const A* as_acc(const T* src, int64_t n, A* buf) {
+  if constexpr (std::is_same_v<T, A>) {
+    return src;
+  } else {
+    at::vec::convert(src, buf, n);
+    return buf;
+  }
+}
+
+// Where a chunk's result goes before it lands in out: out itself, or buf to be converted by store_from.
+template <typename T, typename A>
+A* result_ptr(T* out, A* buf) {
+  if constexpr (std::is_same_v<T, A>) return out; else return buf;
+}
+template <typename T, typename A>
+void store_from(const A* result, T* out, int64_t n) {
+  if constexpr (!std::is_same_v<T, A>) at::vec::convert(result, out, n);
+}
+
+int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Blocks per unit: one when the units alone balance the threads, else enough blocks of at least min_len.
+int64_t blocks_per_unit(int64_t units, int64_t len, int64_t min_len) {
+  const int64_t threads = at::get_num_threads();
+  if (units % threads == 0 || units >= 8 * threads) return 1;
+  return std::clamp<int64_t>(divup(8 * threads, units), 1, std::max<int64_t>(1, len / min_len));
+}
+
+// reduce(unit, begin, end, scratch) -> Partial over blocks of [0, len); finish(unit, total); then
+// map(unit, begin, end, scratch). With one block per unit, a thread runs reduce, finish and map of a unit back to
+// back, so the map reads the unit from cache instead of memory.
+template <typename A, typename Partial, typename Reduce, typename Finish, typename Map>
+void reduce_then_map(int64_t units, int64_t len, int64_t elems_per_len, int64_t min_block, int64_t scratch_len,
+                     const Reduce& reduce, const Finish& finish, const Map& map) {
+  const int64_t blocks = blocks_per_unit(units, len, min_block);
+  const int64_t block_len = divup(len, blocks);
+  const int64_t grain = std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, block_len * elems_per_len));
+  auto for_blocks = [&](auto&& body) {
+    at::parallel_for(0, units * blocks, grain, [&](int64_t t0, int64_t t1) {
+      std::vector<A> scratch(scratch_len);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t unit = t / blocks, begin = (t % blocks) * block_len;
+        body(t, unit, begin, std::min(len, begin + block_len), scratch.data());
+      }
+    });
+  };
+  if (blocks == 1) {
+    for_blocks([&](int64_t, int64_t unit, int64_t begin, int64_t end, A* scratch) {
+      finish(unit, reduce(unit, begin, end, scratch));
+      map(unit, begin, end, scratch);
+    });
+    return;
+  }
+  std::vector<Partial> partials(units * blocks);
+  for_blocks([&](int64_t t, int64_t unit, int64_t begin, int64_t end, A* scratch) {
+    partials[t] = reduce(unit, begin, end, scratch);
+  });
+  at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+    for (int64_t unit = u0; unit < u1; ++unit) {
+      Partial total = partials[unit * blocks];
+      for (int64_t b = 1; b < blocks; ++b) merge(total, partials[unit * blocks + b]);
+      finish(unit, total);
+    }
+  });
+  for_blocks([&](int64_t, int64_t unit, int64_t begin, int64_t end, A* scratch) { map(unit, begin, end, scratch); });
+}
+
+// ---- Chunk arithmetic, NCHW: a chunk is a contiguous run of one plane. ----
+
+template <typename A>
+Moments contiguous_moments(const A* x, int64_t n) {
+  using Vec = Vectorized<A>;
+  constexpr int64_t V = Vec::size();
+  const A shift = x[0];  // sums of x - shift are exact for constant data and small for large offsets
+  const Vec vshift(shift);
+  Vec s0(A(0)), s1(A(0));
+  int64_t i = 0;
+  for (; i + 2 * V <= n; i += 2 * V) {
+    s0 += Vec::loadu(x + i) - vshift;
+    s1 += Vec::loadu(x + i + V) - vshift;
+  }
+  A sum = hsum(s0 + s1);
+  for (; i < n; ++i) sum += x[i] - shift;
+  const A mean = shift + sum / A(n);
+  const Vec vmean(mean);
+  Vec q0(A(0)), q1(A(0));
+  for (i = 0; i + 2 * V <= n; i += 2 * V) {
+    const Vec d0 = Vec::loadu(x + i) - vmean, d1 = Vec::loadu(x + i + V) - vmean;
+    q0 = at::vec::fmadd(d0, d0, q0);
+    q1 = at::vec::fmadd(d1, d1, q1);
+  }
+  A m2 = hsum(q0 + q1);
+  for (; i < n; ++i) m2 += (x[i] - mean) * (x[i] - mean);
+  return {double(n), double(mean), double(m2)};
+}
+
+template <typename A>
+GradSums contiguous_grad_sums(const A* dy, const A* x, int64_t n, A mean) {
+  using Vec = Vectorized<A>;
+  constexpr int64_t V = Vec::size();
+  const Vec vmean(mean);
+  Vec s_dy(A(0)), s_dyx(A(0));
+  int64_t i = 0;
+  for (; i + V <= n; i += V) {
+    const Vec g = Vec::loadu(dy + i);
+    s_dy += g;
+    s_dyx = at::vec::fmadd(g, Vec::loadu(x + i) - vmean, s_dyx);
+  }
+  A sum_dy = hsum(s_dy), sum_dyx = hsum(s_dyx);
+  for (; i < n; ++i) sum_dy += dy[i], sum_dyx += dy[i] * (x[i] - mean);
+  return {double(sum_dy), double(sum_dyx)};
+}
+
+// ---- Chunk arithmetic, NHWC: a chunk is `rows` rows of C channels; SIMD runs across channels. ----
+
+template <typename A, typename F>
+void for_channel_vectors(int64_t C, const F& f) {
+  constexpr int64_t V = Vectorized<A>::size();
+  for (int64_t c = 0; c < C; c += V) f(c, std::min(V, C - c));
+}
+
+template <typename A>
+void rows_moments(const A* x, int64_t rows, int64_t C, std::vector<Moments>& acc, A* chunk_mean, A* chunk_m2) {
+  using Vec = Vectorized<A>;
+  for_channel_vectors<A>(C, [&](int64_t c, int64_t cnt) {
+    const Vec shift = Vec::loadu(x + c, cnt);
+    Vec s(A(0));
+    for (int64_t r = 0; r < rows; ++r) s += Vec::loadu(x + r * C + c, cnt) - shift;
+    const Vec mean = shift + s / Vec(A(rows));
+    Vec q(A(0));
+    for (int64_t r = 0; r < rows; ++r) {
+      const Vec d = Vec::loadu(x + r * C + c, cnt) - mean;
+      q = at::vec::fmadd(d, d, q);
+    }
+    mean.store(chunk_mean + c, cnt);
+    q.store(chunk_m2 + c, cnt);
+  });
+  for (int64_t c = 0; c < C; ++c) acc[c].add(double(rows), chunk_mean[c], chunk_m2[c]);
+}
+
+template <typename A>
+void rows_grad_sums(const A* dy, const A* x, int64_t rows, int64_t C, const A* mean, std::vector<GradSums>& acc,
+                    A* chunk_dy, A* chunk_dyx) {
+  using Vec = Vectorized<A>;
+  for_channel_vectors<A>(C, [&](int64_t c, int64_t cnt) {
+    const Vec vmean = Vec::loadu(mean + c, cnt);
+    Vec s_dy(A(0)), s_dyx(A(0));
+    for (int64_t r = 0; r < rows; ++r) {
+      const Vec g = Vec::loadu(dy + r * C + c, cnt);
+      s_dy += g;
+      s_dyx = at::vec::fmadd(g, Vec::loadu(x + r * C + c, cnt) - vmean, s_dyx);
+    }
+    s_dy.store(chunk_dy + c, cnt);
+    s_dyx.store(chunk_dyx + c, cnt);
+  });
+  for (int64_t c = 0; c < C; ++c) acc[c].add({double(chunk_dy[c]), double(chunk_dyx[c])});
+}
+
+// ---- Per-(n, c) coefficients of the elementwise passes. ----
+
+// Forward: y = (x - mean) * scale + shift.
+template <typename A>
+struct ForwardCoefficients {
+  std::vector<A> mean, scale, shift;
+  explicit ForwardCoefficients(int64_t nc) : mean(nc), scale(nc), shift(nc) {}
+  void set(int64_t i, const Moments& m, const ForwardArgs& a, A* mean_out, A* inv_std_out) {
+    const A w = a.weight.data_ptr<A>()[i], b = a.bias.data_ptr<A>()[i];
+    const A inv_std = A(1) / std::sqrt(A(m.m2 / m.count) + A(a.eps));
+    mean_out[i] = mean[i] = A(m.mean);
+    inv_std_out[i] = inv_std;
+    scale[i] = inv_std * w;
+    shift[i] = b;
+  }
+};
+
+// Backward: dx = a * (dy - mean_dy) + b * (x - mean), i.e. w * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)).
+// Subtracting mean_dy before scaling keeps dx exactly 0 where dy is constant over the plane (H*W = 1 included).
+template <typename A>
+struct BackwardCoefficients {
+  std::vector<A> a, b, mean_dy;
+  explicit BackwardCoefficients(int64_t nc) : a(nc), b(nc), mean_dy(nc) {}
+  void set(int64_t i, const GradSums& s, const BackwardArgs& args, A* dweight, A* dbias) {
+    const A inv_std = args.inv_std.data_ptr<A>()[i], w = args.weight.data_ptr<A>()[i];
+    const A M = A(args.g.M);
+    const A sum_dy_xhat = A(s.dy_xc) * inv_std;
+    dweight[i] = sum_dy_xhat;
+    dbias[i] = A(s.dy);
+    a[i] = w * inv_std;
+    b[i] = -a[i] * inv_std * sum_dy_xhat / M;
+    mean_dy[i] = A(s.dy) / M;
+  }
+};
+
+template <typename T>
+void forward_kernel(const ForwardArgs& args) {
+  using A = at::opmath_type<T>;
+  using Vec = Vectorized<A>;
+  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
+  const bool channels_last = args.g.channels_last;
+  const T* x = args.x.const_data_ptr<T>();
+  T* y = args.y.mutable_data_ptr<T>();
+  A* mean_out = args.mean.mutable_data_ptr<A>();
+  A* inv_std_out = args.inv_std.mutable_data_ptr<A>();
+  ForwardCoefficients<A> k(N * C);
+  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
+
+  if (!channels_last) {
+    reduce_then_map<A, Moments>(
+        N * C, M, 1, kChunk, buffers * kChunk,
+        [&](int64_t p, int64_t begin, int64_t end, A* buf) {
+          Moments m;
+          for (int64_t i = begin; i < end; i += kChunk) {
+            const int64_t n = std::min(kChunk, end - i);
+            m.add(contiguous_moments(as_acc(x + p * M + i, n, buf), n));
+          }
+          return m;
+        },
+        [&](int64_t p, const Moments& m) { k.set(p, m, args, mean_out, inv_std_out); },
+        [&](int64_t p, int64_t begin, int64_t end, A* buf) {
+          const Vec mean(k.mean[p]), scale(k.scale[p]), shift(k.shift[p]);
+          for (int64_t i = begin; i < end; i += kChunk) {
+            const int64_t n = std::min(kChunk, end - i);
+            const A* xa = as_acc(x + p * M + i, n, buf);
+            A* ya = result_ptr(y + p * M + i, buf);
+            at::vec::map([&](Vec v) { return at::vec::fmadd(v - mean, scale, shift); }, ya, xa, n);
+            store_from(ya, y + p * M + i, n);
+          }
+        });
+    return;
+  }
+
+  const int64_t rows_per_chunk = std::max<int64_t>(1, kChunk / C);
+  const int64_t chunk_elems = rows_per_chunk * C;
+  reduce_then_map<A, std::vector<Moments>>(
+      N, M, C, rows_per_chunk, buffers * chunk_elems,
+      [&](int64_t n, int64_t begin, int64_t end, A* buf) {
+        std::vector<Moments> m(C);
+        std::vector<A> chunk_stats(2 * C);
+        for (int64_t r = begin; r < end; r += rows_per_chunk) {
+          const int64_t rows = std::min(rows_per_chunk, end - r);
+          const A* xa = as_acc(x + (n * M + r) * C, rows * C, buf);
+          rows_moments(xa, rows, C, m, chunk_stats.data(), chunk_stats.data() + C);
+        }
+        return m;
+      },
+      [&](int64_t n, const std::vector<Moments>& m) {
+        for (int64_t c = 0; c < C; ++c) k.set(n * C + c, m[c], args, mean_out, inv_std_out);
+      },
+      [&](int64_t n, int64_t begin, int64_t end, A* buf) {
+        const A* mean = k.mean.data() + n * C;
+        const A* scale = k.scale.data() + n * C;
+        const A* shift = k.shift.data() + n * C;
+        for (int64_t r = begin; r < end; r += rows_per_chunk) {
+          const int64_t rows = std::min(rows_per_chunk, end - r);
+          const A* xa = as_acc(x + (n * M + r) * C, rows * C, buf);
+          A* ya = result_ptr(y + (n * M + r) * C, buf);
+          for_channel_vectors<A>(C, [&](int64_t c, int64_t cnt) {
+            const Vec vm = Vec::loadu(mean + c, cnt), vs = Vec::loadu(scale + c, cnt), vb = Vec::loadu(shift + c, cnt);
+            for (int64_t i = c; i < rows * C; i += C) {
+              at::vec::fmadd(Vec::loadu(xa + i, cnt) - vm, vs, vb).store(ya + i, cnt);
+            }
+          });
+          store_from(ya, y + (n * M + r) * C, rows * C);
+        }
+      });
+}
+
+template <typename T>
+void backward_kernel(const BackwardArgs& args) {
+  using A = at::opmath_type<T>;
+  using Vec = Vectorized<A>;
+  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
+  const bool channels_last = args.g.channels_last;
+  const T* x = args.x.const_data_ptr<T>();
+  const T* dy = args.dy.const_data_ptr<T>();
+  T* dx = args.dx.mutable_data_ptr<T>();
+  const A* saved_mean = args.mean.const_data_ptr<A>();
+  A* dweight = args.dweight.mutable_data_ptr<A>();
+  A* dbias = args.dbias.mutable_data_ptr<A>();
+  BackwardCoefficients<A> k(N * C);
+  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 2;
+
+  if (!channels_last) {
+    reduce_then_map<A, GradSums>(
+        N * C, M, 1, kChunk, buffers * kChunk,
+        [&](int64_t p, int64_t begin, int64_t end, A* buf) {
+          GradSums s;
+          for (int64_t i = begin; i < end; i += kChunk) {
+            const int64_t n = std::min(kChunk, end - i);
+            const A* ga = as_acc(dy + p * M + i, n, buf);
+            const A* xa = as_acc(x + p * M + i, n, buf + kChunk);
+            s.add(contiguous_grad_sums(ga, xa, n, saved_mean[p]));
+          }
+          return s;
+        },
+        [&](int64_t p, const GradSums& s) { k.set(p, s, args, dweight, dbias); },
+        [&](int64_t p, int64_t begin, int64_t end, A* buf) {
+          const Vec mean(saved_mean[p]), ka(k.a[p]), kb(k.b[p]), mean_dy(k.mean_dy[p]);
+          for (int64_t i = begin; i < end; i += kChunk) {
+            const int64_t n = std::min(kChunk, end - i);
+            const A* ga = as_acc(dy + p * M + i, n, buf);
+            const A* xa = as_acc(x + p * M + i, n, buf + kChunk);
+            A* out = result_ptr(dx + p * M + i, buf);
+            at::vec::map2([&](Vec g, Vec v) { return at::vec::fmadd(kb, v - mean, ka * (g - mean_dy)); },
+                          out, ga, xa, n);
+            store_from(out, dx + p * M + i, n);
+          }
+        });
+    return;
+  }
+
+  const int64_t rows_per_chunk = std::max<int64_t>(1, kChunk / C);
+  const int64_t chunk_elems = rows_per_chunk * C;
+  reduce_then_map<A, std::vector<GradSums>>(
+      N, M, C, rows_per_chunk, buffers * chunk_elems,
+      [&](int64_t n, int64_t begin, int64_t end, A* buf) {
+        std::vector<GradSums> s(C);
+        std::vector<A> chunk_sums(2 * C);
+        for (int64_t r = begin; r < end; r += rows_per_chunk) {
+          const int64_t rows = std::min(rows_per_chunk, end - r), offset = (n * M + r) * C;
+          const A* ga = as_acc(dy + offset, rows * C, buf);
+          const A* xa = as_acc(x + offset, rows * C, buf + chunk_elems);
+          rows_grad_sums(ga, xa, rows, C, saved_mean + n * C, s, chunk_sums.data(), chunk_sums.data() + C);
+        }
+        return s;
+      },
+      [&](int64_t n, const std::vector<GradSums>& s) {
+        for (int64_t c = 0; c < C; ++c) k.set(n * C + c, s[c], args, dweight, dbias);
+      },
+      [&](int64_t n, int64_t begin, int64_t end, A* buf) {
+        for (int64_t r = begin; r < end; r += rows_per_chunk) {
+          const int64_t rows = std::min(rows_per_chunk, end - r), offset = (n * M + r) * C;
+          const A* ga = as_acc(dy + offset, rows * C, buf);
+          const A* xa = as_acc(x + offset, rows * C, buf + chunk_elems);
+          A* out = result_ptr(dx + offset, buf);
+          for_channel_vectors<A>(C, [&](int64_t c, int64_t cnt) {
+            const int64_t i0 = n * C + c;
+            const Vec mean = Vec::loadu(saved_mean + i0, cnt), ka = Vec::loadu(k.a.data() + i0, cnt),
+                      kb = Vec::loadu(k.b.data() + i0, cnt), mean_dy = Vec::loadu(k.mean_dy.data() + i0, cnt);
+            for (int64_t i = c; i < rows * C; i += C) {
+              const Vec g = Vec::loadu(ga + i, cnt), v = Vec::loadu(xa + i, cnt);
+              at::vec::fmadd(kb, v - mean, ka * (g - mean_dy)).store(out + i, cnt);
+            }
+          });
+          store_from(out, dx + offset, rows * C);
+        }
+      });
+}
+
+}  // namespace
+
+void forward_cpu(const ForwardArgs& args) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.x.scalar_type(), "instancenorm_forward_cpu",
+                                  [&] { forward_kernel<scalar_t>(args); });
+}
+
+void backward_cpu(const BackwardArgs& args) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.x.scalar_type(), "instancenorm_backward_cpu",
+                                  [&] { backward_kernel<scalar_t>(args); });
+}
+
+TORCH_LIBRARY_IMPL(instancenorm, CPU, m) {
+  m.impl("forward", &forward_op<forward_cpu>);
+  m.impl("backward", &backward_op<backward_cpu>);
+}
+
+}  // namespace instancenorm

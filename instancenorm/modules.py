@@ -1,0 +1,95 @@
+"""nn modules on the compiled kernels: drop-in InstanceNorm1d/2d, conditional instance norm, AdaIN."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.instancenorm import _InstanceNorm
+
+from instancenorm.ops import forward, instance_norm
+
+
+class _KernelInstanceNorm(_InstanceNorm):
+    """torch.nn's _InstanceNorm (constructor, parameters, state_dict keys, input checks) with our kernel inside.
+
+    Running statistics follow torch: in training they are updated with the batch average of each instance's mean
+    and unbiased variance; in eval with track_running_stats=True the input is normalized with them instead.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        unbatched = input.dim() == self._get_no_batch_dim()
+        x = input.unsqueeze(0) if unbatched else input
+        if self.track_running_stats and not self.training:
+            # Fixed per-channel statistics: an affine map, which is exactly what batch_norm in eval computes.
+            y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        else:
+            y, mean, inv_std = forward(x, self.weight, self.bias, self.eps)
+            if self.track_running_stats:
+                self._update_running_stats(mean, inv_std, spatial=x[0, 0].numel())
+        return y.squeeze(0) if unbatched else y
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: Tensor, inv_std: Tensor, spatial: int) -> None:
+        self.num_batches_tracked += 1
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        var = inv_std.pow(-2) - self.eps
+        unbiased = var * (spatial / max(spatial - 1, 1))
+        self.running_mean.lerp_(mean.mean(dim=0).to(self.running_mean.dtype), factor)
+        self.running_var.lerp_(unbiased.mean(dim=0).to(self.running_var.dtype), factor)
+
+
+class InstanceNorm1d(_KernelInstanceNorm, nn.InstanceNorm1d):
+    """Drop-in for torch.nn.InstanceNorm1d: input (N, C, L) or (C, L)."""
+
+
+class InstanceNorm2d(_KernelInstanceNorm, nn.InstanceNorm2d):
+    """Drop-in for torch.nn.InstanceNorm2d: input (N, C, H, W) or (C, H, W), NCHW or channels_last."""
+
+
+class ConditionalInstanceNorm2d(nn.Module):
+    """Instance norm with one (scale, bias) pair per style (Dumoulin et al. 2017, "A learned representation for
+    artistic style").
+
+    forward(x, style): style is an int or a LongTensor (N,) of style indices, or a float tensor of mixing weights,
+    (num_styles,) for the whole batch or (N, num_styles) per sample; mixing weights blend the styles' parameters.
+    """
+
+    def __init__(self, num_features: int, num_styles: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features, self.num_styles, self.eps = num_features, num_styles, eps
+        self.weight = nn.Parameter(torch.ones(num_styles, num_features))
+        self.bias = nn.Parameter(torch.zeros(num_styles, num_features))
+
+    def forward(self, x: Tensor, style: int | Tensor) -> Tensor:
+        n = x.shape[0]
+        style = torch.as_tensor(style, device=self.weight.device)
+        if style.is_floating_point():
+            mix = style.to(self.weight.dtype).expand(n, self.num_styles)
+            weight, bias = mix @ self.weight, mix @ self.bias
+        else:
+            index = style.expand(n)
+            weight, bias = self.weight[index], self.bias[index]
+        return instance_norm(x, weight, bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, num_styles={self.num_styles}, eps={self.eps}"
+
+
+def adaptive_instance_norm(
+    content: Tensor, style_or_stats: Tensor | tuple[Tensor, Tensor], eps: float = 1e-5
+) -> Tensor:
+    """AdaIN (Huang & Belongie 2017): normalize content per instance, then give it the style's per-channel statistics.
+
+    style_or_stats is a style feature map (N or 1, C, *spatial) or a (mean, std) pair of shape (N, C) or (C,).
+    The style statistics stay differentiable; the content goes through the compiled kernel with per-sample affine.
+    """
+    if isinstance(style_or_stats, tuple):
+        mean, std = style_or_stats
+    else:
+        flat = style_or_stats.flatten(2)
+        mean = flat.mean(dim=2)
+        std = (flat.var(dim=2, unbiased=False) + eps).sqrt()
+    n, c = content.shape[:2]
+    return instance_norm(content, std.expand(n, c), mean.expand(n, c), eps)

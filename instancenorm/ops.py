@@ -1,0 +1,82 @@
+"""torch.library wiring of the compiled kernels: fake (meta) implementations and autograd.
+
+The kernels themselves are registered from C++ (csrc/bindings.cpp defines the schemas, each backend file its
+implementation). Here they learn to run under torch.compile / FakeTensor and to differentiate: the backward
+uses the mean and inverse std saved by the forward, never recomputing them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+forward = torch.ops.instancenorm.forward.default
+backward = torch.ops.instancenorm.backward.default
+
+
+def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """(N, *spatial, C) in memory, size-1 dims ignored; mirrors the C++ layout choice."""
+    expected = x.shape[1]
+    for size, stride in zip(reversed(x.shape[2:]), reversed(x.stride()[2:])):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return (x.shape[1] == 1 or x.stride(1) == 1) and (x.shape[0] == 1 or x.stride(0) == expected)
+
+
+def _like_kernel_output(x: Tensor) -> Tensor:
+    """The kernels write NC* and N*C inputs in place of layout and make anything else contiguous."""
+    if x.is_contiguous() or is_channels_last(x):
+        return torch.empty_like(x)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+@torch.library.register_fake("instancenorm::forward")
+def _forward_fake(input: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+    stats = input.new_empty(input.shape[:2], dtype=_stats_dtype(input.dtype))
+    return _like_kernel_output(input), stats, torch.empty_like(stats)
+
+
+@torch.library.register_fake("instancenorm::backward")
+def _backward_fake(grad_output: Tensor, input: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None):
+    return _like_kernel_output(input), torch.empty_like(mean), torch.empty_like(mean)
+
+
+def _reduce_to(grad_per_instance: Tensor, param: Tensor) -> Tensor:
+    """The kernel returns affine gradients per instance (N, C); a per-channel parameter (C,) sums them over N."""
+    grad = grad_per_instance if param.dim() == 2 else grad_per_instance.sum(dim=0)
+    return grad.to(param.dtype)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, _eps = inputs
+    _y, mean, inv_std = output
+    ctx.save_for_backward(x, weight, bias, mean, inv_std)
+    ctx.mark_non_differentiable(mean, inv_std)
+
+
+def _backward(ctx, grad_y: Tensor, _grad_mean: Tensor, _grad_inv_std: Tensor):
+    x, weight, bias, mean, inv_std = ctx.saved_tensors
+    dx, dweight, dbias = backward(grad_y, x, mean, inv_std, weight)
+    needs_x, needs_weight, needs_bias, _ = ctx.needs_input_grad
+    return (
+        dx if needs_x else None,
+        _reduce_to(dweight, weight) if needs_weight else None,
+        _reduce_to(dbias, bias) if needs_bias else None,
+        None,
+    )
+
+
+torch.library.register_autograd("instancenorm::forward", _backward, setup_context=_setup_context)
+
+
+def instance_norm(input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Instance normalization over every dim after (N, C), with weight/bias of shape (C,) or (N, C).
+
+    Differentiable in input, weight and bias; the output keeps the input's memory format (NCHW or channels_last).
+    """
+    return forward(input, weight, bias, eps)[0]
