@@ -13,8 +13,8 @@ from instancenorm.ops import forward, instance_norm
 class _KernelInstanceNorm(_InstanceNorm):
     """torch.nn's _InstanceNorm (constructor, parameters, state_dict keys, input checks) with our kernel inside.
 
-    Running statistics follow torch: in training they are updated with the batch average of each instance's mean
-    and unbiased variance; in eval with track_running_stats=True the input is normalized with them instead.
+    Running statistics follow torch: in training they move towards the batch average of each instance's mean and
+    unbiased variance; in eval with track_running_stats=True the input is normalized with them instead.
     """
 
     def forward(self, input: Tensor) -> Tensor:
@@ -32,8 +32,8 @@ class _KernelInstanceNorm(_InstanceNorm):
 
     @torch.no_grad()
     def _update_running_stats(self, mean: Tensor, inv_std: Tensor, spatial: int) -> None:
-        self.num_batches_tracked += 1
-        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        # As torch.nn.InstanceNorm*: momentum=None means 0 (no update) and num_batches_tracked is never advanced.
+        factor = 0.0 if self.momentum is None else self.momentum
         var = inv_std.pow(-2) - self.eps
         unbiased = var * (spatial / max(spatial - 1, 1))
         self.running_mean.lerp_(mean.mean(dim=0).to(self.running_mean.dtype), factor)
