@@ -36,6 +36,11 @@ def user_errors_exit_2(command: Callable) -> Callable:
     return wrapper
 
 
+@app.callback()
+def main() -> None:
+    """Fast neural style transfer: train a style, stylize photos, check the kernels."""
+
+
 @app.command("check-grad")
 @user_errors_exit_2
 def check_grad(

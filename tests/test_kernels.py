@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import instancenorm
 from instancenorm import reference
+from instancenorm.testing import CHECK_CASES, Case
 
 cuda_only = pytest.mark.skipif(
     "cuda" not in instancenorm.usable_devices(), reason="needs a GPU and instancenorm built with CUDA"
@@ -18,30 +17,6 @@ DEVICES = ["cpu", pytest.param("cuda", marks=cuda_only)]
 
 # Error bounds per dtype, relative to the output's scale: the rounding of the type itself, with room for sums.
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
-
-
-@dataclass
-class Case:
-    name: str
-    shape: tuple[int, ...]
-    channels_last: bool = False
-    affine: str = "channel"  # "none", "channel" (C,), "sample" (N, C)
-    offset: float = 0.0
-    scale: float = 1.0
-
-    def make(self, device: str, dtype: torch.dtype, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        n, c = self.shape[:2]
-        x = (torch.randn(self.shape, generator=g, dtype=torch.float64) * self.scale + self.offset).to(dtype)
-        if self.channels_last:  # (N, *spatial, C) in memory, same logical shape
-            order = (0, *range(2, x.dim()), 1)
-            x = x.permute(order).contiguous().permute(0, x.dim() - 1, *range(1, x.dim() - 1))
-        shape = {"none": None, "channel": (c,), "sample": (n, c)}[self.affine]
-        w = None if shape is None else torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-        b = None if shape is None else torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-        dy = torch.randn(self.shape, generator=g, dtype=torch.float64).to(dtype)
-        to = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return to(x), to(w), to(b), to(dy)
 
 
 CASES = [
@@ -90,7 +65,8 @@ def _test_forward(device: str, dtype: torch.dtype, case: Case) -> None:
     y, mean, inv_std = torch.ops.instancenorm.forward(x, w, b, 1e-5)
     x64, w64, b64 = (None if t is None else t.double() for t in (x, w, b))
     y_ref, mean_ref, inv_std_ref = reference.forward(x64, w64, b64, 1e-5)
-    tol = output_scale(case, dtype)
+    # The CPU kernel normalizes with the mean as a float pair (hi + lo): large offsets cost it no accuracy.
+    tol = TOLERANCE[dtype] if device == "cpu" else output_scale(case, dtype)
     assert y.dtype == dtype and y.shape == x.shape and y.stride() == x.stride()
     assert mean.dtype == inv_std.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     assert_close(mean, mean_ref, TOLERANCE[torch.float32] * (1 + abs(case.offset)) if dtype != torch.float64 else 1e-10)
@@ -142,14 +118,8 @@ def test_backward_accepts_gradient_in_another_layout(device):
 
 # ---------- autograd through the public function ----------
 
-GRADCHECK_CASES = [c for c in CASES if c.name in (
-    "nchw", "channels_last", "per_sample_affine", "per_sample_affine_cl", "no_affine", "hw_1", "sequence_3d",
-    "sequence_3d_cl", "large_offset",
-)]
-
-
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("case", GRADCHECK_CASES, ids=ids(GRADCHECK_CASES))
+@pytest.mark.parametrize("case", CHECK_CASES, ids=[f"{c.name}-{c.layout}" for c in CHECK_CASES])
 def test_gradcheck(device, case):
     x, w, b, _ = case.make(device, torch.float64)
     inputs = [t.requires_grad_() for t in (x, w, b) if t is not None]

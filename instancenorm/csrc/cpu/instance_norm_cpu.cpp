@@ -146,6 +146,14 @@ void reduce_then_map(int64_t units, int64_t len, int64_t elems_per_len, int64_t 
 
 // ---- Chunk arithmetic, NCHW: a chunk is a contiguous run of one plane. ----
 
+// Moments of one chunk around mean = shift + sum(x - shift) / n, kept in double: a float mean would round a large
+// offset by up to half an ulp (5e-4 at 1e4). M2 is summed around the float-rounded mean, then corrected exactly.
+inline Moments chunk_moments(double n, double shift, double sum_dev, double m2_around, double rounded_mean) {
+  const double mean = shift + sum_dev / n;
+  const double off = mean - rounded_mean;
+  return {n, mean, m2_around - n * off * off};
+}
+
 template <typename A>
 Moments contiguous_moments(const A* x, int64_t n) {
   using Vec = Vectorized<A>;
@@ -170,7 +178,7 @@ Moments contiguous_moments(const A* x, int64_t n) {
   }
   A m2 = hsum(q0 + q1);
   for (; i < n; ++i) m2 += (x[i] - mean) * (x[i] - mean);
-  return {double(n), double(mean), double(m2)};
+  return chunk_moments(double(n), shift, sum, m2, mean);
 }
 
 template <typename A>
@@ -198,9 +206,13 @@ void for_channel_vectors(int64_t C, const F& f) {
   for (int64_t c = 0; c < C; c += V) f(c, std::min(V, C - c));
 }
 
+// scratch holds 3 * C values: per channel the shift, the summed deviation from it, and M2 around the float mean.
 template <typename A>
-void rows_moments(const A* x, int64_t rows, int64_t C, std::vector<Moments>& acc, A* chunk_mean, A* chunk_m2) {
+void rows_moments(const A* x, int64_t rows, int64_t C, std::vector<Moments>& acc, A* scratch) {
   using Vec = Vectorized<A>;
+  A* shifts = scratch;
+  A* sums = scratch + C;
+  A* m2s = scratch + 2 * C;
   for_channel_vectors<A>(C, [&](int64_t c, int64_t cnt) {
     const Vec shift = Vec::loadu(x + c, cnt);
     Vec s(A(0));
@@ -211,10 +223,14 @@ void rows_moments(const A* x, int64_t rows, int64_t C, std::vector<Moments>& acc
       const Vec d = Vec::loadu(x + r * C + c, cnt) - mean;
       q = at::vec::fmadd(d, d, q);
     }
-    mean.store(chunk_mean + c, cnt);
-    q.store(chunk_m2 + c, cnt);
+    shift.store(shifts + c, cnt);
+    s.store(sums + c, cnt);
+    q.store(m2s + c, cnt);
   });
-  for (int64_t c = 0; c < C; ++c) acc[c].add(double(rows), chunk_mean[c], chunk_m2[c]);
+  for (int64_t c = 0; c < C; ++c) {
+    const A rounded_mean = shifts[c] + sums[c] / A(rows);  // the same float expression as mean above
+    acc[c].add(chunk_moments(double(rows), shifts[c], sums[c], m2s[c], rounded_mean));
+  }
 }
 
 template <typename A>
@@ -237,15 +253,17 @@ void rows_grad_sums(const A* dy, const A* x, int64_t rows, int64_t C, const A* m
 
 // ---- Per-(n, c) coefficients of the elementwise passes. ----
 
-// Forward: y = (x - mean) * scale + shift.
+// Forward: y = ((x - mean_hi) - mean_lo) * scale + shift. The mean is kept as a float pair (hi + lo): x - mean_hi
+// is exact for x near the mean, so a large offset (x = 1e4 + noise) costs no more than the rounding of lo.
 template <typename A>
 struct ForwardCoefficients {
-  std::vector<A> mean, scale, shift;
-  explicit ForwardCoefficients(int64_t nc) : mean(nc), scale(nc), shift(nc) {}
+  std::vector<A> mean_hi, mean_lo, scale, shift;
+  explicit ForwardCoefficients(int64_t nc) : mean_hi(nc), mean_lo(nc), scale(nc), shift(nc) {}
   void set(int64_t i, const Moments& m, const ForwardArgs& a, A* mean_out, A* inv_std_out) {
     const A w = a.weight.data_ptr<A>()[i], b = a.bias.data_ptr<A>()[i];
     const A inv_std = A(1) / std::sqrt(A(m.m2 / m.count) + A(a.eps));
-    mean_out[i] = mean[i] = A(m.mean);
+    mean_out[i] = mean_hi[i] = A(m.mean);
+    mean_lo[i] = A(m.mean - double(mean_hi[i]));
     inv_std_out[i] = inv_std;
     scale[i] = inv_std * w;
     shift[i] = b;
@@ -296,12 +314,12 @@ void forward_kernel(const ForwardArgs& args) {
         },
         [&](int64_t p, const Moments& m) { k.set(p, m, args, mean_out, inv_std_out); },
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-          const Vec mean(k.mean[p]), scale(k.scale[p]), shift(k.shift[p]);
+          const Vec hi(k.mean_hi[p]), lo(k.mean_lo[p]), scale(k.scale[p]), shift(k.shift[p]);
           for (int64_t i = begin; i < end; i += kChunk) {
             const int64_t n = std::min(kChunk, end - i);
             const A* xa = as_acc(x + p * M + i, n, buf);
             A* ya = result_ptr(y + p * M + i, buf);
-            at::vec::map([&](Vec v) { return at::vec::fmadd(v - mean, scale, shift); }, ya, xa, n);
+            at::vec::map([&](Vec v) { return at::vec::fmadd((v - hi) - lo, scale, shift); }, ya, xa, n);
             store_from(ya, y + p * M + i, n);
           }
         });
@@ -314,11 +332,11 @@ void forward_kernel(const ForwardArgs& args) {
       N, M, C, rows_per_chunk, buffers * chunk_elems,
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
         std::vector<Moments> m(C);
-        std::vector<A> chunk_stats(2 * C);
+        std::vector<A> chunk_stats(3 * C);
         for (int64_t r = begin; r < end; r += rows_per_chunk) {
           const int64_t rows = std::min(rows_per_chunk, end - r);
           const A* xa = as_acc(x + (n * M + r) * C, rows * C, buf);
-          rows_moments(xa, rows, C, m, chunk_stats.data(), chunk_stats.data() + C);
+          rows_moments(xa, rows, C, m, chunk_stats.data());
         }
         return m;
       },
@@ -326,7 +344,8 @@ void forward_kernel(const ForwardArgs& args) {
         for (int64_t c = 0; c < C; ++c) k.set(n * C + c, m[c], args, mean_out, inv_std_out);
       },
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
-        const A* mean = k.mean.data() + n * C;
+        const A* hi = k.mean_hi.data() + n * C;
+        const A* lo = k.mean_lo.data() + n * C;
         const A* scale = k.scale.data() + n * C;
         const A* shift = k.shift.data() + n * C;
         for (int64_t r = begin; r < end; r += rows_per_chunk) {
@@ -334,9 +353,10 @@ void forward_kernel(const ForwardArgs& args) {
           const A* xa = as_acc(x + (n * M + r) * C, rows * C, buf);
           A* ya = result_ptr(y + (n * M + r) * C, buf);
           for_channel_vectors<A>(C, [&](int64_t c, int64_t cnt) {
-            const Vec vm = Vec::loadu(mean + c, cnt), vs = Vec::loadu(scale + c, cnt), vb = Vec::loadu(shift + c, cnt);
+            const Vec vhi = Vec::loadu(hi + c, cnt), vlo = Vec::loadu(lo + c, cnt), vs = Vec::loadu(scale + c, cnt),
+                      vb = Vec::loadu(shift + c, cnt);
             for (int64_t i = c; i < rows * C; i += C) {
-              at::vec::fmadd(Vec::loadu(xa + i, cnt) - vm, vs, vb).store(ya + i, cnt);
+              at::vec::fmadd((Vec::loadu(xa + i, cnt) - vhi) - vlo, vs, vb).store(ya + i, cnt);
             }
           });
           store_from(ya, y + (n * M + r) * C, rows * C);
