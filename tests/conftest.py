@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny random models, generated images, the CLI, and the optional shared data folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def odd_images() -> Path:
+    """The bad-input corpus (../shared/data/odd-images); tests using it skip where the shared folder is absent."""
+    folder = SHARED_DATA / "odd-images"
+    if not folder.is_dir():
+        pytest.skip(f"shared data not present: {folder} (only in a checkout with ../shared beside it)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random single-style model small enough to stylize test images in milliseconds."""
+    return _save_random_model(tmp_path_factory.mktemp("models") / "tiny.pth", styles=["tiny"])
+
+
+@pytest.fixture(scope="session")
+def tiny_multi_style_model(tmp_path_factory) -> Path:
+    return _save_random_model(tmp_path_factory.mktemp("models") / "multi.pth", styles=["starry", "wave", "kandinsky"])
+
+
+def _save_random_model(path: Path, styles: list[str]) -> Path:
+    import torch
+
+    from styler.model_files import save_model
+    from styler.network import Architecture, TransformerNet
+
+    torch.manual_seed(len(styles))
+    network = TransformerNet(Architecture(width=0.125, residual_blocks=1, num_styles=len(styles)))
+    with torch.no_grad():  # distinct per-style parameters, so picking a style visibly matters
+        for parameter in network.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    save_model(path, network, styles, training={"purpose": "tests"})
+    return path
+
+
+def random_pixels(width: int, height: int, channels: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+
+
+@pytest.fixture
+def make_image(tmp_path) -> Callable[..., Path]:
+    """make_image(name, width, height, mode="RGB", **save_options) writes random pixels and returns the path."""
+
+    def make(name: str, width: int, height: int, mode: str = "RGB", **save_options) -> Path:
+        channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+        pixels = random_pixels(width, height, channels)
+        image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode)
+        path = tmp_path / name
+        image.save(path, **save_options)
+        return path
+
+    return make
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., CliResult]:
+    """run_cli("stylize", "a.png", ...) runs the styler CLI in-process and returns its exit code and both streams."""
+    from styler.cli import app
+
+    def run(*arguments: str | Path) -> CliResult:
+        result = CliRunner().invoke(app, [str(argument) for argument in arguments])
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    return run
