@@ -2,6 +2,7 @@
 
     import instancenorm
     y = instancenorm.instance_norm(x, weight, bias)          # weight/bias (C,) or (N, C)
+    instancenorm.instance_norm_(x, weight, bias)             # in place, for inference
     layer = instancenorm.InstanceNorm2d(64, affine=True)      # drop-in for torch.nn.InstanceNorm2d
 
 `instancenorm.compiled_devices` tells which device types have compiled kernels; `python -m instancenorm` prints it.
@@ -24,7 +25,7 @@ from instancenorm.modules import (  # noqa: E402
     InstanceNorm2d,
     adaptive_instance_norm,
 )
-from instancenorm.ops import instance_norm  # noqa: E402
+from instancenorm.ops import instance_norm, instance_norm_  # noqa: E402
 
 compiled_devices: tuple[str, ...] = tuple(
     device
@@ -46,5 +47,6 @@ __all__ = [
     "adaptive_instance_norm",
     "compiled_devices",
     "instance_norm",
+    "instance_norm_",
     "usable_devices",
 ]

@@ -12,6 +12,7 @@ from torch import Tensor
 
 forward = torch.ops.instancenorm.forward.default
 backward = torch.ops.instancenorm.backward.default
+normalize_ = torch.ops.instancenorm.normalize_.default
 
 
 def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -44,6 +45,11 @@ def _forward_fake(input: Tensor, weight: Tensor | None, bias: Tensor | None, eps
 @torch.library.register_fake("instancenorm::backward")
 def _backward_fake(grad_output: Tensor, input: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None):
     return _like_kernel_output(input), torch.empty_like(mean), torch.empty_like(mean)
+
+
+@torch.library.register_fake("instancenorm::normalize_")
+def _normalize_fake(input: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> None:
+    return None
 
 
 def _reduce_to(grad_per_instance: Tensor, param: Tensor) -> Tensor:
@@ -80,3 +86,15 @@ def instance_norm(input: Tensor, weight: Tensor | None = None, bias: Tensor | No
     Differentiable in input, weight and bias; the output keeps the input's memory format (NCHW or channels_last).
     """
     return forward(input, weight, bias, eps)[0]
+
+
+def instance_norm_(input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """In-place instance_norm for inference: overwrites input (contiguous or channels_last) and returns it.
+
+    Saves allocating an output the size of the input, which for large activations costs more than the arithmetic.
+    Not differentiable: refuses an input that requires grad while autograd is recording.
+    """
+    if torch.is_grad_enabled() and (input.requires_grad or any(p is not None and p.requires_grad for p in (weight, bias))):
+        raise RuntimeError("instance_norm_ is for inference: use instance_norm where gradients are needed")
+    normalize_(input, weight, bias, eps)
+    return input

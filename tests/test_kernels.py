@@ -274,3 +274,32 @@ def test_bad_arguments_raise_clear_errors(args, message):
 def test_import_reports_devices():
     assert "cpu" in instancenorm.compiled_devices
     assert set(instancenorm.usable_devices()) <= set(instancenorm.compiled_devices)
+
+
+# ---------- in place, for inference ----------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", [c for c in CASES if c.name in ("nchw", "per_sample_affine_cl", "split_planes",
+                                                                  "split_rows_cl", "sequence_3d_cl")], ids=lambda c: c.name)
+def test_in_place_matches_out_of_place(device, dtype, case):
+    x, w, b, _ = case.make(device, dtype)
+    expected = instancenorm.instance_norm(x, w, b)
+    data_ptr, strides = x.data_ptr(), x.stride()
+    with torch.inference_mode():
+        out = instancenorm.instance_norm_(x, w, b)
+    assert out is x and x.data_ptr() == data_ptr and x.stride() == strides
+    torch.testing.assert_close(x, expected, atol=0, rtol=0)
+
+
+def test_in_place_refuses_what_it_cannot_do():
+    with pytest.raises(RuntimeError, match="for inference"):
+        instancenorm.instance_norm_(torch.randn(2, 3, 4, 4, requires_grad=True))
+    with pytest.raises(RuntimeError, match="contiguous or channels_last"):
+        instancenorm.instance_norm_(torch.randn(2, 3, 8, 8)[:, :, ::2])
+
+
+def test_in_place_opcheck():
+    x, w, b, _ = Case("t", (2, 3, 5, 6), channels_last=True).make("cpu", torch.float32)
+    torch.library.opcheck(torch.ops.instancenorm.normalize_.default, (x, w, b, 1e-5))

@@ -79,32 +79,54 @@ at::ScalarType stats_dtype(at::ScalarType input_dtype) {
   return input_dtype == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(
-    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-    double eps, ForwardKernel kernel) {
-  Geometry g = check_input(input, "forward");
-  TORCH_CHECK(eps >= 0, "instancenorm.forward: eps must be >= 0, got ", eps);
-  c10::OptionalDeviceGuard guard(input.device());
+namespace {
 
+// Checks and fills everything a forward kernel reads and writes, except the output, which the caller chooses.
+ForwardArgs prepare_forward(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                            const std::optional<at::Tensor>& bias, double eps, const char* op) {
+  Geometry g = check_input(input, op);
+  TORCH_CHECK(eps >= 0, "instancenorm.", op, ": eps must be >= 0, got ", eps);
   ForwardArgs a;
   a.x = dense_layout(input, &g.channels_last);
   a.g = g;
   a.eps = eps;
   a.weight = affine_nc(weight, input, g, 1.0, "weight");
   a.bias = affine_nc(bias, input, g, 0.0, "bias");
-  a.y = at::empty_like(a.x);
   const auto stats_options = input.options().dtype(stats_dtype(input.scalar_type()));
   a.mean = at::empty({g.N, g.C}, stats_options);
   a.inv_std = at::empty({g.N, g.C}, stats_options);
-  if (g.N * g.C > 0) {
-    if (g.M == 0) {  // statistics of an empty set, as torch.mean gives them
-      a.mean.fill_(std::numeric_limits<double>::quiet_NaN());
-      a.inv_std.fill_(std::numeric_limits<double>::quiet_NaN());
-    } else {
-      kernel(a);
-    }
+  return a;
+}
+
+void run_forward(ForwardArgs& a, ForwardKernel kernel) {
+  if (a.g.N * a.g.C == 0) return;
+  if (a.g.M == 0) {  // statistics of an empty set, as torch.mean gives them
+    a.mean.fill_(std::numeric_limits<double>::quiet_NaN());
+    a.inv_std.fill_(std::numeric_limits<double>::quiet_NaN());
+    return;
   }
+  c10::OptionalDeviceGuard guard(a.x.device());
+  kernel(a);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    double eps, ForwardKernel kernel) {
+  ForwardArgs a = prepare_forward(input, weight, bias, eps, "forward");
+  a.y = at::empty_like(a.x);
+  run_forward(a, kernel);
   return {a.y, a.mean, a.inv_std};
+}
+
+void normalize_impl(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                    const std::optional<at::Tensor>& bias, double eps, ForwardKernel kernel) {
+  ForwardArgs a = prepare_forward(input, weight, bias, eps, "normalize_");
+  TORCH_CHECK(a.x.is_same(input), "instancenorm.normalize_: input must be contiguous or channels_last to be "
+              "normalized in place");
+  a.y = a.x;  // every kernel reads an element (or its chunk) before writing the same place
+  run_forward(a, kernel);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(

@@ -59,6 +59,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(
     const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     double eps, ForwardKernel kernel);
 
+// In place, for inference: input is overwritten with the output; the statistics are not returned.
+void normalize_impl(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                    const std::optional<at::Tensor>& bias, double eps, ForwardKernel kernel);
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
     const std::optional<at::Tensor>& weight, BackwardKernel kernel);
@@ -69,6 +73,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_op(
     const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     double eps) {
   return forward_impl(input, weight, bias, eps, kernel);
+}
+
+template <ForwardKernel kernel>
+void normalize_op(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                  const std::optional<at::Tensor>& bias, double eps) {
+  normalize_impl(input, weight, bias, eps, kernel);
 }
 
 template <BackwardKernel kernel>

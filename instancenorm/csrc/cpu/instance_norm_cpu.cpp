@@ -460,6 +460,7 @@ void backward_cpu(const BackwardArgs& args) {
 
 TORCH_LIBRARY_IMPL(instancenorm, CPU, m) {
   m.impl("forward", &forward_op<forward_cpu>);
+  m.impl("normalize_", &normalize_op<forward_cpu>);
   m.impl("backward", &backward_op<backward_cpu>);
 }
 

@@ -1,0 +1,90 @@
+"""`python -m benchmarks`: run the benchmark levels, print tables, write JSON.
+
+    python -m benchmarks kernels --threads 1,2 --malloc default,kept
+    python -m benchmarks end-to-end
+Each (malloc setting, thread count) runs in its own process, so both sides of a ratio share one setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from benchmarks.timing import machine_description
+
+LEVELS = {"kernels": "benchmarks.kernels", "end-to-end": "benchmarks.end_to_end"}
+
+
+def run_one(level: str, device: str, threads: int, malloc: str, quick: bool) -> list[dict]:
+    """In this process: apply the settings, run one level, tag its rows."""
+    import importlib
+
+    from styler.memory import keep_freed_memory
+
+    if malloc == "kept" and not keep_freed_memory():
+        raise SystemExit("mallopt is not available here: run with --malloc default")
+    torch.set_num_threads(threads)
+    rows = importlib.import_module(LEVELS[level]).run(device, quick)
+    for row in rows:
+        row |= {"level": level, "threads": threads, "malloc": malloc}
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    columns = ["level", "malloc", "threads", "device", "dtype", "layout", "shape", "op", "native_ms", "ours_ms",
+               "speedup", "fraction_of_copy"]
+    columns = [c for c in columns if any(c in r for r in rows)]
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("level", choices=[*LEVELS, "all"], nargs="?", default="all")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--threads", default="1,2", help="comma-separated CPU thread counts")
+    parser.add_argument("--malloc", default="default,kept", help="default and/or kept (see styler/memory.py)")
+    parser.add_argument("--quick", action="store_true", help="fewer shapes, for a smoke run")
+    parser.add_argument("--json", type=Path, default=Path("bench-results/latest.json"))
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: run in this process
+    args = parser.parse_args()
+    levels = list(LEVELS) if args.level == "all" else [args.level]
+
+    if args.one:
+        rows = run_one(levels[0], args.device, int(args.threads), args.malloc, args.quick)
+        json.dump(rows, sys.stdout)
+        return
+
+    rows = []
+    for level in levels:
+        for malloc in args.malloc.split(","):
+            for threads in args.threads.split(","):
+                cmd = [sys.executable, "-m", "benchmarks", level, "--one", "--device", args.device,
+                       "--threads", threads, "--malloc", malloc] + (["--quick"] if args.quick else [])
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                rows.extend(json.loads(out))
+    print_table(rows)
+    report = {
+        "date": datetime.date.today().isoformat(), "machine": machine_description(args.device),
+        "torch": torch.__version__, "rows": rows,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, args.json)
+    print(f"\n{report['machine']}, torch {report['torch']}, {report['date']}: wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

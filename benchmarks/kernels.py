@@ -1,0 +1,66 @@
+"""Kernel level: instancenorm vs torch.nn.functional.instance_norm, affine, on the transformer network's shapes.
+
+Run through `python -m benchmarks kernels`, which runs this once per malloc setting and thread count.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import instancenorm
+from benchmarks.timing import copy_bandwidth_gbs, median_ms
+
+# What the network produces for a batch of 4 at 256 px, plus one big plane and many small ones.
+SHAPES = [(4, 32, 256, 256), (4, 64, 128, 128), (4, 128, 64, 64), (1, 32, 1024, 1024), (16, 128, 32, 32)]
+QUICK_SHAPES = [(4, 32, 256, 256), (4, 128, 64, 64)]
+
+
+def implementations():
+    return {
+        "native": lambda x, w, b: F.instance_norm(x, weight=w, bias=b),
+        "ours": lambda x, w, b: instancenorm.instance_norm(x, w, b),
+    }
+
+
+def measure_case(shape, channels_last: bool, dtype: torch.dtype, device: str) -> list[dict]:
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=memory_format)
+    w = torch.rand(shape[1], device=device, dtype=dtype) + 0.5
+    b = torch.randn(shape[1], device=device, dtype=dtype)
+    dy = torch.randn_like(x)
+    times: dict[str, dict[str, float]] = {"forward": {}, "backward": {}, "forward+backward": {}}
+    for name, fn in implementations().items():
+        with torch.no_grad():
+            times["forward"][name] = median_ms(lambda: fn(x, w, b), device)
+        leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+        y = fn(*leaves)
+        times["backward"][name] = median_ms(
+            lambda: torch.autograd.grad(y, leaves, dy, retain_graph=True), device)
+        times["forward+backward"][name] = median_ms(lambda: torch.autograd.grad(fn(*leaves), leaves, dy), device)
+    # Forward moves the input once and the output once: bandwidth as a fraction of a plain copy of those bytes.
+    copy_gbs = copy_bandwidth_gbs(x.numel(), device, dtype)
+    forward_gbs = 2 * x.numel() * x.element_size() / (times["forward"]["ours"] * 1e-3) / 1e9
+    rows = []
+    for op, t in times.items():
+        row = {
+            "shape": list(shape), "layout": "channels_last" if channels_last else "nchw",
+            "dtype": str(dtype).removeprefix("torch."), "device": device, "op": op,
+            "native_ms": round(t["native"], 4), "ours_ms": round(t["ours"], 4),
+            "speedup": round(t["native"] / t["ours"], 3),
+        }
+        if op == "forward":
+            row |= {"ours_gbs": round(forward_gbs, 2), "copy_gbs": round(copy_gbs, 2),
+                    "fraction_of_copy": round(forward_gbs / copy_gbs, 3)}
+        rows.append(row)
+    return rows
+
+
+def run(device: str, quick: bool) -> list[dict]:
+    dtypes = [torch.float32] if device == "cpu" else [torch.float32, torch.float16, torch.bfloat16]
+    rows = []
+    for shape in QUICK_SHAPES if quick else SHAPES:
+        for channels_last in (False, True):
+            for dtype in dtypes:
+                rows.extend(measure_case(shape, channels_last, dtype, device))
+    return rows
