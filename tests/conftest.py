@@ -49,8 +49,14 @@ def _save_random_model(path: Path, styles: list[str]) -> Path:
     return path
 
 
-def random_pixels(width: int, height: int, channels: int, seed: int = 0) -> np.ndarray:
+def _random_pixels(width: int, height: int, channels: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+
+
+@pytest.fixture
+def random_pixels() -> Callable[..., np.ndarray]:
+    """random_pixels(width, height, channels, seed=0): a uint8 (height, width, channels) array."""
+    return _random_pixels
 
 
 @pytest.fixture
@@ -59,7 +65,7 @@ def make_image(tmp_path) -> Callable[..., Path]:
 
     def make(name: str, width: int, height: int, mode: str = "RGB", **save_options) -> Path:
         channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
-        pixels = random_pixels(width, height, channels)
+        pixels = _random_pixels(width, height, channels)
         image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode)
         path = tmp_path / name
         image.save(path, **save_options)

@@ -1,0 +1,161 @@
+"""Reading photos into plain RGB (+ alpha) and writing results atomically, keeping what a user would expect kept.
+
+Reading: the first frame of the file, EXIF orientation applied, every Pillow mode turned into 8-bit RGB (16-bit
+and float greyscale scaled, not clipped), transparency split off as an 8-bit alpha channel, an RGB ICC profile kept.
+Decompression bombs are refused above a pixel limit; truncated or unreadable files raise StylerError.
+
+Writing: format from the extension; alpha is kept where the format has it (PNG, WebP, TIFF) and composited onto
+white for JPEG and BMP; the ICC profile is embedded again; the file appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from styler.errors import StylerError
+from styler.model_files import write_atomically
+
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default: 0.25 GiB of 24-bit pixels
+READABLE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .png .webp .bmp .tif .tiff .gif .ppm .pgm .pbm .pnm .psd .ico .avif .jp2 .mpo .tga .dib".split()
+)
+WRITERS: dict[str, tuple[str, dict]] = {
+    ".jpg": ("JPEG", {"quality": 92}),
+    ".jpeg": ("JPEG", {"quality": 92}),
+    ".png": ("PNG", {"compress_level": 6}),
+    ".webp": ("WEBP", {"quality": 90}),
+    ".tif": ("TIFF", {"compression": "tiff_lzw"}),
+    ".tiff": ("TIFF", {"compression": "tiff_lzw"}),
+    ".bmp": ("BMP", {}),
+}
+FORMATS_WITH_ALPHA = frozenset({"PNG", "WEBP", "TIFF"})
+HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+
+@dataclass
+class Photo:
+    rgb: Image.Image  # mode "RGB", orientation applied
+    alpha: Image.Image | None  # mode "L", same size, when the input had transparency
+    icc_profile: bytes | None  # kept only when it describes RGB
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.size
+
+    def resized(self, size: tuple[int, int]) -> Photo:
+        if size == self.size:
+            return self
+        resize = lambda image: image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)  # noqa: E731
+        return Photo(resize(self.rgb), resize(self.alpha) if self.alpha else None, self.icc_profile)
+
+
+def read_photo(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
+    """Decode an image file completely, or raise StylerError with the reason in one line."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns between 1x and 2x its limit and raises above; one exact limit is easier to explain.
+            warnings.simplefilter("ignore")  # metadata oddities (bad EXIF, MPO headers) do not spoil the pixels
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with _pixel_limit(max_pixels), Image.open(path) as image:
+                image.load()
+                icc_profile = image.info.get("icc_profile")
+                oriented = ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise StylerError(
+            f"{path}: refused as a possible decompression bomb (more than {max_pixels:,} pixels; "
+            "raise the limit with --max-pixels if the file is trusted)"
+        ) from None
+    except FileNotFoundError:
+        raise StylerError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise StylerError(f"{path}: not an image file, or a format Pillow cannot read") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        # Pillow's decoders signal damaged data with these; "image file is truncated" is the common one.
+        raise StylerError(f"{path}: damaged or unsupported image ({_one_line(error)})") from None
+    width, height = oriented.size
+    if width < 1 or height < 1:
+        raise StylerError(f"{path}: image has zero size ({width}x{height})")
+    rgb, alpha = _split_alpha(oriented)
+    return Photo(rgb, alpha, icc_profile if _is_rgb_profile(icc_profile) else None)
+
+
+class _pixel_limit:
+    """Temporarily set Pillow's decompression-bomb limit (a module global Pillow reads while opening)."""
+
+    def __init__(self, max_pixels: int) -> None:
+        self.max_pixels = max_pixels
+
+    def __enter__(self) -> None:
+        self.saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, self.max_pixels
+
+    def __exit__(self, *exc_info) -> None:
+        Image.MAX_IMAGE_PIXELS = self.saved
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[:200] or type(error).__name__
+
+
+def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """8-bit RGB plus an alpha channel when the image has transparency (an alpha band or a tRNS colour key)."""
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+        values = np.asarray(image)
+        grey = Image.fromarray(_to_8bit(values), "L").convert("RGB")
+        key = image.info.get("transparency")
+        alpha = Image.fromarray(np.where(values == key, 0, 255).astype(np.uint8), "L") if key is not None else None
+        return grey, alpha
+    if image.has_transparency_data:
+        rgba = image.convert("RGBA")
+        return rgba.convert("RGB"), rgba.getchannel("A")
+    return image.convert("RGB"), None
+
+
+def _to_8bit(values: np.ndarray) -> np.ndarray:
+    """16-bit integers scale by 1/257; other wide or float data has no fixed range, so its own range is stretched."""
+    if values.dtype == np.uint16 or (values.dtype.kind in "iu" and values.min() >= 0 and values.max() > 255 and values.max() <= 65535):
+        return (values.astype(np.float32) / 257.0).round().astype(np.uint8)
+    low, high = float(values.min()), float(values.max())
+    if values.dtype.kind == "f" and 0.0 <= low and high <= 1.0:
+        return (values * 255.0).round().astype(np.uint8)
+    if 0.0 <= low and high <= 255.0:
+        return values.round().astype(np.uint8)
+    span = high - low if high > low else 1.0
+    return ((values.astype(np.float64) - low) * (255.0 / span)).round().astype(np.uint8)
+
+
+def _is_rgb_profile(profile: bytes | None) -> bool:
+    """ICC header bytes 16..19 name the colour space the profile describes; only an RGB one fits the output."""
+    return bool(profile) and len(profile) >= 20 and profile[16:20] == b"RGB "
+
+
+def writer_for(path: Path) -> str:
+    """The Pillow format for an output path, or StylerError naming the supported extensions."""
+    suffix = path.suffix.lower()
+    if suffix not in WRITERS:
+        raise StylerError(f"{path}: cannot write {suffix or 'files without an extension'}; use one of {', '.join(WRITERS)}")
+    return WRITERS[suffix][0]
+
+
+def write_photo(path: Path, photo: Photo) -> None:
+    """Encode by extension and write atomically; alpha kept where the format allows, else composited onto white."""
+    image_format = writer_for(path)
+    options = dict(WRITERS[path.suffix.lower()][1])
+    image = photo.rgb
+    if photo.alpha is not None:
+        if image_format in FORMATS_WITH_ALPHA:
+            image = image.copy()
+            image.putalpha(photo.alpha)
+        else:
+            image = Image.composite(image, Image.new("RGB", image.size, "white"), photo.alpha)
+    if photo.icc_profile and image_format != "BMP":
+        options["icc_profile"] = photo.icc_profile
+    try:
+        write_atomically(path, lambda file: image.save(file, format=image_format, **options))
+    except OSError as error:
+        raise StylerError(f"{path}: cannot write ({_one_line(error)})") from None
