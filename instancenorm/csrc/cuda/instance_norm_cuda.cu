@@ -97,9 +97,7 @@ __device__ __forceinline__ Welford<A> moments(const A (&x)[K]) {
 }
 
 template <typename T, int K>
-struct alignas(sizeof(T) * K) Pack {
-  T v[K];
-};
+struct alignas(sizeof(T) * K) Pack { T v[K]; };
 
 // K elements at off, off + es, ...; es == 1 means contiguous and aligned to the pack (see make_unit).
 template <int K, typename T, typename A>
@@ -143,7 +141,7 @@ struct Unit {
   int64_t base, es, h, tail, nscalar;
   int64_t v0, v1;  // this split's batches
   int split, nsplit;
-  bool valid;  // c < C (the last NHWC tile may be partial)
+  bool valid;  // c < C (the last tile may be partial)
 };
 
 // apply_pass walks blocks in reverse launch order: the reduce pass finished with the highest blocks, whose
@@ -209,24 +207,25 @@ __device__ __forceinline__ S reduce_y(S s, S* red) {
   return s;
 }
 
-// Workspace of split partials: field k of (n, split, c) at k * stride + (n * nsplit + split) * C + c.
+// Workspace of split partials: field k of (n, split, c) at k * N * nsplit * C + (n * nsplit + split) * C + c.
+__device__ __forceinline__ int64_t ws_at(const Unit& u, const Layout& L, int split, int k) {
+  return (k * L.N + u.n) * u.nsplit * L.C + split * L.C + u.c;
+}
+
 template <typename S, typename A>
-__device__ __forceinline__ void store_partial(const S& s, A* ws, const Unit& u, const Layout& L, int split) {
-  const int64_t stride = L.N * u.nsplit * L.C, i = (u.n * u.nsplit + split) * L.C + u.c;
+__device__ __forceinline__ void store_partial(const S& s, A* ws, const Unit& u, const Layout& L) {
 #pragma unroll
-  for (int k = 0; k < S::K; ++k) ws[k * stride + i] = s.v[k];
+  for (int k = 0; k < S::K; ++k) ws[ws_at(u, L, u.split, k)] = s.v[k];
 }
 
 template <typename S, typename A>
 __device__ __forceinline__ S combine_partials(const A* ws, const Unit& u, const Layout& L) {
   S s{};
   if (!u.valid) return s;
-  const int64_t stride = L.N * u.nsplit * L.C;
   for (int j = threadIdx.y; j < u.nsplit; j += blockDim.y) {
-    const int64_t i = (u.n * u.nsplit + j) * L.C + u.c;
     S o;
 #pragma unroll
-    for (int k = 0; k < S::K; ++k) o.v[k] = ws[k * stride + i];
+    for (int k = 0; k < S::K; ++k) o.v[k] = ws[ws_at(u, L, j, k)];
     s.merge(o);
   }
   return s;
@@ -238,16 +237,20 @@ __device__ __forceinline__ double rsqrt_(double v) { return rsqrt(v); }
 // apply_pass == false: reduce (and, when gridDim.y == 1, finalize and apply); true: combine partials, apply.
 template <typename T, typename A = at::opmath_type<T>>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const T* __restrict__ x, T* __restrict__ y, const A* __restrict__ weight,
-                   const A* __restrict__ bias, A* __restrict__ mean_out, A* __restrict__ rstd_out, A* ws,
-                   Layout L, A eps, A inv_M, bool apply_pass) {
+    forward_kernel(const T* x, T* y, const A* __restrict__ weight, const A* __restrict__ bias,
+                   A* __restrict__ mean_out, A* __restrict__ rstd_out, A* ws, Layout L, A eps, A inv_M,
+                   bool apply_pass) {
   constexpr int V = kBatch<T>;
   __shared__ Welford<A> red[kThreads];
   __shared__ A coef[3][32];
   const Unit u = make_unit<V>(L, x, apply_pass);
   // Moments of x - x[first element of the unit]: partial means stay small, so float keeps their digits
   // when channels sit on a large offset, and y never subtracts two large rounded numbers.
-  const A shift = u.valid ? static_cast<A>(x[u.base]) : A(0);
+  // y may be x (normalize_): every element is read, then written, by one thread; the shift, which threads
+  // share, is read before the block writes anything, and in a split apply pass comes from the workspace.
+  constexpr int kShift = Welford<A>::K;  // its workspace field, at split 0
+  A shift = A(0);
+  if (u.valid) shift = apply_pass ? ws[ws_at(u, L, 0, kShift)] : static_cast<A>(x[u.base]);
   Welford<A> s{};
   if (!apply_pass) {
     visit<V>(u, [&](int64_t off, auto kk) {
@@ -265,7 +268,8 @@ __global__ void __launch_bounds__(kThreads)
   const bool partial = !apply_pass && u.nsplit > 1;
   if (threadIdx.y == 0 && u.valid) {
     if (partial) {
-      store_partial(s, ws, u, L, u.split);
+      store_partial(s, ws, u, L);
+      if (u.split == 0) ws[ws_at(u, L, 0, kShift)] = shift;
     } else {
       const A rstd = rsqrt_(s.v[2] * inv_M + eps);
       if (u.split == 0) {
@@ -321,7 +325,7 @@ __global__ void __launch_bounds__(kThreads)
   const bool partial = !apply_pass && u.nsplit > 1;
   if (threadIdx.y == 0 && u.valid) {
     if (partial) {
-      store_partial(s, ws, u, L, u.split);
+      store_partial(s, ws, u, L);
     } else {
       const A rstd = rstd_in[u.nc];
       const A db = s.v[0], dw = s.v[1] * rstd;
@@ -358,7 +362,7 @@ struct Plan {
 };
 
 // Block shape, units, split count and workspace for kernel. ptrs: every data tensor it touches (for the
-// alignment check); fields: floats per partial.
+// alignment check); fields: values per partial.
 Plan make_plan(const void* kernel, const Geometry& g, int V, std::initializer_list<const void*> ptrs, int fields,
                const at::TensorOptions& stats) {
   Plan p;
@@ -413,7 +417,7 @@ void forward_cuda(const ForwardArgs& a) {
     const scalar_t* x = a.x.const_data_ptr<scalar_t>();
     scalar_t* y = a.y.mutable_data_ptr<scalar_t>();
     const Plan p = make_plan(reinterpret_cast<const void*>(&forward_kernel<scalar_t>), a.g, kBatch<scalar_t>,
-                             {x, y}, Welford<A>::K, a.mean.options());
+                             {x, y}, Welford<A>::K + 1, a.mean.options());
     A* ws = p.nsplit > 1 ? p.ws.mutable_data_ptr<A>() : nullptr;
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     for (int pass = 0; pass < 1 + (p.nsplit > 1); ++pass) {
@@ -448,6 +452,7 @@ void backward_cuda(const BackwardArgs& a) {
 
 TORCH_LIBRARY_IMPL(instancenorm, CUDA, m) {
   m.impl("forward", &forward_op<forward_cuda>);
+  m.impl("normalize_", &normalize_op<forward_cuda>);
   m.impl("backward", &backward_op<backward_cuda>);
 }
 
