@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Annotated, Callable
+from pathlib import Path
+from typing import Annotated, Callable, Literal, Optional
 
 import typer
 
@@ -52,6 +53,49 @@ def check_grad(
 
     ok = run.main(device=device, json_output=json_output)
     raise typer.Exit(0 if ok else 1)
+
+
+@app.command("stylize")
+@user_errors_exit_2
+def stylize(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (their images) or glob patterns.", show_default=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="A shipped model's name (see `styler models`) or a model file.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file for a single input (an existing folder works like --output-dir).")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-d", help="Folder for the outputs, named <stem>-<style>.<ext>; default: beside each input.")] = None,
+    style: Annotated[Optional[str], typer.Option(help="For multi-style models: a style name, or a blend such as starry=0.7,wave=0.3.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (inputs are never overwritten).")] = False,
+    max_size: Annotated[Optional[int], typer.Option(help="Shrink so the long side is at most this many pixels.")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="Resize by this factor before stylizing (0.5 halves each side).")] = None,
+    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="Where to run: auto picks CUDA when present.")] = "auto",
+    precision: Annotated[Literal["float32", "float16", "bfloat16"], typer.Option(help="Autocast precision on CUDA.")] = "float32",
+    strength: Annotated[float, typer.Option(help="Blend of stylized (1) and original (0) pixels.")] = 1.0,
+    preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours, take only the stylized luminance.")] = False,
+    max_pixels: Annotated[int, typer.Option(help="Refuse larger images as possible decompression bombs.")] = 89_478_485,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON record per file (input, output, size, seconds, error).")] = False,
+) -> None:
+    """Stylize photos with a trained model: same size out as in, alpha and ICC profile kept, never overwriting an input.
+
+    Exit status 2 when any file failed (each failure is one line on stderr; the others are still written).
+    """
+    from styler import stylize as run
+
+    ok = run.main(
+        inputs, model=model, output=output, output_dir=output_dir, style=style, overwrite=overwrite, max_size=max_size,
+        scale=scale, device=device, precision=precision, strength=strength, preserve_color=preserve_color,
+        max_pixels=max_pixels, json_output=json_output,
+    )
+    raise typer.Exit(0 if ok else 2)
+
+
+@app.command("models")
+@user_errors_exit_2
+def models(
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON list of the models (name, file, styles, ...).")] = False,
+) -> None:
+    """List the shipped models that --model accepts by name."""
+    from styler.model_files import print_models
+
+    print_models(json_output)
 
 
 if __name__ == "__main__":
