@@ -38,8 +38,8 @@ def run_one(level: str, device: str, threads: int, malloc: str, quick: bool) -> 
 
 
 def print_table(rows: list[dict]) -> None:
-    columns = ["level", "malloc", "threads", "device", "dtype", "layout", "shape", "op", "native_ms", "ours_ms",
-               "speedup", "fraction_of_copy"]
+    columns = ["level", "malloc", "threads", "device", "task", "config", "ms", "dtype", "layout", "shape", "op",
+               "native_ms", "ours_ms", "speedup", "fraction_of_copy"]
     columns = [c for c in columns if any(c in r for r in rows)]
     cells = [[str(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
