@@ -70,7 +70,7 @@ def stylize(
     precision: Annotated[Literal["float32", "float16", "bfloat16"], typer.Option(help="Autocast precision on CUDA.")] = "float32",
     strength: Annotated[float, typer.Option(help="Blend of stylized (1) and original (0) pixels.")] = 1.0,
     preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours, take only the stylized luminance.")] = False,
-    max_pixels: Annotated[int, typer.Option(help="Refuse larger images as possible decompression bombs.")] = 89_478_485,
+    max_pixels: Annotated[Optional[int], typer.Option(help="Refuse larger images as possible decompression bombs [default: Pillow's, about 89 million].")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON record per file (input, output, size, seconds, error).")] = False,
 ) -> None:
     """Stylize photos with a trained model: same size out as in, alpha and ICC profile kept, never overwriting an input.

@@ -314,6 +314,23 @@ def test_json_prints_one_record_per_file(run_cli, tiny_model, make_image, tmp_pa
     assert failed["output"] is None and failed["size"] is None and "not an image file" in failed["error"]
 
 
+def test_max_pixels_refuses_and_admits_big_images(run_cli, tiny_model, make_image, tmp_path):
+    source = make_image("photo.png", 40, 30)
+    result = stylize(run_cli, tiny_model, source, "--max-pixels", "1000")
+    assert result.exit_code == 2 and "decompression bomb (more than 1,000 pixels" in result.stderr
+    assert stylize(run_cli, tiny_model, source, "--max-pixels", "1200").exit_code == 0
+
+
+def test_the_sample_photos_are_documented_and_stylize(run_cli, tiny_model, tmp_path):
+    samples = Path(__file__).resolve().parent.parent / "samples"
+    photos = sorted(samples.glob("*.jpg"))
+    sources = (samples / "SOURCES.md").read_text()
+    assert len(photos) >= 2 and all(f"| {photo.name} |" in sources for photo in photos)
+    result = stylize(run_cli, tiny_model, str(samples / "*.jpg"), "-d", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{photo.stem}-tiny.jpg" for photo in photos)
+
+
 def test_a_folder_without_images_and_a_glob_without_matches_fail(run_cli, tiny_model, tmp_path):
     (tmp_path / "empty").mkdir()
     result = stylize(run_cli, tiny_model, tmp_path / "empty", str(tmp_path / "*.nothing"))
@@ -374,6 +391,7 @@ def test_a_bad_model_is_one_line_and_exit_2(run_cli, make_image, tmp_path):
         (["--strength", "1.5"], "--strength 1.5 is not between 0 and 1"),
         (["--scale", "0"], "--scale 0.0 is not in (0, 8]"),
         (["--max-size", "0"], "--max-size 0 is not a positive number"),
+        (["--max-pixels", "0"], "--max-pixels 0 is not a positive number"),
         (["-o", "x.png", "-d", "out"], "either --output or --output-dir"),
         (["--precision", "float16", "--device", "cpu"], "--precision float16 is for CUDA"),
     ],
