@@ -67,7 +67,7 @@ def stylize(
     max_size: Annotated[Optional[int], typer.Option(help="Shrink so the long side is at most this many pixels.")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Resize by this factor before stylizing (0.5 halves each side).")] = None,
     device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="Where to run: auto picks CUDA when present.")] = "auto",
-    precision: Annotated[Literal["float32", "float16", "bfloat16"], typer.Option(help="Autocast precision on CUDA.")] = "float32",
+    precision: Annotated[Literal["float32", "float16", "bfloat16"], typer.Option(help="Compute precision: float16 (CUDA) or bfloat16 (CUDA or CPU, ~1.7x faster here) trade a little accuracy for speed.")] = "float32",
     strength: Annotated[float, typer.Option(help="Blend of stylized (1) and original (0) pixels.")] = 1.0,
     preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours, take only the stylized luminance.")] = False,
     max_pixels: Annotated[Optional[int], typer.Option(help="Refuse larger images as possible decompression bombs [default: Pillow's, about 89 million].")] = None,

@@ -203,8 +203,8 @@ class Stylizer:
     """The network on its device, the chosen style, and the per-photo pipeline around it."""
 
     def __init__(self, model: StyleModel, choice: StyleChoice, device: torch.device, precision: str = "float32"):
-        if PRECISIONS[precision] is not None and device.type != "cuda":
-            raise StylerError(f"--precision {precision} is for CUDA; on the CPU styler runs float32")
+        if precision == "float16" and device.type != "cuda":
+            raise StylerError("--precision float16 is for CUDA; on the CPU use bfloat16 or float32")
         self.device, self.autocast_dtype = device, PRECISIONS[precision]
         self.arch = model.arch
         self.network = model.build().to(device, memory_format=torch.channels_last)
@@ -224,7 +224,7 @@ class Stylizer:
         height, width = content.shape[-2:]
         multiple, smallest = self.arch.size_multiple, self.arch.min_size
         padded = mirror_pad_to(content, max(smallest, _round_up(height, multiple)), max(smallest, _round_up(width, multiple)))
-        autocast = torch.autocast("cuda", self.autocast_dtype) if self.autocast_dtype else nullcontext()
+        autocast = torch.autocast(self.device.type, self.autocast_dtype) if self.autocast_dtype else nullcontext()
         with autocast:
             styled = self.network(padded.contiguous(memory_format=torch.channels_last), self.style)
         return styled[..., :height, :width].float().clamp(0, 255)

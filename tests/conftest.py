@@ -45,6 +45,9 @@ def _save_random_model(path: Path, styles: list[str]) -> Path:
     with torch.no_grad():  # distinct per-style parameters, so picking a style visibly matters
         for parameter in network.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.1)
+        # Outputs spread over 0..255 like a trained model's, not a few units around 0 that clamp to black.
+        network.deconv3.conv2d.weight.mul_(40.0)
+        network.deconv3.conv2d.bias.fill_(128.0)
     save_model(path, network, styles, training={"purpose": "tests"})
     return path
 

@@ -314,6 +314,15 @@ def test_json_prints_one_record_per_file(run_cli, tiny_model, make_image, tmp_pa
     assert failed["output"] is None and failed["size"] is None and "not an image file" in failed["error"]
 
 
+def test_bfloat16_on_the_cpu_stays_close_to_float32(run_cli, tiny_model, make_image, tmp_path):
+    source = make_image("photo.png", 40, 24)
+    for precision in ("float32", "bfloat16"):
+        result = stylize(run_cli, tiny_model, source, "--device", "cpu", "--precision", precision, "-o", tmp_path / f"{precision}.png")
+        assert result.exit_code == 0, result.stderr
+    difference = np.abs(pixels(tmp_path / "float32.png") - pixels(tmp_path / "bfloat16.png"))
+    assert difference.mean() < 2 and np.percentile(difference, 99) <= 8
+
+
 def test_max_pixels_refuses_and_admits_big_images(run_cli, tiny_model, make_image, tmp_path):
     source = make_image("photo.png", 40, 30)
     result = stylize(run_cli, tiny_model, source, "--max-pixels", "1000")
@@ -393,7 +402,7 @@ def test_a_bad_model_is_one_line_and_exit_2(run_cli, make_image, tmp_path):
         (["--max-size", "0"], "--max-size 0 is not a positive number"),
         (["--max-pixels", "0"], "--max-pixels 0 is not a positive number"),
         (["-o", "x.png", "-d", "out"], "either --output or --output-dir"),
-        (["--precision", "float16", "--device", "cpu"], "--precision float16 is for CUDA"),
+        (["--precision", "float16", "--device", "cpu"], "--precision float16 is for CUDA; on the CPU use bfloat16"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(run_cli, tiny_model, make_image, arguments, message):
