@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated, Callable, Literal, Optional
+from typing import Annotated, Callable, Literal
 
 import typer
 
@@ -58,20 +58,42 @@ def check_grad(
 @app.command("stylize")
 @user_errors_exit_2
 def stylize(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (their images) or glob patterns.", show_default=False)],
-    model: Annotated[str, typer.Option("--model", "-m", help="A shipped model's name (see `styler models`) or a model file.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file for a single input (an existing folder works like --output-dir).")] = None,
-    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-d", help="Folder for the outputs, named <stem>-<style>.<ext>; default: beside each input.")] = None,
-    style: Annotated[Optional[str], typer.Option(help="For multi-style models: a style name, or a blend such as starry=0.7,wave=0.3.")] = None,
+    inputs: Annotated[
+        list[str], typer.Argument(help="Image files, folders (their images) or glob patterns.", show_default=False)
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="A shipped model's name (`styler models`) or a model file.", show_default=False
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Output file for one input (an existing folder works as --output-dir)."),
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-d", help="Folder for outputs, <stem>-<style>.<ext> (default: beside inputs)."),
+    ] = None,
+    style: Annotated[
+        str | None, typer.Option(help="For multi-style models: a style name, or a blend such as starry=0.7,wave=0.3.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (inputs are never overwritten).")] = False,
-    max_size: Annotated[Optional[int], typer.Option(help="Shrink so the long side is at most this many pixels.")] = None,
-    scale: Annotated[Optional[float], typer.Option(help="Resize by this factor before stylizing (0.5 halves each side).")] = None,
-    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="Where to run: auto picks CUDA when present.")] = "auto",
-    precision: Annotated[Literal["float32", "float16", "bfloat16"], typer.Option(help="Compute precision: float16 (CUDA) or bfloat16 (CUDA or CPU, ~1.7x faster here) trade a little accuracy for speed.")] = "float32",
+    max_size: Annotated[int | None, typer.Option(help="Shrink so the long side is at most this many pixels.")] = None,
+    scale: Annotated[float | None, typer.Option(help="Resize by this factor first (0.5 halves each side).")] = None,
+    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="auto picks CUDA when present.")] = "auto",
+    precision: Annotated[
+        Literal["float32", "float16", "bfloat16"],
+        typer.Option(help="float16 (CUDA) or bfloat16 (CUDA or CPU, ~1.7x faster here): less accuracy, more speed."),
+    ] = "float32",
     strength: Annotated[float, typer.Option(help="Blend of stylized (1) and original (0) pixels.")] = 1.0,
-    preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours, take only the stylized luminance.")] = False,
-    max_pixels: Annotated[Optional[int], typer.Option(help="Refuse larger images as possible decompression bombs [default: Pillow's, about 89 million].")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON record per file (input, output, size, seconds, error).")] = False,
+    preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours, use stylized luminance.")] = False,
+    max_pixels: Annotated[
+        int | None, typer.Option(help="Refuse bigger images as decompression bombs (default: Pillow's, ~89 million).")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON record per file: input, output, size, seconds, error.")
+    ] = False,
 ) -> None:
     """Stylize photos with a trained model: same size out as in, alpha and ICC profile kept, never overwriting an input.
 
@@ -80,9 +102,20 @@ def stylize(
     from styler import stylize as run
 
     ok = run.main(
-        inputs, model=model, output=output, output_dir=output_dir, style=style, overwrite=overwrite, max_size=max_size,
-        scale=scale, device=device, precision=precision, strength=strength, preserve_color=preserve_color,
-        max_pixels=max_pixels, json_output=json_output,
+        inputs,
+        model=model,
+        output=output,
+        output_dir=output_dir,
+        style=style,
+        overwrite=overwrite,
+        max_size=max_size,
+        scale=scale,
+        device=device,
+        precision=precision,
+        strength=strength,
+        preserve_color=preserve_color,
+        max_pixels=max_pixels,
+        json_output=json_output,
     )
     raise typer.Exit(0 if ok else 2)
 
@@ -90,7 +123,7 @@ def stylize(
 @app.command("models")
 @user_errors_exit_2
 def models(
-    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON list of the models (name, file, styles, ...).")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON list of the models for scripts.")] = False,
 ) -> None:
     """List the shipped models that --model accepts by name."""
     from styler.model_files import print_models

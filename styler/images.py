@@ -22,7 +22,8 @@ from styler.model_files import write_atomically
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default: 0.25 GiB of 24-bit pixels
 READABLE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .png .webp .bmp .tif .tiff .gif .ppm .pgm .pbm .pnm .psd .ico .avif .jp2 .mpo .tga .dib".split()
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pbm", ".pnm"}
+    | {".psd", ".ico", ".avif", ".jp2", ".mpo", ".tga", ".dib"}
 )
 WRITERS: dict[str, tuple[str, dict]] = {
     ".jpg": ("JPEG", {"quality": 92}),
@@ -50,7 +51,10 @@ class Photo:
     def resized(self, size: tuple[int, int]) -> Photo:
         if size == self.size:
             return self
-        resize = lambda image: image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)  # noqa: E731
+
+        def resize(image: Image.Image) -> Image.Image:
+            return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
         return Photo(resize(self.rgb), resize(self.alpha) if self.alpha else None, self.icc_profile)
 
 
@@ -118,12 +122,14 @@ def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
 
 def _to_8bit(values: np.ndarray) -> np.ndarray:
     """16-bit integers scale by 1/257; other wide or float data has no fixed range, so its own range is stretched."""
-    if values.dtype == np.uint16 or (values.dtype.kind in "iu" and values.min() >= 0 and values.max() > 255 and values.max() <= 65535):
+    if values.dtype == np.uint16 or (
+        values.dtype.kind in "iu" and values.min() >= 0 and values.max() > 255 and values.max() <= 65535
+    ):
         return (values.astype(np.float32) / 257.0).round().astype(np.uint8)
     low, high = float(values.min()), float(values.max())
-    if values.dtype.kind == "f" and 0.0 <= low and high <= 1.0:
+    if values.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
         return (values * 255.0).round().astype(np.uint8)
-    if 0.0 <= low and high <= 255.0:
+    if low >= 0.0 and high <= 255.0:
         return values.round().astype(np.uint8)
     span = high - low if high > low else 1.0
     return ((values.astype(np.float64) - low) * (255.0 / span)).round().astype(np.uint8)
@@ -138,7 +144,9 @@ def writer_for(path: Path) -> str:
     """The Pillow format for an output path, or StylerError naming the supported extensions."""
     suffix = path.suffix.lower()
     if suffix not in WRITERS:
-        raise StylerError(f"{path}: cannot write {suffix or 'files without an extension'}; use one of {', '.join(WRITERS)}")
+        raise StylerError(
+            f"{path}: cannot write {suffix or 'files without an extension'}; use one of {', '.join(WRITERS)}"
+        )
     return WRITERS[suffix][0]
 
 

@@ -66,7 +66,9 @@ class StyleModel:
         expected = {key: tuple(value.shape) for key, value in network.state_dict().items()}
         found = {key: tuple(value.shape) for key, value in self.state_dict.items()}
         if expected != found:
-            raise StylerError(f"{self.path or 'model'}: weights do not fit its architecture ({_describe_mismatch(expected, found)})")
+            raise StylerError(
+                f"{self.path or 'model'}: weights do not fit its architecture ({_describe_mismatch(expected, found)})"
+            )
         network.load_state_dict(self.state_dict)
         return network.eval()
 
@@ -170,7 +172,9 @@ def _from_styler_dict(contents: dict, path: Path) -> StyleModel:
         raise StylerError(f"{path}: model file lacks {missing}") from None
     except StylerError as error:
         raise StylerError(f"{path}: {error}") from None
-    if not (isinstance(styles, list) and len(styles) == arch.num_styles and all(isinstance(s, str) and s for s in styles)):
+    if not (
+        isinstance(styles, list) and len(styles) == arch.num_styles and all(isinstance(s, str) and s for s in styles)
+    ):
         raise StylerError(f"{path}: 'styles' should list {arch.num_styles} style name(s), found {styles!r}")
     if not isinstance(state_dict, dict):
         raise StylerError(f"{path}: 'state_dict' is not a dict of tensors")
@@ -259,7 +263,7 @@ def read_manifest(directory: Path | None = None) -> list[ManifestEntry]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise StylerError(f"{manifest}: unreadable manifest ({error})") from None
     if not (isinstance(contents, dict) and contents.get("manifest_version") == MANIFEST_VERSION):
-        raise StylerError(f"{manifest}: expected {{\"manifest_version\": {MANIFEST_VERSION}, \"models\": [...]}}")
+        raise StylerError(f'{manifest}: expected {{"manifest_version": {MANIFEST_VERSION}, "models": [...]}}')
     return [ManifestEntry.from_dict(values, manifest) for values in contents.get("models", [])]
 
 
@@ -268,7 +272,9 @@ def write_manifest(entries: list[ManifestEntry], directory: Path | None = None) 
     write_atomically((directory or models_dir()) / "manifest.json", lambda file: file.write(text.encode() + b"\n"))
 
 
-def manifest_entry(model_file: Path, name: str, style_images: list[dict[str, str]], description: str = "") -> ManifestEntry:
+def manifest_entry(
+    model_file: Path, name: str, style_images: list[dict[str, str]], description: str = ""
+) -> ManifestEntry:
     """An entry for a model file inside the models folder, its details read from the file itself."""
     model = load_model_file(model_file)
     return ManifestEntry(
@@ -327,4 +333,4 @@ def print_models(json_output: bool = False, directory: Path | None = None) -> No
         rows.append((entry.name, ", ".join(entry.styles), shape, entry.file))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1])

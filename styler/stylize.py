@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import instancenorm
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,9 @@ from styler.model_files import StyleModel, resolve_model
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
-DEFAULT_OUTPUT_SUFFIX = ".png"  # for inputs whose own format styler does not write (gif, psd, ...): lossless, keeps alpha
+DEFAULT_OUTPUT_SUFFIX = (
+    ".png"  # for inputs whose own format styler does not write (gif, psd, ...): lossless, keeps alpha
+)
 # BT.601 luma, the Y of JPEG's YCbCr: with Cb and Cr held fixed, a change of Y moves R, G and B by the same amount.
 LUMA = (0.299, 0.587, 0.114)
 
@@ -84,7 +87,15 @@ class Result:
     error: str | None
 
     def as_json(self) -> str:
-        return json.dumps({"input": self.input, "output": self.output, "size": self.size, "seconds": round(self.seconds, 4), "error": self.error})
+        return json.dumps(
+            {
+                "input": self.input,
+                "output": self.output,
+                "size": self.size,
+                "seconds": round(self.seconds, 4),
+                "error": self.error,
+            }
+        )
 
 
 # ------------------------------------------------------------------------------------------ inputs and outputs
@@ -121,14 +132,14 @@ def plan_outputs(jobs: list[Job], style_tag: str, options: StylizeOptions) -> No
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StylerError(f"{output_dir}: cannot create the output folder ({error.strerror})") from None
-    inputs = {job.input.resolve() for job in jobs}
+    input_files = {_file_identity(job.input) for job in jobs} - {None}
     planned: dict[Path, Path] = {}  # output -> the input writing it
     for job in jobs:
         if job.error:
             continue
         job.output = single_output or default_output(job.input, style_tag, output_dir)
         target = job.output.resolve()
-        if target in inputs or _same_file_as_any(job.output, jobs):
+        if _file_identity(job.output) in input_files:
             job.error = f"{job.output}: refusing to overwrite an input"
         elif target in planned:  # e.g. photo.gif and photo.psd, both written as PNG
             job.error = f"{job.output}: {planned[target]} already writes this output; stylize {job.input.name} with -o"
@@ -142,11 +153,13 @@ def default_output(input_path: Path, style_tag: str, output_dir: Path | None) ->
     return (output_dir or input_path.parent) / f"{input_path.stem}-{style_tag}{suffix}"
 
 
-def _same_file_as_any(output: Path, jobs: list[Job]) -> bool:
-    """Catches hard links and case-insensitive file systems, which resolve() does not."""
-    if not output.exists():
-        return False
-    return any(job.input.exists() and output.samefile(job.input) for job in jobs)
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode): equal for the same file under any name (symlinks, hard links, case-insensitive systems)."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 # ----------------------------------------------------------------------------------------------- the model side
@@ -165,7 +178,9 @@ def choose_style(spec: str | None, styles: list[str]) -> StyleChoice:
             raise StylerError(f"--style {spec!r}: this model has the single style {styles[0]!r}")
         return StyleChoice(_safe_name(styles[0]), None)
     if spec is None:
-        raise StylerError(f"this model holds {len(styles)} styles ({', '.join(styles)}): pick one or a blend with --style")
+        raise StylerError(
+            f"this model holds {len(styles)} styles ({', '.join(styles)}): pick one or a blend with --style"
+        )
     weights = dict.fromkeys(styles, 0.0)
     for part in spec.split(","):
         name, _, weight = part.partition("=")
@@ -180,7 +195,7 @@ def choose_style(spec: str | None, styles: list[str]) -> StyleChoice:
     if any(w < 0 or not math.isfinite(w) for w in weights.values()) or total <= 0:
         raise StylerError(f"--style {spec!r}: weights must be non-negative with a positive sum")
     mix = tuple(w / total for w in weights.values())
-    used = [(name, w) for name, w in zip(styles, mix) if w > 0]
+    used = [(name, w) for name, w in zip(styles, mix, strict=True) if w > 0]
     tag = used[0][0] if len(used) == 1 else "+".join(f"{name}{round(100 * w)}" for name, w in used)
     return StyleChoice(_safe_name(tag), mix)
 
@@ -190,11 +205,13 @@ def _safe_name(text: str) -> str:
 
 
 def pick_device(requested: str) -> torch.device:
-    import instancenorm
-
     cuda_ready = "cuda" in instancenorm.compiled_devices and torch.cuda.is_available()
     if requested == "cuda" and not cuda_ready:
-        why = "no CUDA GPU is visible" if "cuda" in instancenorm.compiled_devices else "instancenorm was built without CUDA"
+        why = (
+            "no CUDA GPU is visible"
+            if "cuda" in instancenorm.compiled_devices
+            else "instancenorm was built without CUDA"
+        )
         raise StylerError(f"--device cuda: {why}")
     return torch.device("cuda" if requested == "cuda" or (requested == "auto" and cuda_ready) else "cpu")
 
@@ -223,7 +240,9 @@ class Stylizer:
         """(1, 3, H, W) in 0..255 to the same shape: mirror-padded to what the network needs, then cropped back."""
         height, width = content.shape[-2:]
         multiple, smallest = self.arch.size_multiple, self.arch.min_size
-        padded = mirror_pad_to(content, max(smallest, _round_up(height, multiple)), max(smallest, _round_up(width, multiple)))
+        padded = mirror_pad_to(
+            content, max(smallest, _round_up(height, multiple)), max(smallest, _round_up(width, multiple))
+        )
         autocast = torch.autocast(self.device.type, self.autocast_dtype) if self.autocast_dtype else nullcontext()
         with autocast:
             styled = self.network(padded.contiguous(memory_format=torch.channels_last), self.style)
@@ -306,12 +325,13 @@ def _stylize_one(job: Job, stylizer: Stylizer, options: StylizeOptions) -> tuple
     photo = photo.resized(target_size(photo.size, options.scale, options.max_size))
     try:
         result = stylizer(photo, options.strength, options.preserve_color)
-    except (torch.OutOfMemoryError, MemoryError):
-        raise StylerError(f"{job.input}: not enough memory for {photo.size[0]}x{photo.size[1]}; try --max-size") from None
-    except RuntimeError as error:
-        if "allocate" not in str(error):  # the CPU allocator's out-of-memory is a plain RuntimeError
+    except (MemoryError, RuntimeError) as error:
+        # CUDA raises torch.OutOfMemoryError; the CPU allocator a plain RuntimeError "... can't allocate memory".
+        if not isinstance(error, (MemoryError, torch.OutOfMemoryError)) and "allocate" not in str(error):
             raise
-        raise StylerError(f"{job.input}: not enough memory for {photo.size[0]}x{photo.size[1]}; try --max-size") from None
+        raise StylerError(
+            f"{job.input}: not enough memory for {photo.size[0]}x{photo.size[1]}; try --max-size"
+        ) from None
     if job.output.exists() and not options.overwrite:  # appeared while this run was busy
         raise StylerError(f"{job.output}: exists (pass --overwrite to replace it)")
     write_photo(job.output, result)

@@ -119,7 +119,12 @@ def _with_key(image: Image.Image, key):
 
 @pytest.mark.parametrize(
     "orientation, transpose",
-    [(3, Image.Transpose.ROTATE_180), (6, Image.Transpose.ROTATE_270), (8, Image.Transpose.ROTATE_90), (2, Image.Transpose.FLIP_LEFT_RIGHT)],
+    [
+        (3, Image.Transpose.ROTATE_180),
+        (6, Image.Transpose.ROTATE_270),
+        (8, Image.Transpose.ROTATE_90),
+        (2, Image.Transpose.FLIP_LEFT_RIGHT),
+    ],
 )
 def test_exif_orientation_is_applied(tmp_path, random_pixels, orientation, transpose):
     stored = Image.fromarray(random_pixels(6, 4, 3), "RGB")

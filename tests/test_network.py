@@ -34,7 +34,9 @@ def fast_neural_style_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def random_state_dict(shapes: dict[str, tuple[int, ...]], seed: int = 0, dtype=torch.float64) -> dict[str, torch.Tensor]:
+def random_state_dict(
+    shapes: dict[str, tuple[int, ...]], seed: int = 0, dtype=torch.float64
+) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for name, shape in shapes.items():
@@ -88,7 +90,9 @@ def test_forward_computes_what_fast_neural_style_computes():
 @pytest.mark.parametrize("size", [(16, 16), (32, 48), (48, 16)])
 def test_output_has_the_input_size_for_multiples_of_the_size_multiple(name, size):
     network = TransformerNet(architecture(name)).eval()
-    height, width = (max(s, network.arch.min_size) // network.arch.size_multiple * network.arch.size_multiple for s in size)
+    height, width = (
+        max(s, network.arch.min_size) // network.arch.size_multiple * network.arch.size_multiple for s in size
+    )
     with torch.inference_mode():
         assert network(torch.rand(1, 3, height, width) * 255).shape == (1, 3, height, width)
 
@@ -99,7 +103,9 @@ def test_channels_last_gives_the_same_result():
     with torch.inference_mode():
         expected = network(x)
         network.to(memory_format=torch.channels_last)
-        torch.testing.assert_close(network(x.contiguous(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(
+            network(x.contiguous(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-3
+        )
 
 
 def test_lite_is_smaller_than_the_peer_network_and_runs_at_half_resolution():

@@ -79,7 +79,9 @@ def test_the_pipeline_gives_the_input_size_for_each_architecture(arch, height, w
     assert stylizer.stylize_tensor(torch.rand(1, 3, height, width) * 255).shape == (1, 3, height, width)
 
 
-@pytest.mark.parametrize("height, width, target", [(1, 1, (8, 8)), (7, 3, (8, 16)), (5, 6, (16, 16)), (321, 481, (328, 488))])
+@pytest.mark.parametrize(
+    "height, width, target", [(1, 1, (8, 8)), (7, 3, (8, 16)), (5, 6, (16, 16)), (321, 481, (328, 488))]
+)
 def test_mirror_padding_reaches_the_target_and_keeps_the_image_in_the_corner(height, width, target):
     x = torch.rand(1, 3, height, width)
     padded = mirror_pad_to(x, *target)
@@ -127,7 +129,10 @@ def test_strength_zero_returns_the_photo_itself(run_cli, tiny_model, make_image)
 def test_strength_blends_linearly(run_cli, tiny_model, make_image, tmp_path):
     source = make_image("photo.png", 31, 17)
     for strength in ("1", "0.5"):
-        assert stylize(run_cli, tiny_model, source, "--strength", strength, "-o", tmp_path / f"s{strength}.png").exit_code == 0
+        assert (
+            stylize(run_cli, tiny_model, source, "--strength", strength, "-o", tmp_path / f"s{strength}.png").exit_code
+            == 0
+        )
     full, half = pixels(tmp_path / "s1.png"), pixels(tmp_path / "s0.5.png")
     assert np.abs(half - (full + pixels(source)) / 2).max() <= 1.0
 
@@ -259,7 +264,11 @@ def test_output_dir_is_created_and_used_for_folders_and_globs(run_cli, tiny_mode
     (tmp_path / "notes.txt").write_text("not an image")
     result = stylize(run_cli, tiny_model, tmp_path, "--output-dir", tmp_path / "out" / "deep")
     assert result.exit_code == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "out" / "deep").iterdir()) == ["one-tiny.jpg", "three-tiny.webp", "two-tiny.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "deep").iterdir()) == [
+        "one-tiny.jpg",
+        "three-tiny.webp",
+        "two-tiny.png",
+    ]
     result = stylize(run_cli, tiny_model, str(tmp_path / "t*.*"), "-d", tmp_path / "globbed")
     assert result.exit_code == 0
     assert sorted(p.name for p in (tmp_path / "globbed").iterdir()) == ["three-tiny.webp", "two-tiny.png"]
@@ -317,7 +326,17 @@ def test_json_prints_one_record_per_file(run_cli, tiny_model, make_image, tmp_pa
 def test_bfloat16_on_the_cpu_stays_close_to_float32(run_cli, tiny_model, make_image, tmp_path):
     source = make_image("photo.png", 40, 24)
     for precision in ("float32", "bfloat16"):
-        result = stylize(run_cli, tiny_model, source, "--device", "cpu", "--precision", precision, "-o", tmp_path / f"{precision}.png")
+        result = stylize(
+            run_cli,
+            tiny_model,
+            source,
+            "--device",
+            "cpu",
+            "--precision",
+            precision,
+            "-o",
+            tmp_path / f"{precision}.png",
+        )
         assert result.exit_code == 0, result.stderr
     difference = np.abs(pixels(tmp_path / "float32.png") - pixels(tmp_path / "bfloat16.png"))
     assert difference.mean() < 2 and np.percentile(difference, 99) <= 8
@@ -443,7 +462,9 @@ def test_every_odd_image_gives_an_output_or_one_clear_line(run_cli, tiny_model, 
     records = run(odd_images, odd_images / "pngtest_bad.png.bin", output_dir=tmp_path / "first")
     assert set(records) == {path.name for path in odd_images.iterdir()}
     # Formats styler does not write become PNG, so these share an output name with an earlier file of their stem.
-    collided = sorted(name for name, record in records.items() if "already writes this output" in (record["error"] or ""))
+    collided = sorted(
+        name for name, record in records.items() if "already writes this output" in (record["error"] or "")
+    )
     assert collided == ["decompression_bomb.ico", "hopper.psd", "transparent.png"]
     records.update(run(*(odd_images / name for name in collided), output_dir=tmp_path / "second"))
 
