@@ -11,6 +11,8 @@ white for JPEG and BMP; the ICC profile is embedded again; the file appears comp
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,17 +90,14 @@ def read_photo(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
     return Photo(rgb, alpha, icc_profile if _is_rgb_profile(icc_profile) else None)
 
 
-class _pixel_limit:
+@contextmanager
+def _pixel_limit(max_pixels: int) -> Iterator[None]:
     """Temporarily set Pillow's decompression-bomb limit (a module global Pillow reads while opening)."""
-
-    def __init__(self, max_pixels: int) -> None:
-        self.max_pixels = max_pixels
-
-    def __enter__(self) -> None:
-        self.saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, self.max_pixels
-
-    def __exit__(self, *exc_info) -> None:
-        Image.MAX_IMAGE_PIXELS = self.saved
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _one_line(error: BaseException) -> str:
