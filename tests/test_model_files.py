@@ -6,6 +6,8 @@ import json
 import os
 import pickle
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -273,3 +275,13 @@ def test_models_command_with_a_broken_manifest_exits_2(tmp_path, monkeypatch, ru
     result = run_cli("models")
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "unreadable manifest" in result.stderr
+
+
+def test_models_command_answers_without_loading_torch(shipped):
+    """`styler models` is a listing: it must not pay torch's ~1.3 s import."""
+    probe = "import sys; from styler.cli import app; app(['models', '--json'])"
+    check = "import atexit, sys; atexit.register(lambda: sys.stderr.write('torch' if 'torch' in sys.modules else 'no'))"
+    result = subprocess.run([sys.executable, "-c", f"{check}; {probe}"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["name"] == "starry"
+    assert result.stderr.endswith("no")
