@@ -8,6 +8,7 @@ import pickle
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,6 @@ import torch
 from styler import __version__
 from styler.errors import StylerError
 from styler.model_files import (
-    ManifestEntry,
     load_model_file,
     manifest_entry,
     read_manifest,
@@ -249,9 +249,12 @@ def test_a_broken_manifest_is_one_line(tmp_path, text, message):
         read_manifest(tmp_path)
 
 
-def test_the_repository_manifest_is_valid():
-    for entry in read_manifest():
-        assert isinstance(entry, ManifestEntry)
+def test_the_repository_manifest_is_valid_and_matches_its_files():
+    directory = Path(__file__).resolve().parent.parent / "models"
+    assert (directory / "manifest.json").is_file()
+    for entry in read_manifest(directory):  # a malformed manifest raises StylerError here
+        assert sha256_of(directory / entry.file) == entry.sha256, entry.name
+        assert load_model_file(directory / entry.file).styles == entry.styles, entry.name
 
 
 def test_models_command_lists_names_as_json(shipped, run_cli):
