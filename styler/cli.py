@@ -120,6 +120,75 @@ def stylize(
     raise typer.Exit(0 if ok else 2)
 
 
+@app.command("train")
+@user_errors_exit_2
+def train(
+    style: Annotated[
+        list[Path] | None,
+        typer.Option(help="A style image; repeat for several styles in one (conditional instance norm) network."),
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Folder of training photos, searched recursively.")] = None,
+    out: Annotated[Path | None, typer.Option(help="The model file to write (default: <style names>.pth).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the photos (default: 2).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Photos per step, over all processes (default: 4).")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Side of the square training crops (default: 256).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate (default: 0.001).")] = None,
+    content_weight: Annotated[
+        float | None, typer.Option(help="Content loss weight (default: 1e5 with vgg16, 1 with random).")
+    ] = None,
+    style_weight: Annotated[
+        float | None, typer.Option(help="Style loss weight (default: 1e10 with vgg16, 1000 with random).")
+    ] = None,
+    tv_weight: Annotated[
+        float | None, typer.Option(help="Total-variation weight (default: 1e5 with vgg16, 10 with random).")
+    ] = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Checkpoints and previews (default: checkpoints/<model name>).")
+    ] = None,
+    style_size: Annotated[
+        int | None, typer.Option(help="Scale style images to this long side (default: their own size).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initial weights and photo order (default: 42).")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Train exactly this many steps, however many epochs that takes.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: auto, CUDA when present).")] = None,
+    channels_last: Annotated[
+        bool | None, typer.Option("--channels-last/--no-channels-last", help="NHWC memory layout (default: off).")
+    ] = None,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="float16 mixed precision, CUDA only.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Photo-decoding processes per training process (default: 2).")] = None,
+    arch: Annotated[str | None, typer.Option(help="Network: johnson or lite (default: johnson).")] = None,
+    loss_net: Annotated[
+        str | None,
+        typer.Option(help="vgg16 (ImageNet weights needed) or random: fixed random filters, colour and texture only."),
+    ] = None,
+    vgg_weights: Annotated[
+        Path | None, typer.Option(help="A torchvision vgg16 state_dict (default: torchvision's cache).")
+    ] = None,
+    preview_every: Annotated[
+        int | None, typer.Option(help="Write a preview grid every N steps, 0 for none (default: 100).")
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Write a checkpoint every N steps, 0 for none (default: 100).")
+    ] = None,
+    keep_checkpoints: Annotated[int | None, typer.Option(help="How many recent checkpoints to keep (default: 3).")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue from a checkpoint; its recipe (styles, sizes, weights...) is kept.")
+    ] = None,
+) -> None:
+    """Train a style network on a folder of photos; the model file works with `styler stylize --model FILE`.
+
+    Ctrl-C saves a checkpoint and stops (exit status 130); --resume continues from it.
+    """
+    given = {name: value for name, value in locals().items() if value is not None}  # unset: default or checkpoint's
+    if "style" in given:
+        given["styles"] = given.pop("style")
+    from styler import train as run
+
+    raise typer.Exit(run.main(**given))
+
+
 @app.command("models")
 @user_errors_exit_2
 def models(

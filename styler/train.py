@@ -1,0 +1,621 @@
+"""`styler train`: fit a transformer network to one or more styles with perceptual losses, resumably.
+
+One run = a TrainConfig (the command's options) + a Training (network, optimizer, loss, data, position). The loop
+checkpoints atomically every N steps (model, optimizer, step, RNG state, config, the style images and the loss
+network's calibration), so `--resume CHECKPOINT` alone continues a run and reproduces an uninterrupted one bit for
+bit on the CPU. Several styles train one conditional-instance-norm network (Dumoulin et al. 2017), one style per
+step in turn. Under torchrun every process trains on its shard of each global batch with DistributedDataParallel
+(gloo on CPU, NCCL on CUDA) and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as torch_distributed
+from PIL import Image
+from torch import Tensor
+from tqdm import tqdm
+
+from styler import __version__
+from styler.data import PhotoFolder, ResumableSampler, Skipped, load_square, make_loader, scan
+from styler.errors import StylerError
+from styler.images import Photo, read_photo, write_photo
+from styler.losses import (
+    DEFAULT_WEIGHTS,
+    LOSS_NETWORKS,
+    LossTerms,
+    LossWeights,
+    PerceptualLoss,
+    RandomFeatureNetwork,
+    VGG16Features,
+    load_vgg16_weights,
+)
+from styler.memory import keep_freed_memory
+from styler.model_files import save_model, write_atomically
+from styler.network import ARCHITECTURES, TransformerNet, architecture
+from styler.stylize import pick_device, tensor_to_image
+
+CHECKPOINT_FORMAT = "styler-checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
+PREVIEW_PHOTOS = 4
+# Preview photos stay out of training (so previews show unseen photos) once that costs at most 5 % of the data.
+HOLD_OUT_FACTOR = 20
+RANDOM_LOSS_SEED = 0  # the random-feature loss network is the same in every run, whatever --seed says
+EXIT_INTERRUPTED = 130
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """The `styler train` options; the defaults here are the command's defaults."""
+
+    styles: tuple[str, ...] = ()
+    data: str | None = None
+    out: str | None = None
+    epochs: int = 2
+    batch_size: int = 4  # global: split across processes under torchrun
+    image_size: int = 256
+    lr: float = 1e-3
+    content_weight: float | None = None  # None: losses.DEFAULT_WEIGHTS for the loss network
+    style_weight: float | None = None
+    tv_weight: float | None = None
+    checkpoint_dir: str | None = None
+    style_size: int | None = None  # long side of the style images; None: their own size
+    seed: int = 42
+    max_steps: int | None = None
+    device: str = "auto"
+    channels_last: bool = False
+    amp: bool = False
+    workers: int = 2
+    arch: str = "johnson"
+    loss_net: str = "vgg16"
+    vgg_weights: str | None = None
+    preview_every: int = 100
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+
+    def checked(self) -> TrainConfig:
+        """This config with paths made absolute, defaults filled in and every value checked (StylerError)."""
+        if not self.styles:
+            raise StylerError("give at least one --style IMAGE (or --resume CHECKPOINT)")
+        if self.data is None:
+            raise StylerError("give --data FOLDER with the training photos (or --resume CHECKPOINT)")
+        if self.arch not in ARCHITECTURES:
+            raise StylerError(f"--arch {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+        if self.loss_net not in LOSS_NETWORKS:
+            raise StylerError(f"--loss-net {self.loss_net!r}: choose one of {', '.join(LOSS_NETWORKS)}")
+        if self.device not in DEVICES:
+            raise StylerError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "max_steps": self.max_steps,
+                    "keep_checkpoints": self.keep_checkpoints}
+        at_least_zero = {"workers": self.workers, "preview_every": self.preview_every,
+                         "checkpoint_every": self.checkpoint_every}
+        for name, value in positive.items():
+            if value is not None and value < 1:
+                raise StylerError(f"{_flag(name)} {value}: must be at least 1")
+        for name, value in at_least_zero.items():
+            if value < 0:
+                raise StylerError(f"{_flag(name)} {value}: must be 0 or more")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise StylerError(f"--lr {self.lr}: must be a positive number")
+        weights = self.loss_weights()
+        for name in ("content", "style", "tv"):
+            value = getattr(weights, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise StylerError(f"--{name}-weight {value}: must be a non-negative number")
+        smallest = max(64, RandomFeatureNetwork.min_size)
+        multiple = architecture(self.arch).size_multiple
+        if self.image_size < smallest or self.image_size % multiple:
+            raise StylerError(f"--image-size {self.image_size}: must be at least {smallest} and a multiple of {multiple} for --arch {self.arch}")
+        if self.style_size is not None and self.style_size < smallest:
+            raise StylerError(f"--style-size {self.style_size}: must be at least {smallest}")
+        styles = tuple(str(Path(style).expanduser().resolve()) for style in self.styles)
+        names = [Path(style).stem for style in styles]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise StylerError(f"--style: several style images are named {duplicates[0]!r}; styles are named after their files")
+        out = Path(self.out or f"{'+'.join(names)}.pth").expanduser().resolve()
+        checkpoint_dir = Path(self.checkpoint_dir or Path("checkpoints") / out.stem).expanduser().resolve()
+        return replace(
+            self,
+            styles=styles,
+            data=str(Path(self.data).expanduser().resolve()),
+            out=str(out),
+            checkpoint_dir=str(checkpoint_dir),
+            vgg_weights=str(Path(self.vgg_weights).expanduser().resolve()) if self.vgg_weights else None,
+            content_weight=weights.content,
+            style_weight=weights.style,
+            tv_weight=weights.tv,
+        )
+
+    def loss_weights(self) -> LossWeights:
+        default = DEFAULT_WEIGHTS[self.loss_net]
+        return LossWeights(
+            content=default.content if self.content_weight is None else self.content_weight,
+            style=default.style if self.style_weight is None else self.style_weight,
+            tv=default.tv if self.tv_weight is None else self.tv_weight,
+        )
+
+    @property
+    def style_names(self) -> list[str]:
+        return [Path(style).stem for style in self.styles]
+
+
+# What a checkpoint fixes: a resumed run may change where files go, how long it runs and how, not what it learns.
+RECIPE_FIELDS = ("styles", "batch_size", "image_size", "lr", "content_weight", "style_weight", "tv_weight",
+                 "style_size", "seed", "arch", "loss_net")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# ----------------------------------------------------------------------------------------------- processes
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a torchrun job; the defaults describe a plain single-process run."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls) -> Processes:
+        """torchrun sets WORLD_SIZE, RANK and LOCAL_RANK (and MASTER_ADDR/PORT for the rendezvous)."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1:
+            return cls()
+        return cls(world_size, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")))
+
+    def start(self, device: torch.device) -> None:
+        if self.world_size > 1 and not torch_distributed.is_initialized():
+            torch_distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    def any(self, flags: list[bool], device: torch.device) -> list[bool]:
+        """Each flag, true if it is true in any process: every process then takes the same branch."""
+        if self.world_size == 1:
+            return flags
+        values = torch.tensor([float(flag) for flag in flags], device=device)
+        torch_distributed.all_reduce(values, op=torch_distributed.ReduceOp.MAX)
+        return [bool(value) for value in values.tolist()]
+
+
+def choose_device(requested: str, processes: Processes) -> torch.device:
+    device = pick_device(requested)
+    if device.type == "cuda":
+        device = torch.device("cuda", processes.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint written by `save_checkpoint`, read without running pickled code."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise StylerError(f"--resume {path}: no such checkpoint file")
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types for damaged or foreign files
+        reason = " ".join(str(error).split())[:160] or type(error).__name__
+        raise StylerError(f"--resume {path}: not a readable checkpoint ({reason})") from None
+    if not (isinstance(contents, dict) and contents.get("format") == CHECKPOINT_FORMAT):
+        raise StylerError(f"--resume {path}: not a styler training checkpoint")
+    if contents.get("version") != CHECKPOINT_VERSION:
+        raise StylerError(f"--resume {path}: checkpoint version {contents.get('version')!r}; this styler reads {CHECKPOINT_VERSION}")
+    return contents
+
+
+def resolve_config(given: dict) -> tuple[TrainConfig, dict | None]:
+    """The run's config from the options given (and from the checkpoint named by `resume`), plus that checkpoint."""
+    given = dict(given)
+    resume = given.pop("resume", None)
+    known = {field.name for field in fields(TrainConfig)}
+    unknown = set(given) - known
+    if unknown:
+        raise TypeError(f"unknown training options: {sorted(unknown)}")
+    if "styles" in given:
+        given["styles"] = tuple(given["styles"])
+    if resume is None:
+        return TrainConfig(**given).checked(), None
+    checkpoint = read_checkpoint(resume)
+    saved = TrainConfig(**{name: value for name, value in checkpoint["config"].items() if name in known})
+    saved.styles = tuple(saved.styles)
+    if "styles" in given:  # compare like with like: the saved styles are absolute paths
+        given["styles"] = replace(saved, styles=given["styles"]).checked().styles
+    for name in RECIPE_FIELDS:
+        if name in given and given[name] != getattr(saved, name):
+            raise StylerError(
+                f"{_flag(name)} {given[name]!r} differs from the checkpoint's {getattr(saved, name)!r}; "
+                "a resumed run keeps what it learns (start a new run to change it)"
+            )
+    return replace(saved, **given).checked(), checkpoint
+
+
+def checkpoint_files(directory: Path) -> list[Path]:
+    """This run's checkpoints, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [(int(match.group(1)), path) for path in directory.iterdir() if (match := CHECKPOINT_NAME.match(path.name))]
+    return [path for _, path in sorted(found)]
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+
+def load_style_image(path: str, style_size: int | None) -> Tensor:
+    """(3, H, W) uint8, scaled so its long side is `style_size` (when given)."""
+    image = read_photo(Path(path)).rgb
+    if style_size is not None:
+        scale = style_size / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+    if min(image.size) < RandomFeatureNetwork.min_size:
+        raise StylerError(f"--style {path}: {image.width}x{image.height} is too small (at least {RandomFeatureNetwork.min_size} pixels a side)")
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def pick_preview_photos(paths: list[Path], size: int) -> tuple[list[Path], Tensor]:
+    """Up to PREVIEW_PHOTOS evenly spread photos that decode, and their (P, 3, size, size) uint8 crops."""
+    chosen, crops = [], []
+    count = min(PREVIEW_PHOTOS, len(paths))
+    for slot in range(count):
+        for path in paths[slot * len(paths) // count :]:
+            if path in chosen:
+                continue
+            try:
+                crops.append(load_square(path, size))
+            except StylerError:
+                continue
+            chosen.append(path)
+            break
+    if not chosen:
+        raise StylerError("no training photo could be decoded")
+    return chosen, torch.stack(crops)
+
+
+class StopRequest:
+    """The first Ctrl-C (or SIGTERM) asks the loop to save a checkpoint after this step; a second one quits at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, announce: bool) -> None:
+        self.requested = False
+        self.announce = announce
+        self.previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.announce:
+            tqdm.write("styler: stopping after this step to save a checkpoint (Ctrl-C again quits without one)", file=sys.stderr)
+
+    def __enter__(self) -> StopRequest:
+        try:
+            self.previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        except ValueError:  # not the main thread: signals stay with whoever owns them
+            self.previous = {}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
+class Training:
+    """Everything a run needs, built (and checked) before the first step."""
+
+    def __init__(self, config: TrainConfig, checkpoint: dict | None, processes: Processes, device: torch.device) -> None:
+        self.config, self.processes, self.device = config, processes, device
+        self.out, self.checkpoint_dir = Path(config.out), Path(config.checkpoint_dir)
+        if config.amp and device.type != "cuda":
+            raise StylerError("--amp needs a CUDA device (mixed precision on the CPU is slower, not faster)")
+        if config.batch_size % processes.world_size:
+            raise StylerError(f"--batch-size {config.batch_size} does not split evenly over {processes.world_size} processes")
+        self.local_batch = config.batch_size // processes.world_size
+        if self.out.is_dir():
+            raise StylerError(f"--out {self.out}: is a folder; name the model file")
+        _check_can_create(self.out.parent, "--out")
+        _check_can_create(self.checkpoint_dir, "--checkpoint-dir")
+
+        if checkpoint is None:
+            style_images = [load_style_image(style, config.style_size) for style in config.styles]
+        else:
+            style_images = list(checkpoint["style_images"])
+        photos, self.skipped = scan(Path(config.data))
+        self.preview_paths, self.preview_photos = pick_preview_photos(photos, config.image_size)
+        self.previews_held_out = len(photos) >= HOLD_OUT_FACTOR * len(self.preview_paths)
+        if self.previews_held_out:
+            photos = [path for path in photos if path not in self.preview_paths]
+        if len(photos) < config.batch_size:
+            raise StylerError(f"--data {config.data}: {len(photos)} readable photos, fewer than --batch-size {config.batch_size}")
+        self.photo_count = len(photos)
+
+        self.loss = PerceptualLoss(
+            self._loss_network(style_images, checkpoint), [image.unsqueeze(0).float() for image in style_images], config.loss_weights()
+        ).to(device)
+        self.style_images = style_images
+
+        torch.manual_seed(config.seed)
+        self.network = TransformerNet(architecture(config.arch, len(config.styles))).to(device)
+        with torch.no_grad():
+            # Start from mid-grey rather than black: a black output sits far outside the photos the random features
+            # are calibrated on (measured: a 30x larger first style loss), and the first hundreds of steps went into
+            # learning the 0..255 range instead of the style.
+            self.network.deconv3.conv2d.bias.fill_(127.5)
+        if config.channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
+        self.step, self.seconds = 0, 0.0
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.trained = self.network
+        if processes.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.trained = DistributedDataParallel(self.network, device_ids=[device.index] if device.type == "cuda" else None)
+
+        dataset = PhotoFolder(photos, config.image_size)
+        self.sampler = ResumableSampler(dataset, processes.world_size, processes.rank, config.seed)
+        self.steps_per_epoch = len(self.sampler) // self.local_batch
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        self.loader = make_loader(dataset, self.local_batch, self.sampler, config.workers, device.type == "cuda")
+        self.saved_step = self.previewed_step = None
+        self.reported: set[str] = {entry.path for entry in self.skipped}
+
+    def _loss_network(self, style_images: list[Tensor], checkpoint: dict | None) -> torch.nn.Module:
+        if self.config.loss_net == "vgg16":
+            weights, self.vgg_source = load_vgg16_weights(Path(self.config.vgg_weights) if self.config.vgg_weights else None)
+            return VGG16Features(weights)
+        self.vgg_source = None
+        network = RandomFeatureNetwork(RANDOM_LOSS_SEED)
+        if checkpoint is not None:
+            network.load_state_dict(checkpoint["loss_network"])
+        else:  # "over the content and style images": the fixed preview photos stand for the content
+            network.calibrate([image.unsqueeze(0).float() for image in style_images] + [photo.unsqueeze(0).float() for photo in self.preview_photos])
+        return network
+
+    def _restore(self, checkpoint: dict) -> None:
+        try:
+            self.network.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scaler.load_state_dict(checkpoint["scaler"])
+            self.step, self.seconds = int(checkpoint["step"]), float(checkpoint["seconds"])
+            torch.set_rng_state(checkpoint["rng"]["torch"])
+            if self.device.type == "cuda" and checkpoint["rng"].get("cuda"):
+                torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise StylerError(f"--resume: the checkpoint does not fit this run ({' '.join(str(error).split())[:160]})") from None
+
+    # --------------------------------------------------------------------------------------- one step
+
+    def style_for(self, step: int) -> tuple[int, Tensor | None]:
+        """Styles take turns, one per step, the same in every process; None for a single-style network."""
+        index = step % len(self.config.styles)
+        if len(self.config.styles) == 1:
+            return index, None
+        return index, torch.full((self.local_batch,), index, dtype=torch.long, device=self.device)
+
+    def losses(self, photos: Tensor, step: int) -> LossTerms:
+        content = photos.to(self.device, torch.float32, non_blocking=True)
+        if self.config.channels_last:
+            content = content.contiguous(memory_format=torch.channels_last)
+        index, style = self.style_for(step)
+        autocast = torch.autocast("cuda", torch.float16) if self.config.amp else nullcontext()
+        with autocast:
+            return self.loss(self.trained(content, style), content, index)
+
+    def update(self, terms: LossTerms) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    # --------------------------------------------------------------------------------------- the loop
+
+    def run(self) -> int:
+        """Train to the last step; returns the exit code (0 done, 130 stopped by a signal after a checkpoint)."""
+        main = self.processes.is_main
+        if main:
+            self._announce()
+        started, step_started, step_seconds = time.perf_counter(), time.perf_counter(), None
+        seconds_before = self.seconds
+        with StopRequest(announce=main) as stop, tqdm(
+            total=self.total_steps, initial=self.step, unit="step", desc="train", file=sys.stderr,
+            disable=not main, dynamic_ncols=True, mininterval=0.5,
+        ) as bar:
+            while self.step < self.total_steps:
+                epoch, batch = divmod(self.step, self.steps_per_epoch)
+                self.sampler.start(epoch, batch * self.local_batch)
+                for photos, skipped in self.loader:
+                    self._report_skipped(skipped)
+                    terms = self.losses(photos, self.step)
+                    values = terms.as_floats()
+                    bad_loss, stopping = self.processes.any([not math.isfinite(values["total"]), stop.requested], self.device)
+                    if bad_loss:
+                        self.seconds = seconds_before + time.perf_counter() - started
+                        raise StylerError(self._diverged_message(values))
+                    if stopping:
+                        self.seconds = seconds_before + time.perf_counter() - started
+                        path = self.save_checkpoint()
+                        if main:
+                            tqdm.write(f"styler: stopped at step {self.step}; resume with --resume {path}", file=sys.stderr)
+                        return EXIT_INTERRUPTED
+                    self.update(terms)
+                    self.step += 1
+                    now = time.perf_counter()
+                    step_seconds = now - step_started if step_seconds is None else 0.9 * step_seconds + 0.1 * (now - step_started)
+                    step_started = now
+                    self.seconds = seconds_before + now - started
+                    bar.update()
+                    bar.set_postfix_str(
+                        f"epoch {self.step / self.steps_per_epoch:.2f}, {self.config.batch_size / step_seconds:.2f} img/s, "
+                        + ", ".join(f"{name} {value:.4g}" for name, value in values.items()),
+                        refresh=False,
+                    )
+                    self._periodic_outputs()
+                    if self.step >= self.total_steps:
+                        break
+        if self.saved_step != self.step:
+            self.save_checkpoint()
+        if main:
+            if self.previewed_step != self.step:
+                self.write_preview()
+            self.write_model()
+        return 0
+
+    def _periodic_outputs(self) -> None:
+        if self.config.preview_every and self.step % self.config.preview_every == 0 and self.processes.is_main:
+            self.write_preview()
+        if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+            self.save_checkpoint()
+
+    def _announce(self) -> None:
+        config = self.config
+        skipped = f", {len(self.skipped)} unreadable skipped (first: {self.skipped[0]})" if self.skipped else ""
+        held = f" ({len(self.preview_paths)} more held out for previews)" if self.previews_held_out else ""
+        processes = f" in {self.processes.world_size} processes" if self.processes.world_size > 1 else ""
+        start = f" from step {self.step}" if self.step else ""
+        print(
+            f"styler: training {config.arch} on {', '.join(config.style_names)} with {self.photo_count} photos from "
+            f"{config.data}{skipped}{held}; {self.total_steps} steps of {config.batch_size} at {config.image_size} px"
+            f"{start}, {config.loss_net} loss, {self.device.type}{processes}; checkpoints and previews in {self.checkpoint_dir}",
+            file=sys.stderr,
+        )
+
+    def _report_skipped(self, skipped: list[Skipped]) -> None:
+        for entry in skipped:
+            if entry.path not in self.reported:
+                self.reported.add(entry.path)
+                self.skipped.append(entry)
+                if self.processes.is_main:
+                    tqdm.write(f"styler: warning: skipped {entry} ({len(self.skipped)} unreadable so far)", file=sys.stderr)
+
+    def _diverged_message(self, values: dict[str, float]) -> str:
+        terms = ", ".join(f"{name} {value:.4g}" for name, value in values.items())
+        kept = checkpoint_files(self.checkpoint_dir)
+        last = f"the last good checkpoint is {kept[-1]} (--resume it with a lower --lr)" if kept else "no checkpoint was written yet (try a lower --lr)"
+        return f"the loss became non-finite at step {self.step + 1} ({terms}); stopped, {last}"
+
+    # --------------------------------------------------------------------------------------- outputs
+
+    def save_checkpoint(self) -> Path:
+        """Write step-NNNNNNN.ckpt atomically and keep the newest keep_checkpoints (rank 0 only writes)."""
+        path = self.checkpoint_dir / f"step-{self.step:07d}.ckpt"
+        self.saved_step = self.step
+        if not self.processes.is_main:
+            return path
+        contents = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "styler_version": __version__,
+            "config": asdict(self.config),
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "seconds": self.seconds,
+            "model": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "loss_network": self.loss.network.state_dict() if self.config.loss_net == "random" else {},
+            "style_images": self.style_images,
+            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
+        }
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            write_atomically(path, lambda file: torch.save(contents, file))
+        except OSError as error:
+            raise StylerError(f"{path}: cannot write the checkpoint ({error.strerror or error})") from None
+        for old in checkpoint_files(self.checkpoint_dir)[: -self.config.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        return path
+
+    @torch.no_grad()
+    def write_preview(self) -> Path:
+        """previews/step-NNNNNNN.png: one row per preview photo, the photo then its result in each style."""
+        photos = self.preview_photos.to(self.device, torch.float32)
+        columns = [photos]
+        for index in range(len(self.config.styles)):
+            style = None if len(self.config.styles) == 1 else torch.full((len(photos),), index, device=self.device)
+            columns.append(self.network(photos, style).clamp(0, 255))
+        rows = torch.cat(columns, dim=3)  # each photo's row: input | style 1 | style 2 ...
+        grid = torch.cat(list(rows), dim=1).unsqueeze(0)
+        path = self.checkpoint_dir / "previews" / f"step-{self.step:07d}.png"
+        self.previewed_step = self.step
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_photo(path, Photo(tensor_to_image(grid), None, None))
+        return path
+
+    def write_model(self) -> None:
+        config = self.config
+        training = {
+            "styles": [{"name": name, "image": Path(style).name} for name, style in zip(config.style_names, config.styles)],
+            "image_size": config.image_size,
+            "style_size": config.style_size,
+            "loss_network": config.loss_net,
+            "vgg_weights": self.vgg_source.name if self.vgg_source else None,
+            "content_weight": config.content_weight,
+            "style_weight": config.style_weight,
+            "tv_weight": config.tv_weight,
+            "lr": config.lr,
+            "batch_size": config.batch_size,
+            "steps": self.step,
+            "epochs": round(self.step / self.steps_per_epoch, 3),
+            "seconds": round(self.seconds, 1),
+            "seed": config.seed,
+            "arch": config.arch,
+            "data": config.data,
+            "photos": self.photo_count,
+            "processes": self.processes.world_size,
+            "device": self.device.type,
+            "amp": config.amp,
+        }
+        save_model(self.out, self.network, config.style_names, training)
+        per_step = self.seconds / max(1, self.step)
+        skipped = f"; {len(self.skipped)} unreadable files skipped" if self.skipped else ""
+        print(
+            f"styler: wrote {self.out} after {self.step} steps in {self.seconds:.0f} s "
+            f"({per_step:.2f} s/step, {config.batch_size / per_step:.2f} images/s){skipped}",
+            file=sys.stderr,
+        )
+
+
+def _check_can_create(folder: Path, flag: str) -> None:
+    """Fail before training, not after hours of it: `folder` must exist or be creatable, and be writable."""
+    existing = next((parent for parent in [folder, *folder.parents] if parent.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise StylerError(f"{flag} {folder}: cannot create or write this folder")
+
+
+def main(**given) -> int:
+    """`styler train` with the options the user gave (names as in TrainConfig, plus `resume`); returns the exit code."""
+    config, checkpoint = resolve_config(given)
+    keep_freed_memory()
+    processes = Processes.from_environment()
+    device = choose_device(config.device, processes)
+    processes.start(device)
+    try:
+        return Training(config, checkpoint, processes, device).run()
+    finally:
+        if processes.world_size > 1 and torch_distributed.is_initialized():
+            torch_distributed.destroy_process_group()

@@ -1,0 +1,323 @@
+"""`styler train` end to end on tiny runs: 64 px photos made here, the lite network, the random-feature loss."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+from PIL import Image
+
+from styler import losses
+from styler.cli import app
+from styler.data import collate
+from styler.losses import DEFAULT_WEIGHTS, VGG16Features
+from styler.model_files import load_model_file
+from styler.network import architecture
+from styler.train import Processes, Training, TrainConfig, read_checkpoint
+from tests.test_data import DAMAGED_DATA, REJECTED_BY_HEADER
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+# Biases that add a per-channel constant which a later instance norm subtracts again (convolutions feeding one, and
+# the residual stream, which reaches only convolutions that feed one): their gradient is zero in exact arithmetic.
+BIAS_BEFORE_INSTANCE_NORM = re.compile(r"(conv[123]|res\d+\.conv[12]|deconv[12])\.conv2d\.bias|res\d+\.in2\.bias")
+
+
+def smooth_image(path: Path, width: int, height: int, seed: int) -> Path:
+    """Random colour blobs (a photo-like image, unlike pixel noise) saved as `path`."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC).save(path)
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    for index in range(8):
+        smooth_image(folder / f"photo{index}.jpg", 80, 60, seed=index)
+    return folder
+
+
+def stripes(path: Path, colours: tuple[tuple[int, int, int], ...] = ((230, 180, 20), (20, 40, 160))) -> Path:
+    pixels = np.zeros((80, 96, 3), dtype=np.uint8)
+    for index in range(0, 96, 6):
+        pixels[:, index : index + 3] = colours[(index // 6) % len(colours)]
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture
+def style(tmp_path) -> Path:
+    return stripes(tmp_path / "stripes.png")
+
+
+def tiny_run(photos: Path, style: Path, work: Path, *extra: str | Path) -> list[str | Path]:
+    """Arguments for a run of a few 50 ms steps; `extra` adds to or overrides them."""
+    return [
+        "train", "--style", style, "--data", photos, "--out", work / "model.pth", "--checkpoint-dir", work / "checkpoints",
+        "--loss-net", "random", "--arch", "lite", "--image-size", "64", "--batch-size", "2", "--workers", "0",
+        "--max-steps", "3", "--preview-every", "0", *extra,
+    ]
+
+
+def weights_of(path: Path) -> dict[str, torch.Tensor]:
+    return load_model_file(path).state_dict
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+
+def test_trained_model_loads_in_stylize(run_cli, photos, style, tmp_path):
+    result = run_cli(*tiny_run(photos, style, tmp_path, "--preview-every", "2"))
+    assert result.exit_code == 0, result.stderr
+    assert f"wrote {tmp_path / 'model.pth'} after 3 steps" in result.stderr
+    model = load_model_file(tmp_path / "model.pth")
+    assert model.styles == ["stripes"] and model.arch == architecture("lite")
+    training = model.training
+    assert training["steps"] == 3 and training["image_size"] == 64 and training["loss_network"] == "random"
+    assert training["styles"] == [{"name": "stripes", "image": "stripes.png"}] and training["seconds"] > 0
+    assert (training["content_weight"], training["style_weight"], training["tv_weight"]) == tuple(
+        vars(DEFAULT_WEIGHTS["random"]).values()
+    )
+    previews = sorted(path.name for path in (tmp_path / "checkpoints" / "previews").iterdir())
+    assert previews == ["step-0000002.png", "step-0000003.png"]  # every 2 steps, and the end
+    with Image.open(tmp_path / "checkpoints" / "previews" / "step-0000003.png") as grid:
+        assert grid.size == (2 * 64, 4 * 64)  # 4 photos: input | output
+    styled = run_cli("stylize", photos / "photo0.jpg", "--model", tmp_path / "model.pth", "-o", tmp_path / "styled.png")
+    assert styled.exit_code == 0, styled.stderr
+    with Image.open(tmp_path / "styled.png") as image:
+        assert image.size == (80, 60)
+
+
+def test_several_styles_train_one_conditional_network(run_cli, photos, tmp_path):
+    style_a = stripes(tmp_path / "gold.png")
+    style_b = stripes(tmp_path / "red.png", ((200, 30, 30), (250, 250, 250)))
+    result = run_cli(*tiny_run(photos, style_a, tmp_path, "--style", style_b, "--preview-every", "3"))
+    assert result.exit_code == 0, result.stderr
+    model = load_model_file(tmp_path / "model.pth")
+    assert model.styles == ["gold", "red"] and model.arch.num_styles == 2
+    # each style was trained (their conditional-IN parameters moved away from the initial ones, differently)
+    weight = model.state_dict["in1.weight"]
+    assert not torch.equal(weight[0], weight[1]) and not torch.equal(weight[0], torch.ones_like(weight[0]))
+    with Image.open(tmp_path / "checkpoints" / "previews" / "step-0000003.png") as grid:
+        assert grid.size == (3 * 64, 4 * 64)  # input | gold | red
+    blended = run_cli("stylize", photos / "photo1.jpg", "--model", tmp_path / "model.pth", "--style", "gold=0.5,red=0.5",
+                      "-o", tmp_path / "blend.png")
+    assert blended.exit_code == 0, blended.stderr
+
+
+def test_loss_decreases_over_50_steps_on_a_fixed_batch(photos, style, tmp_path):
+    config = TrainConfig(
+        styles=(str(style),), data=str(photos), out=str(tmp_path / "m.pth"), checkpoint_dir=str(tmp_path / "c"),
+        loss_net="random", arch="lite", image_size=64, batch_size=2, workers=0, lr=1e-2,
+    ).checked()
+    training = Training(config, None, Processes(), torch.device("cpu"))
+    batch, _ = collate([training.loader.dataset[index] for index in (0, 1)])
+    totals = []
+    for _ in range(50):
+        terms = training.losses(batch, step=0)
+        training.update(terms)
+        totals.append(terms.as_floats())
+    assert all(np.isfinite([values["total"] for values in totals]))
+    assert totals[-1]["total"] < 0.5 * totals[0]["total"]
+    assert totals[-1]["style"] < 0.5 * totals[0]["style"]  # (content rises at first: the net starts mid-grey)
+
+
+def test_vgg16_loss_trains_with_a_weights_file(run_cli, photos, style, tmp_path):
+    layers = VGG16Features().layers.state_dict()  # random weights: the shapes are what matters here
+    torch.save({f"features.{key}": value for key, value in layers.items()}, tmp_path / "vgg16.pth")
+    result = run_cli(*tiny_run(photos, style, tmp_path, "--loss-net", "vgg16", "--vgg-weights", tmp_path / "vgg16.pth",
+                               "--max-steps", "2"))
+    assert result.exit_code == 0, result.stderr
+    training = load_model_file(tmp_path / "model.pth").training
+    assert training["loss_network"] == "vgg16" and training["vgg_weights"] == "vgg16.pth"
+    assert training["content_weight"] == 1e5 and training["style_weight"] == 1e10
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(run_cli, photos, style, tmp_path):
+    # 8 photos, batch 2: 4 steps per epoch, so the resumed run crosses an epoch boundary mid-way.
+    straight = tmp_path / "straight"
+    result = run_cli(*tiny_run(photos, style, straight, "--max-steps", "7", "--checkpoint-every", "1",
+                               "--keep-checkpoints", "5"))
+    assert result.exit_code == 0, result.stderr
+    kept = sorted(path.name for path in (straight / "checkpoints").glob("*.ckpt"))
+    assert kept == [f"step-{step:07d}.ckpt" for step in range(3, 8)]  # the newest 5
+    resumed = tmp_path / "resumed"
+    result = run_cli("train", "--resume", straight / "checkpoints" / "step-0000003.ckpt", "--max-steps", "7",
+                     "--out", resumed / "model.pth", "--checkpoint-dir", resumed / "checkpoints")
+    assert result.exit_code == 0, result.stderr
+    assert "from step 3" in result.stderr
+    expected, actual = weights_of(straight / "model.pth"), weights_of(resumed / "model.pth")
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
+    assert load_model_file(resumed / "model.pth").training["steps"] == 7
+
+
+def test_resume_keeps_the_recipe(run_cli, photos, style, tmp_path):
+    assert run_cli(*tiny_run(photos, style, tmp_path, "--max-steps", "1")).exit_code == 0
+    checkpoint = tmp_path / "checkpoints" / "step-0000001.ckpt"
+    result = run_cli("train", "--resume", checkpoint, "--lr", "0.5")
+    assert result.exit_code == 2
+    assert "--lr 0.5 differs from the checkpoint's 0.001" in result.stderr
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(run_cli, photos, style, tmp_path):
+    arguments = tiny_run(photos, style, tmp_path, "--max-steps", "100000", "--checkpoint-every", "5", "--workers", "1")
+    # Its own session, so the signal goes to the whole process group as a terminal's Ctrl-C does (workers too).
+    process = subprocess.Popen(
+        [sys.executable, "-m", "styler.cli", *map(str, arguments)], cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "checkpoints").glob("*.ckpt")) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    stopped = re.search(r"stopped at step (\d+); resume with --resume (\S+)", stderr)
+    assert stopped, stderr
+    step, checkpoint = int(stopped.group(1)), Path(stopped.group(2))
+    assert step >= 5 and read_checkpoint(checkpoint)["step"] == step
+    assert not (tmp_path / "model.pth").exists()
+    result = run_cli("train", "--resume", checkpoint, "--max-steps", str(step + 2))
+    assert result.exit_code == 0, result.stderr
+    assert load_model_file(tmp_path / "model.pth").training["steps"] == step + 2
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(run_cli, photos, style, tmp_path, monkeypatch):
+    real_total_variation, calls = losses.total_variation, []
+
+    def total_variation_failing_at_step_4(images):
+        calls.append(1)
+        return real_total_variation(images) * (float("nan") if len(calls) >= 4 else 1.0)
+
+    monkeypatch.setattr(losses, "total_variation", total_variation_failing_at_step_4)
+    result = run_cli(*tiny_run(photos, style, tmp_path, "--max-steps", "10", "--checkpoint-every", "2"))
+    assert result.exit_code == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert "loss became non-finite at step 4" in error and "step-0000002.ckpt" in error
+    assert [path.name for path in (tmp_path / "checkpoints").glob("*.ckpt")] == ["step-0000002.ckpt"]
+    assert read_checkpoint(tmp_path / "checkpoints" / "step-0000002.ckpt")["step"] == 2
+    assert not (tmp_path / "model.pth").exists()
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+
+def test_unreadable_photos_are_skipped_and_counted(run_cli, photos, style, tmp_path, odd_images):
+    for name in REJECTED_BY_HEADER + DAMAGED_DATA:
+        shutil.copy(odd_images / name, photos / name)
+    # One epoch over the 10 photos that pass the header check decodes each of them, in a worker process.
+    result = run_cli(*tiny_run(photos, style, tmp_path, "--max-steps", "5", "--workers", "1"))
+    assert result.exit_code == 0, result.stderr
+    assert f"{len(REJECTED_BY_HEADER)} unreadable skipped" in result.stderr
+    for name in DAMAGED_DATA:
+        assert re.search(rf"warning: skipped \S*{re.escape(name)}: damaged", result.stderr)
+    assert f"{len(REJECTED_BY_HEADER) + len(DAMAGED_DATA)} unreadable files skipped" in result.stderr
+
+
+def bad_arguments(tmp_path: Path, photos: Path, style: Path) -> dict[str, tuple[list, str]]:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.jpg").write_text("not a photo")
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    (tmp_path / "garbage.ckpt").write_bytes(b"\0" * 100)
+    return {
+        "missing folder": (["--data", tmp_path / "nowhere"], "no such folder"),
+        "empty folder": (["--data", tmp_path / "empty"], "no images"),
+        "no readable photos": (["--data", tmp_path / "junk"], "none of its 1 image files is readable"),
+        "too few photos": (["--batch-size", "10"], "8 readable photos, fewer than --batch-size 10"),
+        "unreadable style": (["--style", tmp_path / "notes.jpg"], "notes.jpg: not an image"),
+        "missing style": (["--style", tmp_path / "nope.jpg"], "nope.jpg: no such file"),
+        "zero batch": (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+        "negative lr": (["--lr", "-1"], "--lr -1.0: must be a positive number"),
+        "nan weight": (["--style-weight", "nan"], "--style-weight nan: must be a non-negative number"),
+        "tiny images": (["--image-size", "32"], "--image-size 32: must be at least 64"),
+        "odd image size": (["--image-size", "100"], "a multiple of 8 for --arch lite"),
+        "unknown arch": (["--arch", "huge"], "--arch 'huge': choose one of johnson, lite"),
+        "unknown device": (["--device", "tpu"], "--device 'tpu'"),
+        "amp on cpu": (["--amp", "--device", "cpu"], "--amp needs a CUDA device"),
+        "no vgg weights": (["--loss-net", "vgg16"], "--vgg-weights"),
+        "missing checkpoint": (["--resume", tmp_path / "none.ckpt"], "no such checkpoint file"),
+        "garbage checkpoint": (["--resume", tmp_path / "garbage.ckpt"], "not a readable checkpoint"),
+    }
+
+
+BAD_ARGUMENT_CASES = ["missing folder", "empty folder", "no readable photos", "too few photos", "unreadable style",
+                      "missing style", "zero batch", "negative lr", "nan weight", "tiny images", "odd image size",
+                      "unknown arch", "unknown device", "amp on cpu", "no vgg weights", "missing checkpoint",
+                      "garbage checkpoint"]
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENT_CASES)
+def test_bad_arguments_are_one_line_and_exit_2_before_any_work(run_cli, photos, style, tmp_path, monkeypatch, case):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-cache"))
+    changes, expected = bad_arguments(tmp_path, photos, style)[case]
+    result = run_cli(*tiny_run(photos, style, tmp_path), *changes)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("styler: error:") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert expected in result.stderr
+    assert not (tmp_path / "model.pth").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_style_is_required(run_cli, photos):
+    result = run_cli("train", "--data", photos)
+    assert result.exit_code == 2 and "give at least one --style" in result.stderr
+
+
+def test_help_states_the_real_defaults():
+    command = typer.main.get_command(app).commands["train"]
+    stated = {param.name: re.search(r"\(default: ([^)]*)\)", param.help or "") for param in command.params}
+    defaults = TrainConfig()
+    for name in ("epochs", "batch_size", "image_size", "lr", "seed", "workers", "preview_every", "checkpoint_every",
+                 "keep_checkpoints"):
+        assert float(stated[name].group(1)) == getattr(defaults, name), name
+    for name in ("device", "arch"):
+        assert stated[name].group(1).split(",")[0] == getattr(defaults, name), name
+    for term in ("content", "style", "tv"):
+        values = re.fullmatch(r"(\S+) with vgg16, (\S+) with random", stated[f"{term}_weight"].group(1)).groups()
+        assert tuple(map(float, values)) == (getattr(DEFAULT_WEIGHTS["vgg16"], term), getattr(DEFAULT_WEIGHTS["random"], term))
+
+
+# ----------------------------------------------------------------------------------------------- processes
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_global_batch(run_cli, photos, style, tmp_path):
+    single = run_cli(*tiny_run(photos, style, tmp_path / "one", "--batch-size", "4"))
+    assert single.exit_code == 0, single.stderr
+    arguments = tiny_run(photos, style, tmp_path / "two", "--batch-size", "4")
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPOSITORY)}
+    process = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "styler.cli",
+         *map(str, arguments)],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "in 2 processes" in process.stderr
+    one, two = weights_of(tmp_path / "one" / "model.pth"), weights_of(tmp_path / "two" / "model.pth")
+    for key in one:
+        if BIAS_BEFORE_INSTANCE_NORM.fullmatch(key):
+            continue  # rounding noise in place of a zero gradient, which Adam scales up to full steps
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    photo = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        outputs = [load_model_file(tmp_path / run / "model.pth").build()(photo) for run in ("one", "two")]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-3)
+    assert load_model_file(tmp_path / "two" / "model.pth").training["processes"] == 2
