@@ -93,8 +93,12 @@ def load_square(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     uint8 keeps the batches that DataLoader workers send through shared memory four times smaller than float32.
     """
     photo = read_photo(path, max_pixels)
-    square = ImageOps.fit(photo.rgb, (size, size), Image.Resampling.BILINEAR, centering=(0.5, 0.5))
-    return torch.from_numpy(np.array(square, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    return to_uint8_tensor(ImageOps.fit(photo.rgb, (size, size), Image.Resampling.BILINEAR, centering=(0.5, 0.5)))
+
+
+def to_uint8_tensor(image: Image.Image) -> Tensor:
+    """An RGB image as a (3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
 class PhotoFolder(Dataset):

@@ -20,7 +20,6 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as torch_distributed
 from PIL import Image
@@ -28,7 +27,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from styler import __version__
-from styler.data import PhotoFolder, ResumableSampler, Skipped, load_square, make_loader, scan
+from styler.data import PhotoFolder, ResumableSampler, Skipped, load_square, make_loader, scan, to_uint8_tensor
 from styler.errors import StylerError
 from styler.images import Photo, read_photo, write_photo
 from styler.losses import (
@@ -44,7 +43,7 @@ from styler.losses import (
 from styler.memory import keep_freed_memory
 from styler.model_files import save_model, write_atomically
 from styler.network import ARCHITECTURES, TransformerNet, architecture
-from styler.stylize import pick_device, tensor_to_image
+from styler.stylize import DEVICES, pick_device, tensor_to_image
 
 CHECKPOINT_FORMAT = "styler-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -54,7 +53,6 @@ PREVIEW_PHOTOS = 4
 HOLD_OUT_FACTOR = 20
 RANDOM_LOSS_SEED = 0  # the random-feature loss network is the same in every run, whatever --seed says
 EXIT_INTERRUPTED = 130
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -271,7 +269,7 @@ def load_style_image(path: str, style_size: int | None) -> Tensor:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
     if min(image.size) < RandomFeatureNetwork.min_size:
         raise StylerError(f"--style {path}: {image.width}x{image.height} is too small (at least {RandomFeatureNetwork.min_size} pixels a side)")
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    return to_uint8_tensor(image)
 
 
 def pick_preview_photos(paths: list[Path], size: int) -> tuple[list[Path], Tensor]:
@@ -337,6 +335,12 @@ class Training:
             raise StylerError(f"--out {self.out}: is a folder; name the model file")
         _check_can_create(self.out.parent, "--out")
         _check_can_create(self.checkpoint_dir, "--checkpoint-dir")
+        if checkpoint is None and checkpoint_files(self.checkpoint_dir):
+            # Keeping "the newest K" would otherwise weigh this run's checkpoints against another run's.
+            raise StylerError(
+                f"--checkpoint-dir {self.checkpoint_dir}: holds another run's checkpoints; --resume one of them, "
+                "or choose another --checkpoint-dir"
+            )
 
         if checkpoint is None:
             style_images = [load_style_image(style, config.style_size) for style in config.styles]

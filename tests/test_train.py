@@ -24,7 +24,7 @@ from styler.losses import DEFAULT_WEIGHTS, VGG16Features
 from styler.model_files import load_model_file
 from styler.network import architecture
 from styler.train import Processes, Training, TrainConfig, read_checkpoint
-from tests.test_data import DAMAGED_DATA, REJECTED_BY_HEADER
+from test_data import DAMAGED_DATA, REJECTED_BY_HEADER  # pytest puts tests/ on sys.path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # Biases that add a per-channel constant which a later instance norm subtracts again (convolutions feeding one, and
@@ -232,44 +232,39 @@ def test_unreadable_photos_are_skipped_and_counted(run_cli, photos, style, tmp_p
     assert f"{len(REJECTED_BY_HEADER) + len(DAMAGED_DATA)} unreadable files skipped" in result.stderr
 
 
-def bad_arguments(tmp_path: Path, photos: Path, style: Path) -> dict[str, tuple[list, str]]:
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "junk").mkdir()
+BAD_ARGUMENTS = {  # case: (arguments added to a good tiny run, with {tmp} for the test's folder; expected message)
+    "missing folder": (["--data", "{tmp}/nowhere"], "no such folder"),
+    "empty folder": (["--data", "{tmp}/empty"], "no images"),
+    "no readable photos": (["--data", "{tmp}/junk"], "none of its 1 image files is readable"),
+    "too few photos": (["--batch-size", "10"], "8 readable photos, fewer than --batch-size 10"),
+    "unreadable style": (["--style", "{tmp}/notes.jpg"], "notes.jpg: not an image"),
+    "missing style": (["--style", "{tmp}/nope.jpg"], "nope.jpg: no such file"),
+    "zero batch": (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    "negative lr": (["--lr", "-1"], "--lr -1.0: must be a positive number"),
+    "nan weight": (["--style-weight", "nan"], "--style-weight nan: must be a non-negative number"),
+    "tiny images": (["--image-size", "32"], "--image-size 32: must be at least 64"),
+    "odd image size": (["--image-size", "100"], "a multiple of 8 for --arch lite"),
+    "unknown arch": (["--arch", "huge"], "--arch 'huge': choose one of johnson, lite"),
+    "unknown device": (["--device", "tpu"], "--device 'tpu'"),
+    "amp on cpu": (["--amp", "--device", "cpu"], "--amp needs a CUDA device"),
+    "no vgg weights": (["--loss-net", "vgg16"], "--vgg-weights"),
+    "missing checkpoint": (["--resume", "{tmp}/none.ckpt"], "no such checkpoint file"),
+    "garbage checkpoint": (["--resume", "{tmp}/garbage.ckpt"], "not a readable checkpoint"),
+    "checkpoint folder in use": (["--checkpoint-dir", "{tmp}/used"], "holds another run's checkpoints"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS)
+def test_bad_arguments_are_one_line_and_exit_2_before_any_work(run_cli, photos, style, tmp_path, monkeypatch, case):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-cache"))
+    for folder in ("empty", "junk", "used"):
+        (tmp_path / folder).mkdir()
     (tmp_path / "junk" / "a.jpg").write_text("not a photo")
     (tmp_path / "notes.jpg").write_text("not a photo")
     (tmp_path / "garbage.ckpt").write_bytes(b"\0" * 100)
-    return {
-        "missing folder": (["--data", tmp_path / "nowhere"], "no such folder"),
-        "empty folder": (["--data", tmp_path / "empty"], "no images"),
-        "no readable photos": (["--data", tmp_path / "junk"], "none of its 1 image files is readable"),
-        "too few photos": (["--batch-size", "10"], "8 readable photos, fewer than --batch-size 10"),
-        "unreadable style": (["--style", tmp_path / "notes.jpg"], "notes.jpg: not an image"),
-        "missing style": (["--style", tmp_path / "nope.jpg"], "nope.jpg: no such file"),
-        "zero batch": (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
-        "negative lr": (["--lr", "-1"], "--lr -1.0: must be a positive number"),
-        "nan weight": (["--style-weight", "nan"], "--style-weight nan: must be a non-negative number"),
-        "tiny images": (["--image-size", "32"], "--image-size 32: must be at least 64"),
-        "odd image size": (["--image-size", "100"], "a multiple of 8 for --arch lite"),
-        "unknown arch": (["--arch", "huge"], "--arch 'huge': choose one of johnson, lite"),
-        "unknown device": (["--device", "tpu"], "--device 'tpu'"),
-        "amp on cpu": (["--amp", "--device", "cpu"], "--amp needs a CUDA device"),
-        "no vgg weights": (["--loss-net", "vgg16"], "--vgg-weights"),
-        "missing checkpoint": (["--resume", tmp_path / "none.ckpt"], "no such checkpoint file"),
-        "garbage checkpoint": (["--resume", tmp_path / "garbage.ckpt"], "not a readable checkpoint"),
-    }
-
-
-BAD_ARGUMENT_CASES = ["missing folder", "empty folder", "no readable photos", "too few photos", "unreadable style",
-                      "missing style", "zero batch", "negative lr", "nan weight", "tiny images", "odd image size",
-                      "unknown arch", "unknown device", "amp on cpu", "no vgg weights", "missing checkpoint",
-                      "garbage checkpoint"]
-
-
-@pytest.mark.parametrize("case", BAD_ARGUMENT_CASES)
-def test_bad_arguments_are_one_line_and_exit_2_before_any_work(run_cli, photos, style, tmp_path, monkeypatch, case):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-cache"))
-    changes, expected = bad_arguments(tmp_path, photos, style)[case]
-    result = run_cli(*tiny_run(photos, style, tmp_path), *changes)
+    (tmp_path / "used" / "step-0000500.ckpt").write_bytes(b"")
+    changes, expected = BAD_ARGUMENTS[case]
+    result = run_cli(*tiny_run(photos, style, tmp_path), *(change.format(tmp=tmp_path) for change in changes))
     assert result.exit_code == 2
     assert result.stderr.startswith("styler: error:") and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert expected in result.stderr
