@@ -157,7 +157,7 @@ def train(
         bool | None, typer.Option("--channels-last/--no-channels-last", help="NHWC memory layout (default: off).")
     ] = None,
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="float16 mixed precision, CUDA only.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Photo-decoding processes per training process (default: 2).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Photo-decoding processes per trainer (default: 2).")] = None,
     arch: Annotated[str | None, typer.Option(help="Network: johnson or lite (default: johnson).")] = None,
     loss_net: Annotated[
         str | None,
@@ -172,7 +172,7 @@ def train(
     checkpoint_every: Annotated[
         int | None, typer.Option(help="Write a checkpoint every N steps, 0 for none (default: 100).")
     ] = None,
-    keep_checkpoints: Annotated[int | None, typer.Option(help="How many recent checkpoints to keep (default: 3).")] = None,
+    keep_checkpoints: Annotated[int | None, typer.Option(help="Recent checkpoints to keep (default: 3).")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue from a checkpoint; its recipe (styles, sizes, weights...) is kept.")
     ] = None,

@@ -122,7 +122,7 @@ class PhotoFolder(Dataset):
 
 
 def collate(items: list[tuple[Tensor, tuple[Skipped, ...]]]) -> tuple[Tensor, list[Skipped]]:
-    photos, skipped = zip(*items)
+    photos, skipped = zip(*items, strict=True)
     return torch.stack(photos), [entry for entries in skipped for entry in entries]
 
 
@@ -152,7 +152,9 @@ def _ignore_interrupts(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def make_loader(dataset: PhotoFolder, batch_size: int, sampler: ResumableSampler, workers: int, pin_memory: bool = False) -> DataLoader:
+def make_loader(
+    dataset: PhotoFolder, batch_size: int, sampler: ResumableSampler, workers: int, pin_memory: bool = False
+) -> DataLoader:
     """Batches of `batch_size` (this process's share) from `sampler`, decoded in `workers` processes."""
     return DataLoader(
         dataset,

@@ -147,7 +147,11 @@ def load_vgg16_weights(path: Path | None) -> tuple[dict[str, Tensor], Path]:
     source = Path(path).expanduser() if path is not None else torchvision_vgg16_file()
     if not source.is_file():
         url = VGG16_Weights.IMAGENET1K_V1.url
-        where = f"--vgg-weights {source}: no such file" if path is not None else f"no ImageNet VGG16 weights in {source.parent}"
+        where = (
+            f"--vgg-weights {source}: no such file"
+            if path is not None
+            else f"no ImageNet VGG16 weights in {source.parent}"
+        )
         raise StylerError(
             f"{where}; download {url} into {torchvision_vgg16_file().parent}/ (or pass --vgg-weights FILE), "
             "or train with --loss-net random"
@@ -155,13 +159,23 @@ def load_vgg16_weights(path: Path | None) -> tuple[dict[str, Tensor], Path]:
     try:
         contents = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for bytes that are not a state_dict
-        raise StylerError(f"{source}: not a readable VGG16 state_dict ({str(error).strip()[:160] or type(error).__name__})") from None
+        raise StylerError(
+            f"{source}: not a readable VGG16 state_dict ({str(error).strip()[:160] or type(error).__name__})"
+        ) from None
     expected = VGG16Features().layers.state_dict()
     if not isinstance(contents, dict):
         raise StylerError(f"{source}: not a torchvision vgg16 state_dict")
-    layers = {key.removeprefix("features."): value for key, value in contents.items() if isinstance(key, str) and key.startswith("features.")}
+    layers = {
+        key.removeprefix("features."): value
+        for key, value in contents.items()
+        if isinstance(key, str) and key.startswith("features.")
+    }
     layers = {key: value for key, value in layers.items() if key in expected}
-    wrong = [key for key in expected if key not in layers or not isinstance(layers[key], Tensor) or layers[key].shape != expected[key].shape]
+    wrong = [
+        key
+        for key in expected
+        if key not in layers or not isinstance(layers[key], Tensor) or layers[key].shape != expected[key].shape
+    ]
     if wrong:
         raise StylerError(f"{source}: not a torchvision vgg16 state_dict (missing or misshapen features.{wrong[0]})")
     return {key: value.float() for key, value in layers.items()}, source
@@ -285,7 +299,9 @@ class PerceptualLoss(nn.Module):
         with torch.no_grad():
             per_style = [network(image) for image in style_images]
             for index, layer in enumerate(network.style_layers):
-                self.register_buffer(f"gram{index}", torch.cat([gram_matrix(features[layer]) for features in per_style]))
+                self.register_buffer(
+                    f"gram{index}", torch.cat([gram_matrix(features[layer]) for features in per_style])
+                )
 
     def style_grams(self, style: int) -> list[Tensor]:
         return [getattr(self, f"gram{index}")[style : style + 1] for index in range(len(self.network.style_layers))]
@@ -302,7 +318,7 @@ class PerceptualLoss(nn.Module):
         )
         style_loss = sum(
             _squared_error(gram_matrix(output_features[layer]), target.expand(output.shape[0], -1, -1), relative).mean()
-            for layer, target in zip(self.network.style_layers, self.style_grams(style))
+            for layer, target in zip(self.network.style_layers, self.style_grams(style), strict=True)
         )
         return LossTerms(
             content=self.weights.content * content_loss,

@@ -96,10 +96,17 @@ class TrainConfig:
             raise StylerError(f"--loss-net {self.loss_net!r}: choose one of {', '.join(LOSS_NETWORKS)}")
         if self.device not in DEVICES:
             raise StylerError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "max_steps": self.max_steps,
-                    "keep_checkpoints": self.keep_checkpoints}
-        at_least_zero = {"workers": self.workers, "preview_every": self.preview_every,
-                         "checkpoint_every": self.checkpoint_every}
+        positive = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "max_steps": self.max_steps,
+            "keep_checkpoints": self.keep_checkpoints,
+        }
+        at_least_zero = {
+            "workers": self.workers,
+            "preview_every": self.preview_every,
+            "checkpoint_every": self.checkpoint_every,
+        }
         for name, value in positive.items():
             if value is not None and value < 1:
                 raise StylerError(f"{_flag(name)} {value}: must be at least 1")
@@ -116,14 +123,19 @@ class TrainConfig:
         smallest = max(64, RandomFeatureNetwork.min_size)
         multiple = architecture(self.arch).size_multiple
         if self.image_size < smallest or self.image_size % multiple:
-            raise StylerError(f"--image-size {self.image_size}: must be at least {smallest} and a multiple of {multiple} for --arch {self.arch}")
+            raise StylerError(
+                f"--image-size {self.image_size}: must be at least {smallest} "
+                f"and a multiple of {multiple} for --arch {self.arch}"
+            )
         if self.style_size is not None and self.style_size < smallest:
             raise StylerError(f"--style-size {self.style_size}: must be at least {smallest}")
         styles = tuple(str(Path(style).expanduser().resolve()) for style in self.styles)
         names = [Path(style).stem for style in styles]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
-            raise StylerError(f"--style: several style images are named {duplicates[0]!r}; styles are named after their files")
+            raise StylerError(
+                f"--style: several style images are named {duplicates[0]!r}; styles are named after their files"
+            )
         out = Path(self.out or f"{'+'.join(names)}.pth").expanduser().resolve()
         checkpoint_dir = Path(self.checkpoint_dir or Path("checkpoints") / out.stem).expanduser().resolve()
         return replace(
@@ -152,8 +164,19 @@ class TrainConfig:
 
 
 # What a checkpoint fixes: a resumed run may change where files go, how long it runs and how, not what it learns.
-RECIPE_FIELDS = ("styles", "batch_size", "image_size", "lr", "content_weight", "style_weight", "tv_weight",
-                 "style_size", "seed", "arch", "loss_net")
+RECIPE_FIELDS = (
+    "styles",
+    "batch_size",
+    "image_size",
+    "lr",
+    "content_weight",
+    "style_weight",
+    "tv_weight",
+    "style_size",
+    "seed",
+    "arch",
+    "loss_net",
+)
 
 
 def _flag(name: str) -> str:
@@ -220,7 +243,9 @@ def read_checkpoint(path: Path) -> dict:
     if not (isinstance(contents, dict) and contents.get("format") == CHECKPOINT_FORMAT):
         raise StylerError(f"--resume {path}: not a styler training checkpoint")
     if contents.get("version") != CHECKPOINT_VERSION:
-        raise StylerError(f"--resume {path}: checkpoint version {contents.get('version')!r}; this styler reads {CHECKPOINT_VERSION}")
+        raise StylerError(
+            f"--resume {path}: checkpoint version {contents.get('version')!r}; this styler reads {CHECKPOINT_VERSION}"
+        )
     return contents
 
 
@@ -266,9 +291,14 @@ def load_style_image(path: str, style_size: int | None) -> Tensor:
     image = read_photo(Path(path)).rgb
     if style_size is not None:
         scale = style_size / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS
+        )
     if min(image.size) < RandomFeatureNetwork.min_size:
-        raise StylerError(f"--style {path}: {image.width}x{image.height} is too small (at least {RandomFeatureNetwork.min_size} pixels a side)")
+        raise StylerError(
+            f"--style {path}: {image.width}x{image.height} is too small "
+            f"(at least {RandomFeatureNetwork.min_size} pixels a side)"
+        )
     return to_uint8_tensor(image)
 
 
@@ -306,7 +336,10 @@ class StopRequest:
             raise KeyboardInterrupt
         self.requested = True
         if self.announce:
-            tqdm.write("styler: stopping after this step to save a checkpoint (Ctrl-C again quits without one)", file=sys.stderr)
+            tqdm.write(
+                "styler: stopping after this step to save a checkpoint (Ctrl-C again quits without one)",
+                file=sys.stderr,
+            )
 
     def __enter__(self) -> StopRequest:
         try:
@@ -323,13 +356,17 @@ class StopRequest:
 class Training:
     """Everything a run needs, built (and checked) before the first step."""
 
-    def __init__(self, config: TrainConfig, checkpoint: dict | None, processes: Processes, device: torch.device) -> None:
+    def __init__(
+        self, config: TrainConfig, checkpoint: dict | None, processes: Processes, device: torch.device
+    ) -> None:
         self.config, self.processes, self.device = config, processes, device
         self.out, self.checkpoint_dir = Path(config.out), Path(config.checkpoint_dir)
         if config.amp and device.type != "cuda":
             raise StylerError("--amp needs a CUDA device (mixed precision on the CPU is slower, not faster)")
         if config.batch_size % processes.world_size:
-            raise StylerError(f"--batch-size {config.batch_size} does not split evenly over {processes.world_size} processes")
+            raise StylerError(
+                f"--batch-size {config.batch_size} does not split evenly over {processes.world_size} processes"
+            )
         self.local_batch = config.batch_size // processes.world_size
         if self.out.is_dir():
             raise StylerError(f"--out {self.out}: is a folder; name the model file")
@@ -352,11 +389,15 @@ class Training:
         if self.previews_held_out:
             photos = [path for path in photos if path not in self.preview_paths]
         if len(photos) < config.batch_size:
-            raise StylerError(f"--data {config.data}: {len(photos)} readable photos, fewer than --batch-size {config.batch_size}")
+            raise StylerError(
+                f"--data {config.data}: {len(photos)} readable photos, fewer than --batch-size {config.batch_size}"
+            )
         self.photo_count = len(photos)
 
         self.loss = PerceptualLoss(
-            self._loss_network(style_images, checkpoint), [image.unsqueeze(0).float() for image in style_images], config.loss_weights()
+            self._loss_network(style_images, checkpoint),
+            [image.unsqueeze(0).float() for image in style_images],
+            config.loss_weights(),
         ).to(device)
         self.style_images = style_images
 
@@ -378,7 +419,9 @@ class Training:
         if processes.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.trained = DistributedDataParallel(self.network, device_ids=[device.index] if device.type == "cuda" else None)
+            self.trained = DistributedDataParallel(
+                self.network, device_ids=[device.index] if device.type == "cuda" else None
+            )
 
         dataset = PhotoFolder(photos, config.image_size)
         self.sampler = ResumableSampler(dataset, processes.world_size, processes.rank, config.seed)
@@ -390,14 +433,19 @@ class Training:
 
     def _loss_network(self, style_images: list[Tensor], checkpoint: dict | None) -> torch.nn.Module:
         if self.config.loss_net == "vgg16":
-            weights, self.vgg_source = load_vgg16_weights(Path(self.config.vgg_weights) if self.config.vgg_weights else None)
+            weights, self.vgg_source = load_vgg16_weights(
+                Path(self.config.vgg_weights) if self.config.vgg_weights else None
+            )
             return VGG16Features(weights)
         self.vgg_source = None
         network = RandomFeatureNetwork(RANDOM_LOSS_SEED)
         if checkpoint is not None:
             network.load_state_dict(checkpoint["loss_network"])
         else:  # "over the content and style images": the fixed preview photos stand for the content
-            network.calibrate([image.unsqueeze(0).float() for image in style_images] + [photo.unsqueeze(0).float() for photo in self.preview_photos])
+            network.calibrate(
+                [image.unsqueeze(0).float() for image in style_images]
+                + [photo.unsqueeze(0).float() for photo in self.preview_photos]
+            )
         return network
 
     def _restore(self, checkpoint: dict) -> None:
@@ -410,7 +458,9 @@ class Training:
             if self.device.type == "cuda" and checkpoint["rng"].get("cuda"):
                 torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
         except (KeyError, RuntimeError, ValueError) as error:
-            raise StylerError(f"--resume: the checkpoint does not fit this run ({' '.join(str(error).split())[:160]})") from None
+            raise StylerError(
+                f"--resume: the checkpoint does not fit this run ({' '.join(str(error).split())[:160]})"
+            ) from None
 
     # --------------------------------------------------------------------------------------- one step
 
@@ -445,10 +495,19 @@ class Training:
             self._announce()
         started, step_started, step_seconds = time.perf_counter(), time.perf_counter(), None
         seconds_before = self.seconds
-        with StopRequest(announce=main) as stop, tqdm(
-            total=self.total_steps, initial=self.step, unit="step", desc="train", file=sys.stderr,
-            disable=not main, dynamic_ncols=True, mininterval=0.5,
-        ) as bar:
+        with (
+            StopRequest(announce=main) as stop,
+            tqdm(
+                total=self.total_steps,
+                initial=self.step,
+                unit="step",
+                desc="train",
+                file=sys.stderr,
+                disable=not main,
+                dynamic_ncols=True,
+                mininterval=0.5,
+            ) as bar,
+        ):
             while self.step < self.total_steps:
                 epoch, batch = divmod(self.step, self.steps_per_epoch)
                 self.sampler.start(epoch, batch * self.local_batch)
@@ -456,7 +515,9 @@ class Training:
                     self._report_skipped(skipped)
                     terms = self.losses(photos, self.step)
                     values = terms.as_floats()
-                    bad_loss, stopping = self.processes.any([not math.isfinite(values["total"]), stop.requested], self.device)
+                    bad_loss, stopping = self.processes.any(
+                        [not math.isfinite(values["total"]), stop.requested], self.device
+                    )
                     if bad_loss:
                         self.seconds = seconds_before + time.perf_counter() - started
                         raise StylerError(self._diverged_message(values))
@@ -464,17 +525,22 @@ class Training:
                         self.seconds = seconds_before + time.perf_counter() - started
                         path = self.save_checkpoint()
                         if main:
-                            tqdm.write(f"styler: stopped at step {self.step}; resume with --resume {path}", file=sys.stderr)
+                            tqdm.write(
+                                f"styler: stopped at step {self.step}; resume with --resume {path}", file=sys.stderr
+                            )
                         return EXIT_INTERRUPTED
                     self.update(terms)
                     self.step += 1
                     now = time.perf_counter()
-                    step_seconds = now - step_started if step_seconds is None else 0.9 * step_seconds + 0.1 * (now - step_started)
+                    step_seconds = (
+                        now - step_started if step_seconds is None else 0.9 * step_seconds + 0.1 * (now - step_started)
+                    )
                     step_started = now
                     self.seconds = seconds_before + now - started
                     bar.update()
                     bar.set_postfix_str(
-                        f"epoch {self.step / self.steps_per_epoch:.2f}, {self.config.batch_size / step_seconds:.2f} img/s, "
+                        f"epoch {self.step / self.steps_per_epoch:.2f}, "
+                        f"{self.config.batch_size / step_seconds:.2f} img/s, "
                         + ", ".join(f"{name} {value:.4g}" for name, value in values.items()),
                         refresh=False,
                     )
@@ -504,7 +570,8 @@ class Training:
         print(
             f"styler: training {config.arch} on {', '.join(config.style_names)} with {self.photo_count} photos from "
             f"{config.data}{skipped}{held}; {self.total_steps} steps of {config.batch_size} at {config.image_size} px"
-            f"{start}, {config.loss_net} loss, {self.device.type}{processes}; checkpoints and previews in {self.checkpoint_dir}",
+            f"{start}, {config.loss_net} loss, {self.device.type}{processes}; "
+            f"checkpoints and previews in {self.checkpoint_dir}",
             file=sys.stderr,
         )
 
@@ -514,12 +581,18 @@ class Training:
                 self.reported.add(entry.path)
                 self.skipped.append(entry)
                 if self.processes.is_main:
-                    tqdm.write(f"styler: warning: skipped {entry} ({len(self.skipped)} unreadable so far)", file=sys.stderr)
+                    tqdm.write(
+                        f"styler: warning: skipped {entry} ({len(self.skipped)} unreadable so far)", file=sys.stderr
+                    )
 
     def _diverged_message(self, values: dict[str, float]) -> str:
         terms = ", ".join(f"{name} {value:.4g}" for name, value in values.items())
         kept = checkpoint_files(self.checkpoint_dir)
-        last = f"the last good checkpoint is {kept[-1]} (--resume it with a lower --lr)" if kept else "no checkpoint was written yet (try a lower --lr)"
+        last = (
+            f"the last good checkpoint is {kept[-1]} (--resume it with a lower --lr)"
+            if kept
+            else "no checkpoint was written yet (try a lower --lr)"
+        )
         return f"the loss became non-finite at step {self.step + 1} ({terms}); stopped, {last}"
 
     # --------------------------------------------------------------------------------------- outputs
@@ -543,7 +616,10 @@ class Training:
             "scaler": self.scaler.state_dict(),
             "loss_network": self.loss.network.state_dict() if self.config.loss_net == "random" else {},
             "style_images": self.style_images,
-            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            },
         }
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -573,7 +649,10 @@ class Training:
     def write_model(self) -> None:
         config = self.config
         training = {
-            "styles": [{"name": name, "image": Path(style).name} for name, style in zip(config.style_names, config.styles)],
+            "styles": [
+                {"name": name, "image": Path(style).name}
+                for name, style in zip(config.style_names, config.styles, strict=True)
+            ],
             "image_size": config.image_size,
             "style_size": config.style_size,
             "loss_network": config.loss_net,

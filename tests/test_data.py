@@ -12,12 +12,27 @@ import pytest
 import torch
 from PIL import Image
 
-from styler.data import PhotoFolder, ResumableSampler, collate, find_images, header_problem, load_square, make_loader, scan
+from styler.data import (
+    PhotoFolder,
+    ResumableSampler,
+    collate,
+    find_images,
+    header_problem,
+    load_square,
+    make_loader,
+    scan,
+)
 from styler.errors import StylerError
 
 # From ../shared/data/odd-images: the header check rejects the first group, decoding the second; the rest are
 # readable in odd ways (EXIF rotation, CMYK, greyscale, a PNG named .jpg).
-REJECTED_BY_HEADER = ["broken.png", "empty.jpg", "text_not_image.jpg", "png_decompression_dos.png", "bmp_badbitcount.bmp"]
+REJECTED_BY_HEADER = [
+    "broken.png",
+    "empty.jpg",
+    "text_not_image.jpg",
+    "png_decompression_dos.png",
+    "bmp_badbitcount.bmp",
+]
 DAMAGED_DATA = ["truncated_jpeg.jpg", "truncated_image.png"]
 READABLE_ODDITIES = ["hopper_orientation_6.jpg", "pil_sample_cmyk.jpg", "hopper_gray.jpg", "png_data_named.jpg"]
 
@@ -36,7 +51,9 @@ def png_claiming_size(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -150,7 +167,7 @@ def test_shards_cover_the_same_global_batches_as_one_process(tmp_path):
     # 5 photos per shard, 2 per batch: the loader drops the incomplete last batch (drop_last), as in training
     shard_batches = [torch.tensor(list(shard))[:4].view(-1, 2).tolist() for shard in shards]
     assert len(shard_batches[0]) == len(single_batches) == 2
-    assert [sorted(a + b) for a, b in zip(*shard_batches)] == single_batches
+    assert [sorted(a + b) for a, b in zip(*shard_batches, strict=True)] == single_batches
 
 
 def test_loader_decodes_in_worker_processes(tmp_path):

@@ -88,7 +88,9 @@ def test_calibration_gives_every_filter_mean_zero_std_one_at_every_scale():
     for name, parts in responses.items():
         values = torch.cat(parts, dim=1).double()
         torch.testing.assert_close(values.mean(1), torch.zeros(128, dtype=torch.float64), atol=1e-4, rtol=0, msg=name)
-        torch.testing.assert_close(values.std(1, correction=0), torch.ones(128, dtype=torch.float64), atol=1e-4, rtol=0, msg=name)
+        torch.testing.assert_close(
+            values.std(1, correction=0), torch.ones(128, dtype=torch.float64), atol=1e-4, rtol=0, msg=name
+        )
 
 
 def test_random_features_at_three_resolutions():

@@ -16,6 +16,7 @@ import pytest
 import torch
 import typer
 from PIL import Image
+from test_data import DAMAGED_DATA, REJECTED_BY_HEADER  # pytest puts tests/ on sys.path
 
 from styler import losses
 from styler.cli import app
@@ -23,8 +24,7 @@ from styler.data import collate
 from styler.losses import DEFAULT_WEIGHTS, VGG16Features
 from styler.model_files import load_model_file
 from styler.network import architecture
-from styler.train import Processes, Training, TrainConfig, read_checkpoint
-from test_data import DAMAGED_DATA, REJECTED_BY_HEADER  # pytest puts tests/ on sys.path
+from styler.train import Processes, TrainConfig, Training, read_checkpoint
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # Biases that add a per-channel constant which a later instance norm subtracts again (convolutions feeding one, and
@@ -64,9 +64,30 @@ def style(tmp_path) -> Path:
 def tiny_run(photos: Path, style: Path, work: Path, *extra: str | Path) -> list[str | Path]:
     """Arguments for a run of a few 50 ms steps; `extra` adds to or overrides them."""
     return [
-        "train", "--style", style, "--data", photos, "--out", work / "model.pth", "--checkpoint-dir", work / "checkpoints",
-        "--loss-net", "random", "--arch", "lite", "--image-size", "64", "--batch-size", "2", "--workers", "0",
-        "--max-steps", "3", "--preview-every", "0", *extra,
+        "train",
+        "--style",
+        style,
+        "--data",
+        photos,
+        "--out",
+        work / "model.pth",
+        "--checkpoint-dir",
+        work / "checkpoints",
+        "--loss-net",
+        "random",
+        "--arch",
+        "lite",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--max-steps",
+        "3",
+        "--preview-every",
+        "0",
+        *extra,
     ]
 
 
@@ -111,15 +132,31 @@ def test_several_styles_train_one_conditional_network(run_cli, photos, tmp_path)
     assert not torch.equal(weight[0], weight[1]) and not torch.equal(weight[0], torch.ones_like(weight[0]))
     with Image.open(tmp_path / "checkpoints" / "previews" / "step-0000003.png") as grid:
         assert grid.size == (3 * 64, 4 * 64)  # input | gold | red
-    blended = run_cli("stylize", photos / "photo1.jpg", "--model", tmp_path / "model.pth", "--style", "gold=0.5,red=0.5",
-                      "-o", tmp_path / "blend.png")
+    blended = run_cli(
+        "stylize",
+        photos / "photo1.jpg",
+        "--model",
+        tmp_path / "model.pth",
+        "--style",
+        "gold=0.5,red=0.5",
+        "-o",
+        tmp_path / "blend.png",
+    )
     assert blended.exit_code == 0, blended.stderr
 
 
 def test_loss_decreases_over_50_steps_on_a_fixed_batch(photos, style, tmp_path):
     config = TrainConfig(
-        styles=(str(style),), data=str(photos), out=str(tmp_path / "m.pth"), checkpoint_dir=str(tmp_path / "c"),
-        loss_net="random", arch="lite", image_size=64, batch_size=2, workers=0, lr=1e-2,
+        styles=(str(style),),
+        data=str(photos),
+        out=str(tmp_path / "m.pth"),
+        checkpoint_dir=str(tmp_path / "c"),
+        loss_net="random",
+        arch="lite",
+        image_size=64,
+        batch_size=2,
+        workers=0,
+        lr=1e-2,
     ).checked()
     training = Training(config, None, Processes(), torch.device("cpu"))
     batch, _ = collate([training.loader.dataset[index] for index in (0, 1)])
@@ -136,8 +173,11 @@ def test_loss_decreases_over_50_steps_on_a_fixed_batch(photos, style, tmp_path):
 def test_vgg16_loss_trains_with_a_weights_file(run_cli, photos, style, tmp_path):
     layers = VGG16Features().layers.state_dict()  # random weights: the shapes are what matters here
     torch.save({f"features.{key}": value for key, value in layers.items()}, tmp_path / "vgg16.pth")
-    result = run_cli(*tiny_run(photos, style, tmp_path, "--loss-net", "vgg16", "--vgg-weights", tmp_path / "vgg16.pth",
-                               "--max-steps", "2"))
+    result = run_cli(
+        *tiny_run(
+            photos, style, tmp_path, "--loss-net", "vgg16", "--vgg-weights", tmp_path / "vgg16.pth", "--max-steps", "2"
+        )
+    )
     assert result.exit_code == 0, result.stderr
     training = load_model_file(tmp_path / "model.pth").training
     assert training["loss_network"] == "vgg16" and training["vgg_weights"] == "vgg16.pth"
@@ -150,14 +190,24 @@ def test_vgg16_loss_trains_with_a_weights_file(run_cli, photos, style, tmp_path)
 def test_resume_gives_the_weights_of_an_uninterrupted_run(run_cli, photos, style, tmp_path):
     # 8 photos, batch 2: 4 steps per epoch, so the resumed run crosses an epoch boundary mid-way.
     straight = tmp_path / "straight"
-    result = run_cli(*tiny_run(photos, style, straight, "--max-steps", "7", "--checkpoint-every", "1",
-                               "--keep-checkpoints", "5"))
+    result = run_cli(
+        *tiny_run(photos, style, straight, "--max-steps", "7", "--checkpoint-every", "1", "--keep-checkpoints", "5")
+    )
     assert result.exit_code == 0, result.stderr
     kept = sorted(path.name for path in (straight / "checkpoints").glob("*.ckpt"))
     assert kept == [f"step-{step:07d}.ckpt" for step in range(3, 8)]  # the newest 5
     resumed = tmp_path / "resumed"
-    result = run_cli("train", "--resume", straight / "checkpoints" / "step-0000003.ckpt", "--max-steps", "7",
-                     "--out", resumed / "model.pth", "--checkpoint-dir", resumed / "checkpoints")
+    result = run_cli(
+        "train",
+        "--resume",
+        straight / "checkpoints" / "step-0000003.ckpt",
+        "--max-steps",
+        "7",
+        "--out",
+        resumed / "model.pth",
+        "--checkpoint-dir",
+        resumed / "checkpoints",
+    )
     assert result.exit_code == 0, result.stderr
     assert "from step 3" in result.stderr
     expected, actual = weights_of(straight / "model.pth"), weights_of(resumed / "model.pth")
@@ -177,12 +227,20 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(run_cli, photos, style, t
     arguments = tiny_run(photos, style, tmp_path, "--max-steps", "100000", "--checkpoint-every", "5", "--workers", "1")
     # Its own session, so the signal goes to the whole process group as a terminal's Ctrl-C does (workers too).
     process = subprocess.Popen(
-        [sys.executable, "-m", "styler.cli", *map(str, arguments)], cwd=tmp_path, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "styler.cli", *map(str, arguments)],
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
-        while not list((tmp_path / "checkpoints").glob("*.ckpt")) and time.monotonic() < deadline and process.poll() is None:
+        while (
+            not list((tmp_path / "checkpoints").glob("*.ckpt"))
+            and time.monotonic() < deadline
+            and process.poll() is None
+        ):
             time.sleep(0.1)
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
@@ -280,14 +338,26 @@ def test_help_states_the_real_defaults():
     command = typer.main.get_command(app).commands["train"]
     stated = {param.name: re.search(r"\(default: ([^)]*)\)", param.help or "") for param in command.params}
     defaults = TrainConfig()
-    for name in ("epochs", "batch_size", "image_size", "lr", "seed", "workers", "preview_every", "checkpoint_every",
-                 "keep_checkpoints"):
+    for name in (
+        "epochs",
+        "batch_size",
+        "image_size",
+        "lr",
+        "seed",
+        "workers",
+        "preview_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+    ):
         assert float(stated[name].group(1)) == getattr(defaults, name), name
     for name in ("device", "arch"):
         assert stated[name].group(1).split(",")[0] == getattr(defaults, name), name
     for term in ("content", "style", "tv"):
         values = re.fullmatch(r"(\S+) with vgg16, (\S+) with random", stated[f"{term}_weight"].group(1)).groups()
-        assert tuple(map(float, values)) == (getattr(DEFAULT_WEIGHTS["vgg16"], term), getattr(DEFAULT_WEIGHTS["random"], term))
+        assert tuple(map(float, values)) == (
+            getattr(DEFAULT_WEIGHTS["vgg16"], term),
+            getattr(DEFAULT_WEIGHTS["random"], term),
+        )
 
 
 # ----------------------------------------------------------------------------------------------- processes
@@ -300,9 +370,22 @@ def test_two_processes_match_one_with_the_same_global_batch(run_cli, photos, sty
     arguments = tiny_run(photos, style, tmp_path / "two", "--batch-size", "4")
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPOSITORY)}
     process = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "styler.cli",
-         *map(str, arguments)],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "styler.cli",
+            *map(str, arguments),
+        ],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert process.returncode == 0, process.stderr[-3000:]
     assert "in 2 processes" in process.stderr
