@@ -23,8 +23,12 @@ $(VENV)/.installed: $(KERNEL_SOURCES)
 check-grad: setup
 	$(BIN)/styler check-grad
 
+# Proves the kernels, then stylizes the bundled samples with every shipped model (samples/stylized/).
 demo: setup
 	$(BIN)/styler check-grad
+	for name in $$($(BIN)/styler models --json | $(BIN)/python -c "import json, sys; print(*(m['name'] for m in json.load(sys.stdin)))"); do \
+	    $(BIN)/styler stylize samples/*.jpg --model $$name --output-dir samples/stylized --overwrite || exit 1; \
+	done
 
 test: setup
 	$(BIN)/python -m pytest -q
