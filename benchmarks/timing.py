@@ -9,19 +9,6 @@ from typing import Callable
 
 import torch
 
-# glibc serves allocations above its mmap threshold with fresh mmaps, so every large output page-faults. These
-# settings make malloc keep its memory; styler's CLI applies the same through mallopt (styler/memory.py).
-KEEP_MEMORY_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "4294967296",
-    "MALLOC_TRIM_THRESHOLD_": "68719476736",
-    "MALLOC_TOP_PAD_": "1073741824",
-}
-
-
-def malloc_mode() -> str:
-    return "kept" if os.environ.get("MALLOC_MMAP_THRESHOLD_") else "default"
-
-
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()

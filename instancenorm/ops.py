@@ -10,13 +10,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from instancenorm.reference import stats_dtype
+
 forward = torch.ops.instancenorm.forward.default
 backward = torch.ops.instancenorm.backward.default
 normalize_ = torch.ops.instancenorm.normalize_.default
-
-
-def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def is_channels_last(x: Tensor) -> bool:
@@ -38,7 +36,7 @@ def _like_kernel_output(x: Tensor) -> Tensor:
 
 @torch.library.register_fake("instancenorm::forward")
 def _forward_fake(input: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
-    stats = input.new_empty(input.shape[:2], dtype=_stats_dtype(input.dtype))
+    stats = input.new_empty(input.shape[:2], dtype=stats_dtype(input.dtype))
     return _like_kernel_output(input), stats, torch.empty_like(stats)
 
 

@@ -17,14 +17,15 @@ def _per_instance(param: Tensor | None, n: int, c: int, fill: float, like: Tenso
     return param.to(like.dtype).expand(n, c)
 
 
-def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
+def stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of mean / inv_std for an input dtype: float64 stays, everything else accumulates in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """Returns (y, mean, inv_std); mean and inv_std are (N, C), statistics over all spatial positions."""
     n, c = x.shape[:2]
-    acc = x.to(_stats_dtype(x.dtype)).flatten(2)
+    acc = x.to(stats_dtype(x.dtype)).flatten(2)
     mean = acc.mean(dim=2)
     var = (acc - mean[..., None]).square().mean(dim=2)  # biased, two-pass
     inv_std = torch.rsqrt(var + eps)

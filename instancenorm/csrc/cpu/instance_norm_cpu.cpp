@@ -98,6 +98,12 @@ void store_from(const A* result, T* out, int64_t n) {
 
 int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// f(start, count) over [begin, end) in pieces of at most step: the L1-sized chunks every pass walks.
+template <typename F>
+void for_chunks(int64_t begin, int64_t end, int64_t step, const F& f) {
+  for (int64_t i = begin; i < end; i += step) f(i, std::min(step, end - i));
+}
+
 // Blocks per unit: one when the units alone balance the threads, else enough blocks of at least min_len.
 int64_t blocks_per_unit(int64_t units, int64_t len, int64_t min_len) {
   const int64_t threads = at::get_num_threads();
@@ -306,22 +312,20 @@ void forward_kernel(const ForwardArgs& args) {
         N * C, M, 1, kChunk, buffers * kChunk,
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
           Moments m;
-          for (int64_t i = begin; i < end; i += kChunk) {
-            const int64_t n = std::min(kChunk, end - i);
+          for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
             m.add(contiguous_moments(as_acc(x + p * M + i, n, buf), n));
-          }
+          });
           return m;
         },
         [&](int64_t p, const Moments& m) { k.set(p, m, args, mean_out, inv_std_out); },
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
           const Vec hi(k.mean_hi[p]), lo(k.mean_lo[p]), scale(k.scale[p]), shift(k.shift[p]);
-          for (int64_t i = begin; i < end; i += kChunk) {
-            const int64_t n = std::min(kChunk, end - i);
+          for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
             const A* xa = as_acc(x + p * M + i, n, buf);
             A* ya = result_ptr(y + p * M + i, buf);
             at::vec::map([&](Vec v) { return at::vec::fmadd((v - hi) - lo, scale, shift); }, ya, xa, n);
             store_from(ya, y + p * M + i, n);
-          }
+          });
         });
     return;
   }
@@ -333,11 +337,10 @@ void forward_kernel(const ForwardArgs& args) {
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
         std::vector<Moments> m(C);
         std::vector<A> chunk_stats(3 * C);
-        for (int64_t r = begin; r < end; r += rows_per_chunk) {
-          const int64_t rows = std::min(rows_per_chunk, end - r);
+        for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
           const A* xa = as_acc(x + (n * M + r) * C, rows * C, buf);
           rows_moments(xa, rows, C, m, chunk_stats.data());
-        }
+        });
         return m;
       },
       [&](int64_t n, const std::vector<Moments>& m) {
@@ -348,8 +351,7 @@ void forward_kernel(const ForwardArgs& args) {
         const A* lo = k.mean_lo.data() + n * C;
         const A* scale = k.scale.data() + n * C;
         const A* shift = k.shift.data() + n * C;
-        for (int64_t r = begin; r < end; r += rows_per_chunk) {
-          const int64_t rows = std::min(rows_per_chunk, end - r);
+        for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
           const A* xa = as_acc(x + (n * M + r) * C, rows * C, buf);
           A* ya = result_ptr(y + (n * M + r) * C, buf);
           for_channel_vectors<A>(C, [&](int64_t c, int64_t cnt) {
@@ -360,7 +362,7 @@ void forward_kernel(const ForwardArgs& args) {
             }
           });
           store_from(ya, y + (n * M + r) * C, rows * C);
-        }
+        });
       });
 }
 
@@ -384,26 +386,24 @@ void backward_kernel(const BackwardArgs& args) {
         N * C, M, 1, kChunk, buffers * kChunk,
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
           GradSums s;
-          for (int64_t i = begin; i < end; i += kChunk) {
-            const int64_t n = std::min(kChunk, end - i);
+          for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
             const A* ga = as_acc(dy + p * M + i, n, buf);
             const A* xa = as_acc(x + p * M + i, n, buf + kChunk);
             s.add(contiguous_grad_sums(ga, xa, n, saved_mean[p]));
-          }
+          });
           return s;
         },
         [&](int64_t p, const GradSums& s) { k.set(p, s, args, dweight, dbias); },
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
           const Vec mean(saved_mean[p]), ka(k.a[p]), kb(k.b[p]), mean_dy(k.mean_dy[p]);
-          for (int64_t i = begin; i < end; i += kChunk) {
-            const int64_t n = std::min(kChunk, end - i);
+          for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
             const A* ga = as_acc(dy + p * M + i, n, buf);
             const A* xa = as_acc(x + p * M + i, n, buf + kChunk);
             A* out = result_ptr(dx + p * M + i, buf);
             at::vec::map2([&](Vec g, Vec v) { return at::vec::fmadd(kb, v - mean, ka * (g - mean_dy)); },
                           out, ga, xa, n);
             store_from(out, dx + p * M + i, n);
-          }
+          });
         });
     return;
   }
@@ -415,20 +415,20 @@ void backward_kernel(const BackwardArgs& args) {
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
         std::vector<GradSums> s(C);
         std::vector<A> chunk_sums(2 * C);
-        for (int64_t r = begin; r < end; r += rows_per_chunk) {
-          const int64_t rows = std::min(rows_per_chunk, end - r), offset = (n * M + r) * C;
+        for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
+          const int64_t offset = (n * M + r) * C;
           const A* ga = as_acc(dy + offset, rows * C, buf);
           const A* xa = as_acc(x + offset, rows * C, buf + chunk_elems);
           rows_grad_sums(ga, xa, rows, C, saved_mean + n * C, s, chunk_sums.data(), chunk_sums.data() + C);
-        }
+        });
         return s;
       },
       [&](int64_t n, const std::vector<GradSums>& s) {
         for (int64_t c = 0; c < C; ++c) k.set(n * C + c, s[c], args, dweight, dbias);
       },
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
-        for (int64_t r = begin; r < end; r += rows_per_chunk) {
-          const int64_t rows = std::min(rows_per_chunk, end - r), offset = (n * M + r) * C;
+        for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
+          const int64_t offset = (n * M + r) * C;
           const A* ga = as_acc(dy + offset, rows * C, buf);
           const A* xa = as_acc(x + offset, rows * C, buf + chunk_elems);
           A* out = result_ptr(dx + offset, buf);
@@ -442,7 +442,7 @@ void backward_kernel(const BackwardArgs& args) {
             }
           });
           store_from(out, dx + offset, rows * C);
-        }
+        });
       });
 }
 
