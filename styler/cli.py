@@ -189,6 +189,26 @@ def train(
     raise typer.Exit(run.main(**given))
 
 
+@app.command("grid")
+@user_errors_exit_2
+def grid(
+    inputs: Annotated[list[str], typer.Argument(help="Photos: files, folders or glob patterns.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The sheet to write (.jpg, .png, .webp).")],
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="A model name or file; repeat for more (default: every shipped model)."),
+    ] = None,
+    cell: Annotated[int, typer.Option(help="Side of each square cell in pixels; photos are stylized at that size.")] = 320,
+    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="auto picks CUDA when present.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing sheet.")] = False,
+) -> None:
+    """A contact sheet: one row per photo, the photo then its result with each model (each style and an equal blend
+    for a multi-style model)."""
+    from styler import grid as run
+
+    run.main(inputs, model or [], output, cell, device, overwrite)
+
+
 @app.command("models")
 @user_errors_exit_2
 def models(

@@ -1,0 +1,90 @@
+"""`styler grid`: a contact sheet of photos (rows) by models (columns), to compare styles or training settings.
+
+The first column is the photo itself; a multi-style model gets one column per style and one for an equal blend of
+them, so the sheet shows what `--style a=0.5,b=0.5` does. Every cell is the photo scaled to fit a square cell and
+stylized at that size (what a network trained on crops of that size sees), centred on white with a caption on top.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
+from styler.errors import StylerError
+from styler.images import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo, writer_for
+from styler.memory import keep_freed_memory
+from styler.model_files import read_manifest, resolve_model
+from styler.stylize import Stylizer, choose_style, expand_inputs, pick_device, target_size
+
+CAPTION_HEIGHT = 28
+GAP = 6
+
+
+@dataclass
+class Column:
+    caption: str
+    stylizer: Stylizer | None  # None: the photo as it is
+
+
+def columns_for(model_names: list[str], device: torch.device) -> list[Column]:
+    """One column per single-style model; per style plus an equal blend for a multi-style model."""
+    columns = [Column("photo", None)]
+    for name in model_names:
+        model = resolve_model(name)
+        label = Path(name).stem if name.endswith(".pth") else name
+        if len(model.styles) == 1:
+            columns.append(Column(label, Stylizer(model, choose_style(None, model.styles), device)))
+            continue
+        specs = [*model.styles, ",".join(model.styles)]
+        for spec in specs:
+            caption = f"{label}: {'blend' if ',' in spec else spec}"
+            columns.append(Column(caption, Stylizer(model, choose_style(spec, model.styles), device)))
+    return columns
+
+
+def render_cell(photo: Photo, column: Column, cell: int) -> Image.Image:
+    scaled = photo.resized(target_size(photo.size, None, cell))
+    return scaled.rgb if column.stylizer is None else column.stylizer(scaled).rgb
+
+
+def assemble(cells: list[list[Image.Image]], captions: list[str], cell: int) -> Image.Image:
+    rows, cols = len(cells), len(captions)
+    sheet = Image.new("RGB", (cols * (cell + GAP) + GAP, rows * (cell + GAP) + CAPTION_HEIGHT + GAP), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=16)
+    for col, caption in enumerate(captions):
+        left = GAP + col * (cell + GAP)
+        draw.text((left + cell // 2, CAPTION_HEIGHT // 2 + GAP // 2), caption, fill="black", font=font, anchor="mm")
+        for row, image in enumerate(row[col] for row in cells):
+            top = CAPTION_HEIGHT + GAP + row * (cell + GAP)
+            sheet.paste(image, (left + (cell - image.width) // 2, top + (cell - image.height) // 2))
+    return sheet
+
+
+def main(inputs: list[str], models: list[str], output: Path, cell: int, device: str, overwrite: bool) -> None:
+    if not 16 <= cell <= 2048:
+        raise StylerError(f"--cell {cell}: pick a cell size between 16 and 2048 pixels")
+    writer_for(output)  # an unwritable extension fails before any work
+    if output.exists() and not overwrite:
+        raise StylerError(f"{output}: exists (pass --overwrite to replace it)")
+    models = models or [entry.name for entry in read_manifest()]
+    if not models:
+        raise StylerError("no shipped models; name model files with --model")
+    keep_freed_memory()
+    jobs = expand_inputs(inputs)
+    bad = [job.error for job in jobs if job.error]
+    if bad:
+        raise StylerError(bad[0])
+    columns = columns_for(models, pick_device(device))
+    photos = [read_photo(job.input, DEFAULT_MAX_PIXELS) for job in jobs]
+    cells = [
+        [render_cell(photo, column, cell) for column in columns]
+        for photo in tqdm(photos, unit="photo", file=sys.stderr, disable=True if len(photos) < 2 else None)
+    ]
+    write_photo(output, Photo(assemble(cells, [column.caption for column in columns], cell), None, None))
+    print(output)
