@@ -1,0 +1,80 @@
+"""Add a trained model to models/: stored in float16 (float32 again on load), entered in manifest.json.
+
+    .venv/bin/python models/ship.py runs/starry.pth --name starry --description "..."
+
+The manifest entry takes the training recipe from the model file itself and the style images' titles, artists and
+licences from STYLE_IMAGES below (the three paintings in ../shared/data/styles, see its SOURCES.md). models/train.sh
+holds the commands that trained the shipped models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from styler.errors import StylerError
+from styler.model_files import load_model_file, manifest_entry, models_dir, read_manifest, save_model, write_manifest
+
+_PUBLIC_DOMAIN = "public domain (artist died more than 70 years ago; a faithful photograph of a 2-D work adds no copyright)"
+STYLE_IMAGES = {
+    "vangogh_starry_night.jpg": {
+        "title": "The Starry Night (1889)",
+        "artist": "Vincent van Gogh",
+        "licence": _PUBLIC_DOMAIN,
+        "source": "jcjohnson/neural-style examples/inputs/starry_night.jpg",
+    },
+    "hokusai_great_wave.jpg": {
+        "title": "The Great Wave off Kanagawa (c. 1831)",
+        "artist": "Katsushika Hokusai",
+        "licence": _PUBLIC_DOMAIN,
+        "source": "jcjohnson/fast-neural-style images/styles/wave.jpg",
+    },
+    "kandinsky_composition_vii.jpg": {
+        "title": "Composition VII (1913)",
+        "artist": "Wassily Kandinsky",
+        "licence": _PUBLIC_DOMAIN,
+        "source": "jcjohnson/fast-neural-style images/styles/composition_vii.jpg",
+    },
+}
+
+
+def ship(trained: Path, name: str, description: str, directory: Path) -> Path:
+    """Copy `trained` into `directory` as <name>.pth in float16 and add (or replace) its manifest entry."""
+    model = load_model_file(trained)
+    style_images = []
+    for style in model.training.get("styles", []):
+        if style["image"] not in STYLE_IMAGES:
+            raise StylerError(f"{trained}: no licence record for style image {style['image']!r}; add it to STYLE_IMAGES")
+        style_images.append({"name": style["name"], "file": style["image"], **STYLE_IMAGES[style["image"]]})
+    if len(style_images) != len(model.styles):
+        raise StylerError(f"{trained}: its training record does not name the style image of every style")
+    target = directory / f"{name}.pth"
+    network = model.build()
+    training = {**model.training, "data": "BSDS500 (397 photos; non-commercial research licence)"}
+    save_model(target, network, model.styles, training, half=True)
+    shipped = load_model_file(target)  # float16 round trip: the stored weights must still load and build
+    shipped.build()
+    entries = [entry for entry in read_manifest(directory) if entry.name != name]
+    entries.append(manifest_entry(target, name, style_images, description))
+    write_manifest(sorted(entries, key=lambda entry: entry.name), directory)
+    return target
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trained", type=Path, help="a model file written by styler train")
+    parser.add_argument("--name", required=True, help="what users type: --model NAME")
+    parser.add_argument("--description", default="", help="one line for styler models")
+    parser.add_argument("--models-dir", type=Path, default=None, help="default: this repository's models/")
+    arguments = parser.parse_args(argv)
+    try:
+        print(ship(arguments.trained, arguments.name, arguments.description, arguments.models_dir or models_dir()))
+    except StylerError as error:
+        print(f"ship: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

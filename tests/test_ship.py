@@ -1,0 +1,60 @@
+"""models/ship.py: a trained model enters models/ in float16 with a manifest entry naming its style's licence."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from styler.model_files import load_model_file, resolve_model, save_model
+from styler.network import Architecture, TransformerNet
+
+SHIP = Path(__file__).resolve().parent.parent / "models" / "ship.py"
+
+
+def _ship_module():
+    spec = importlib.util.spec_from_file_location("ship", SHIP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _trained(path: Path, images: list[str]) -> Path:
+    torch.manual_seed(0)
+    network = TransformerNet(Architecture(width=0.125, residual_blocks=1, num_styles=len(images)))
+    styles = [{"name": Path(image).stem.split("_")[1], "image": image} for image in images]
+    save_model(path, network, [style["name"] for style in styles], {"styles": styles, "steps": 3, "data": "/x"})
+    return path
+
+
+def test_ship_stores_float16_and_records_licence(tmp_path):
+    ship = _ship_module()
+    trained = _trained(tmp_path / "run.pth", ["vangogh_starry_night.jpg"])
+    shipped_dir = tmp_path / "models"
+    shipped_dir.mkdir()
+    assert ship.main([str(trained), "--name", "starry", "--models-dir", str(shipped_dir)]) == 0
+    raw = torch.load(shipped_dir / "starry.pth", weights_only=True)
+    assert {value.dtype for value in raw["state_dict"].values()} == {torch.float16}
+    entry = json.loads((shipped_dir / "manifest.json").read_text())["models"][0]
+    assert entry["name"] == "starry" and entry["styles"] == ["starry"]
+    assert entry["style_images"][0]["artist"] == "Vincent van Gogh"
+    assert "public domain" in entry["style_images"][0]["licence"]
+    assert "non-commercial" in entry["training"]["data"]
+    # The shipped model stylizes like the trained one, up to float16 rounding of the weights.
+    original, shipped = load_model_file(trained).build(), resolve_model("starry", shipped_dir).build()
+    photo = torch.rand(1, 3, 32, 32) * 255
+    with torch.no_grad():
+        assert (original(photo) - shipped(photo)).abs().max() < 1.0
+    # Shipping again under the same name replaces the entry rather than adding a second one.
+    assert ship.main([str(trained), "--name", "starry", "--models-dir", str(shipped_dir)]) == 0
+    assert len(json.loads((shipped_dir / "manifest.json").read_text())["models"]) == 1
+
+
+def test_ship_refuses_a_style_without_a_licence_record(tmp_path, capsys):
+    ship = _ship_module()
+    trained = _trained(tmp_path / "run.pth", ["my_own_painting.jpg"])
+    assert ship.main([str(trained), "--name", "mine", "--models-dir", str(tmp_path)]) == 2
+    assert "no licence record" in capsys.readouterr().err
+    assert not (tmp_path / "mine.pth").exists() and not (tmp_path / "manifest.json").exists()
