@@ -39,14 +39,21 @@ STYLE_IMAGES = {
 }
 
 
-def ship(trained: Path, name: str, description: str, directory: Path) -> Path:
-    """Copy `trained` into `directory` as <name>.pth in float16 and add (or replace) its manifest entry."""
+def ship(trained: Path, name: str, description: str, directory: Path, style_names: list[str] | None = None) -> Path:
+    """Copy `trained` into `directory` as <name>.pth in float16 and add (or replace) its manifest entry.
+
+    `style_names` renames the styles (training names them after the image files) to what --style will accept.
+    """
     model = load_model_file(trained)
+    if style_names is not None:
+        if len(style_names) != len(model.styles):
+            raise StylerError(f"{len(style_names)} style names for a model with {len(model.styles)} styles")
+        model.styles = style_names
     style_images = []
-    for style in model.training.get("styles", []):
+    for style, style_name in zip(model.training.get("styles", []), model.styles, strict=False):
         if style["image"] not in STYLE_IMAGES:
             raise StylerError(f"{trained}: no licence record for style image {style['image']!r}; add it to STYLE_IMAGES")
-        style_images.append({"name": style["name"], "file": style["image"], **STYLE_IMAGES[style["image"]]})
+        style_images.append({"name": style_name, "file": style["image"], **STYLE_IMAGES[style["image"]]})
     if len(style_images) != len(model.styles):
         raise StylerError(f"{trained}: its training record does not name the style image of every style")
     target = directory / f"{name}.pth"
@@ -66,10 +73,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("trained", type=Path, help="a model file written by styler train")
     parser.add_argument("--name", required=True, help="what users type: --model NAME")
     parser.add_argument("--description", default="", help="one line for styler models")
+    parser.add_argument("--style-names", help="comma-separated new names for the model's styles, in order")
     parser.add_argument("--models-dir", type=Path, default=None, help="default: this repository's models/")
     arguments = parser.parse_args(argv)
     try:
-        print(ship(arguments.trained, arguments.name, arguments.description, arguments.models_dir or models_dir()))
+        names = arguments.style_names.split(",") if arguments.style_names else None
+        print(ship(arguments.trained, arguments.name, arguments.description, arguments.models_dir or models_dir(), names))
     except StylerError as error:
         print(f"ship: error: {error}", file=sys.stderr)
         return 2

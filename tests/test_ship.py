@@ -52,6 +52,17 @@ def test_ship_stores_float16_and_records_licence(tmp_path):
     assert len(json.loads((shipped_dir / "manifest.json").read_text())["models"]) == 1
 
 
+def test_ship_renames_styles_for_blending(tmp_path):
+    ship = _ship_module()
+    trained = _trained(tmp_path / "run.pth", ["vangogh_starry_night.jpg", "hokusai_great_wave.jpg"])
+    assert ship.main([str(trained), "--name", "mix", "--style-names", "starry,wave", "--models-dir", str(tmp_path)]) == 0
+    entry = json.loads((tmp_path / "manifest.json").read_text())["models"][0]
+    assert entry["styles"] == ["starry", "wave"] == [image["name"] for image in entry["style_images"]]
+    assert [image["artist"] for image in entry["style_images"]] == ["Vincent van Gogh", "Katsushika Hokusai"]
+    assert resolve_model("mix", tmp_path).styles == ["starry", "wave"]
+    assert ship.main([str(trained), "--name", "mix", "--style-names", "one", "--models-dir", str(tmp_path)]) == 2
+
+
 def test_ship_refuses_a_style_without_a_licence_record(tmp_path, capsys):
     ship = _ship_module()
     trained = _trained(tmp_path / "run.pth", ["my_own_painting.jpg"])
