@@ -14,14 +14,7 @@ import sys
 from pathlib import Path
 
 from styler.errors import StylerError
-from styler.model_files import (
-    load_model_file,
-    manifest_entry,
-    models_dir,
-    read_manifest,
-    save_model,
-    write_manifest,
-)
+from styler.model_files import load_model_file, manifest_entry, models_dir, read_manifest, save_model, write_manifest
 
 _PUBLIC_DOMAIN = (
     "public domain (artist died more than 70 years ago; a faithful photograph of a 2-D work adds no copyright)"
@@ -48,13 +41,7 @@ STYLE_IMAGES = {
 }
 
 
-def ship(
-    trained: Path,
-    name: str,
-    description: str,
-    directory: Path,
-    style_names: list[str] | None = None,
-) -> Path:
+def ship(trained: Path, name: str, description: str, directory: Path, style_names: list[str] | None = None) -> Path:
     """Copy `trained` into `directory` as <name>.pth in float16 and add (or replace) its manifest entry.
 
     `style_names` renames the styles (training names them after the image files) to what --style will accept.
@@ -75,10 +62,7 @@ def ship(
         raise StylerError(f"{trained}: its training record does not name the style image of every style")
     target = directory / f"{name}.pth"
     network = model.build()
-    training = {
-        **model.training,
-        "data": "BSDS500 (397 photos; non-commercial research licence)",
-    }
+    training = {**model.training, "data": "BSDS500 (397 photos; non-commercial research licence)"}
     save_model(target, network, model.styles, training, half=True)
     shipped = load_model_file(target)  # float16 round trip: the stored weights must still load and build
     shipped.build()
@@ -93,27 +77,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("trained", type=Path, help="a model file written by styler train")
     parser.add_argument("--name", required=True, help="what users type: --model NAME")
     parser.add_argument("--description", default="", help="one line for styler models")
-    parser.add_argument(
-        "--style-names",
-        help="comma-separated new names for the model's styles, in order",
-    )
-    parser.add_argument(
-        "--models-dir",
-        type=Path,
-        default=None,
-        help="default: this repository's models/",
-    )
+    parser.add_argument("--style-names", help="comma-separated new names for the model's styles, in order")
+    parser.add_argument("--models-dir", type=Path, default=None, help="default: this repository's models/")
     arguments = parser.parse_args(argv)
     try:
         names = arguments.style_names.split(",") if arguments.style_names else None
         print(
-            ship(
-                arguments.trained,
-                arguments.name,
-                arguments.description,
-                arguments.models_dir or models_dir(),
-                names,
-            )
+            ship(arguments.trained, arguments.name, arguments.description, arguments.models_dir or models_dir(), names)
         )
     except StylerError as error:
         print(f"ship: error: {error}", file=sys.stderr)

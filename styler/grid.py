@@ -19,13 +19,7 @@ from styler.errors import StylerError
 from styler.images import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo, writer_for
 from styler.memory import keep_freed_memory
 from styler.model_files import read_manifest, resolve_model
-from styler.stylize import (
-    Stylizer,
-    choose_style,
-    expand_inputs,
-    pick_device,
-    target_size,
-)
+from styler.stylize import Stylizer, choose_style, expand_inputs, pick_device, target_size
 
 CAPTION_HEIGHT = 28
 GAP = 6
@@ -60,39 +54,19 @@ def render_cell(photo: Photo, column: Column, cell: int) -> Image.Image:
 
 def assemble(cells: list[list[Image.Image]], captions: list[str], cell: int) -> Image.Image:
     rows, cols = len(cells), len(captions)
-    sheet = Image.new(
-        "RGB",
-        (cols * (cell + GAP) + GAP, rows * (cell + GAP) + CAPTION_HEIGHT + GAP),
-        "white",
-    )
+    sheet = Image.new("RGB", (cols * (cell + GAP) + GAP, rows * (cell + GAP) + CAPTION_HEIGHT + GAP), "white")
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=16)
     for col, caption in enumerate(captions):
         left = GAP + col * (cell + GAP)
-        draw.text(
-            (left + cell // 2, CAPTION_HEIGHT // 2 + GAP // 2),
-            caption,
-            fill="black",
-            font=font,
-            anchor="mm",
-        )
+        draw.text((left + cell // 2, CAPTION_HEIGHT // 2 + GAP // 2), caption, fill="black", font=font, anchor="mm")
         for row, image in enumerate(row[col] for row in cells):
             top = CAPTION_HEIGHT + GAP + row * (cell + GAP)
-            sheet.paste(
-                image,
-                (left + (cell - image.width) // 2, top + (cell - image.height) // 2),
-            )
+            sheet.paste(image, (left + (cell - image.width) // 2, top + (cell - image.height) // 2))
     return sheet
 
 
-def main(
-    inputs: list[str],
-    models: list[str],
-    output: Path,
-    cell: int,
-    device: str,
-    overwrite: bool,
-) -> None:
+def main(inputs: list[str], models: list[str], output: Path, cell: int, device: str, overwrite: bool) -> None:
     if not 16 <= cell <= 2048:
         raise StylerError(f"--cell {cell}: pick a cell size between 16 and 2048 pixels")
     writer_for(output)  # an unwritable extension fails before any work
@@ -110,15 +84,7 @@ def main(
     photos = [read_photo(job.input, DEFAULT_MAX_PIXELS) for job in jobs]
     cells = [
         [render_cell(photo, column, cell) for column in columns]
-        for photo in tqdm(
-            photos,
-            unit="photo",
-            file=sys.stderr,
-            disable=True if len(photos) < 2 else None,
-        )
+        for photo in tqdm(photos, unit="photo", file=sys.stderr, disable=True if len(photos) < 2 else None)
     ]
-    write_photo(
-        output,
-        Photo(assemble(cells, [column.caption for column in columns], cell), None, None),
-    )
+    write_photo(output, Photo(assemble(cells, [column.caption for column in columns], cell), None, None))
     print(output)

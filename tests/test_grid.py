@@ -12,26 +12,12 @@ def test_sheet_has_a_row_per_photo_and_a_column_per_style(run_cli, make_image, t
     wide, tall = make_image("wide.png", 90, 40), make_image("tall.jpg", 30, 70)
     sheet_path = wide.parent / "sheet.png"
     result = run_cli(
-        "grid",
-        wide,
-        tall,
-        "-m",
-        tiny_model,
-        "-m",
-        tiny_multi_style_model,
-        "-o",
-        sheet_path,
-        "--cell",
-        "64",
+        "grid", wide, tall, "-m", tiny_model, "-m", tiny_multi_style_model, "-o", sheet_path, "--cell", "64"
     )
     assert result.exit_code == 0, result.stderr
     sheet = np.asarray(Image.open(sheet_path).convert("RGB"))
     columns = 1 + 1 + 3 + 1  # photo, tiny, three styles of multi, their blend
-    assert sheet.shape == (
-        CAPTION_HEIGHT + GAP + 2 * (64 + GAP),
-        GAP + columns * (64 + GAP),
-        3,
-    )
+    assert sheet.shape == (CAPTION_HEIGHT + GAP + 2 * (64 + GAP), GAP + columns * (64 + GAP), 3)
     # Cell (row 0, photo column) holds the photo scaled to fit 64x64 (64x28), centred on white.
     left, top = GAP, CAPTION_HEIGHT + GAP
     photo_cell = sheet[top : top + 64, left : left + 64]

@@ -25,12 +25,7 @@ def _trained(path: Path, images: list[str]) -> Path:
     torch.manual_seed(0)
     network = TransformerNet(Architecture(width=0.125, residual_blocks=1, num_styles=len(images)))
     styles = [{"name": Path(image).stem.split("_")[1], "image": image} for image in images]
-    save_model(
-        path,
-        network,
-        [style["name"] for style in styles],
-        {"styles": styles, "steps": 3, "data": "/x"},
-    )
+    save_model(path, network, [style["name"] for style in styles], {"styles": styles, "steps": 3, "data": "/x"})
     return path
 
 
@@ -48,10 +43,7 @@ def test_ship_stores_float16_and_records_licence(tmp_path):
     assert "public domain" in entry["style_images"][0]["licence"]
     assert "non-commercial" in entry["training"]["data"]
     # The shipped model stylizes like the trained one, up to float16 rounding of the weights.
-    original, shipped = (
-        load_model_file(trained).build(),
-        resolve_model("starry", shipped_dir).build(),
-    )
+    original, shipped = load_model_file(trained).build(), resolve_model("starry", shipped_dir).build()
     photo = torch.rand(1, 3, 32, 32) * 255
     with torch.no_grad():
         assert (original(photo) - shipped(photo)).abs().max() < 1.0
@@ -64,40 +56,13 @@ def test_ship_renames_styles_for_blending(tmp_path):
     ship = _ship_module()
     trained = _trained(tmp_path / "run.pth", ["vangogh_starry_night.jpg", "hokusai_great_wave.jpg"])
     assert (
-        ship.main(
-            [
-                str(trained),
-                "--name",
-                "mix",
-                "--style-names",
-                "starry,wave",
-                "--models-dir",
-                str(tmp_path),
-            ]
-        )
-        == 0
+        ship.main([str(trained), "--name", "mix", "--style-names", "starry,wave", "--models-dir", str(tmp_path)]) == 0
     )
     entry = json.loads((tmp_path / "manifest.json").read_text())["models"][0]
     assert entry["styles"] == ["starry", "wave"] == [image["name"] for image in entry["style_images"]]
-    assert [image["artist"] for image in entry["style_images"]] == [
-        "Vincent van Gogh",
-        "Katsushika Hokusai",
-    ]
+    assert [image["artist"] for image in entry["style_images"]] == ["Vincent van Gogh", "Katsushika Hokusai"]
     assert resolve_model("mix", tmp_path).styles == ["starry", "wave"]
-    assert (
-        ship.main(
-            [
-                str(trained),
-                "--name",
-                "mix",
-                "--style-names",
-                "one",
-                "--models-dir",
-                str(tmp_path),
-            ]
-        )
-        == 2
-    )
+    assert ship.main([str(trained), "--name", "mix", "--style-names", "one", "--models-dir", str(tmp_path)]) == 2
 
 
 def test_ship_refuses_a_style_without_a_licence_record(tmp_path, capsys):
