@@ -2,6 +2,8 @@
 
     python -m benchmarks kernels --threads 1,2 --malloc default,kept
     python -m benchmarks end-to-end
+    python -m benchmarks --chart bench-results/latest.png    # also draw the speed-ups (needs matplotlib)
+    python -m benchmarks.chart bench-results/latest.json bench-results/latest.png   # redraw from the JSON
 Each (malloc setting, thread count) runs in its own process, so both sides of a ratio share one setting.
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.timing import machine_description
+from benchmarks.timing import apply_settings, machine_description
 
 LEVELS = {"kernels": "benchmarks.kernels", "end-to-end": "benchmarks.end_to_end"}
 
@@ -26,11 +28,7 @@ def run_one(level: str, device: str, threads: int, malloc: str, quick: bool) -> 
     """In this process: apply the settings, run one level, tag its rows."""
     import importlib
 
-    from styler.memory import keep_freed_memory
-
-    if malloc == "kept" and not keep_freed_memory():
-        raise SystemExit("mallopt is not available here: run with --malloc default")
-    torch.set_num_threads(threads)
+    apply_settings(threads, malloc, quick)
     rows = importlib.import_module(LEVELS[level]).run(device, quick)
     for row in rows:
         row |= {"level": level, "threads": threads, "malloc": malloc}
@@ -39,7 +37,7 @@ def run_one(level: str, device: str, threads: int, malloc: str, quick: bool) -> 
 
 def print_table(rows: list[dict]) -> None:
     columns = ["level", "malloc", "threads", "device", "task", "config", "ms", "dtype", "layout", "shape", "op",
-               "native_ms", "ours_ms", "speedup", "fraction_of_copy"]
+               "native_ms", "ours_ms", "speedup", "fraction_of_copy", "peak_mib"]
     columns = [c for c in columns if any(c in r for r in rows)]
     cells = [[str(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
@@ -55,12 +53,17 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", default="1,2", help="comma-separated CPU thread counts")
     parser.add_argument("--malloc", default="default,kept", help="default and/or kept (see styler/memory.py)")
-    parser.add_argument("--quick", action="store_true", help="fewer shapes, for a smoke run")
+    parser.add_argument("--quick", action="store_true", help="few small cases and repeats: a smoke run, not a measurement")
     parser.add_argument("--json", type=Path, default=Path("bench-results/latest.json"))
+    parser.add_argument("--chart", type=Path, help="also draw the speed-ups and peak memory to this PNG (matplotlib)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: run in this process
     args = parser.parse_args()
     levels = list(LEVELS) if args.level == "all" else [args.level]
 
+    if args.chart:
+        from benchmarks.chart import require_matplotlib
+
+        require_matplotlib()  # fail before the run, not after it
     if args.one:
         rows = run_one(levels[0], args.device, int(args.threads), args.malloc, args.quick)
         json.dump(rows, sys.stdout)
@@ -84,6 +87,11 @@ def main() -> None:
     tmp.write_text(json.dumps(report, indent=1))
     os.replace(tmp, args.json)
     print(f"\n{report['machine']}, torch {report['torch']}, {report['date']}: wrote {args.json}")
+    if args.chart:
+        from benchmarks.chart import write_chart
+
+        write_chart(report, args.chart)
+        print(f"wrote {args.chart}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""Smoke test of `python -m benchmarks`: the scripts run and report sane numbers. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    """One quick run of both levels (one thread, glibc's default malloc): well under a minute."""
+    out = tmp_path_factory.mktemp("bench") / "latest.json"
+    subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--threads", "1", "--malloc", "default",
+                    "--json", str(out)], cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+    return json.loads(out.read_text())
+
+
+def positive_finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_report_has_context(report):
+    assert report["machine"] and report["torch"] and report["date"]
+    assert {row["level"] for row in report["rows"]} == {"kernels", "end-to-end"}
+
+
+def test_kernel_rows_are_sane(report):
+    rows = [r for r in report["rows"] if r["level"] == "kernels"]
+    assert {r["op"] for r in rows} == {"forward", "backward", "forward+backward"}
+    assert {r["layout"] for r in rows} == {"nchw", "channels_last"}
+    for row in rows:
+        assert all(positive_finite(row[k]) for k in ("native_ms", "ours_ms", "speedup")), row
+        if row["op"] == "forward":
+            assert all(positive_finite(row[k]) for k in ("ours_gbs", "copy_gbs", "fraction_of_copy")), row
+
+
+def test_end_to_end_rows_are_sane(report):
+    rows = [r for r in report["rows"] if r["level"] == "end-to-end"]
+    assert {r["config"] for r in rows} == {"examples (torch IN, NCHW)", "styler NCHW", "styler channels_last"}
+    for row in rows:
+        assert all(positive_finite(row[k]) for k in ("ms", "speedup")), row
+        if sys.platform == "linux":  # peak resident memory is read from /proc
+            assert positive_finite(row["peak_mib"]), row
+    baseline = [r for r in rows if r["config"] == "examples (torch IN, NCHW)"]
+    assert all(r["speedup"] == 1.0 for r in baseline)
+
+
+def test_chart_is_written(report, tmp_path):
+    pytest.importorskip("matplotlib")  # the optional `bench` extra
+    source, chart = tmp_path / "report.json", tmp_path / "chart.png"
+    source.write_text(json.dumps(report))
+    subprocess.run([sys.executable, "-m", "benchmarks.chart", str(source), str(chart)], cwd=ROOT, check=True,
+                   timeout=120)
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
