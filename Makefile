@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 KERNEL_SOURCES := setup.py pyproject.toml $(wildcard instancenorm/csrc/*.h instancenorm/csrc/*.cpp instancenorm/csrc/*/*.cpp instancenorm/csrc/*/*.cu)
 
-.PHONY: setup demo test check-grad clean
+.PHONY: setup demo samples test check-grad clean
 
 setup: $(VENV)/.installed
 
@@ -23,12 +23,19 @@ $(VENV)/.installed: $(KERNEL_SOURCES)
 check-grad: setup
 	$(BIN)/styler check-grad
 
-# Proves the kernels, then stylizes the bundled samples with every shipped model (samples/stylized/).
-demo: setup
-	$(BIN)/styler check-grad
-	for name in $$($(BIN)/styler models --json | $(BIN)/python -c "import json, sys; print(*(m['name'] for m in json.load(sys.stdin)))"); do \
-	    $(BIN)/styler stylize samples/*.jpg --model $$name --output-dir samples/stylized --overwrite || exit 1; \
-	done
+# Proves the kernels, then stylizes the bundled samples with every shipped model and style
+# (samples/stylized/<model>/<photo>-<style>.jpg) and draws the samples x styles grid (samples/grid.jpg).
+demo: check-grad samples
+
+SAMPLE_PHOTOS := $(wildcard samples/photos/*.jpg)
+samples: setup
+	$(BIN)/styler models --json \
+	    | $(BIN)/python -c "import json, sys; [print(m['name'], s) for m in json.load(sys.stdin) for s in m['styles']]" \
+	    | while read -r name style; do \
+	        $(BIN)/styler stylize $(SAMPLE_PHOTOS) --model $$name --style $$style \
+	            --output-dir samples/stylized/$$name --overwrite || exit 1; \
+	    done
+	$(BIN)/styler grid $(SAMPLE_PHOTOS) --output samples/grid.jpg --cell 256 --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q

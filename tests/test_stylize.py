@@ -351,10 +351,11 @@ def test_max_pixels_refuses_and_admits_big_images(run_cli, tiny_model, make_imag
 
 def test_the_sample_photos_are_documented_and_stylize(run_cli, tiny_model, tmp_path):
     samples = Path(__file__).resolve().parent.parent / "samples"
-    photos = sorted(samples.glob("*.jpg"))
+    photos_dir = samples / "photos"
+    photos = sorted(photos_dir.glob("*.jpg"))
     sources = (samples / "SOURCES.md").read_text()
     assert len(photos) >= 2 and all(f"| {photo.name} |" in sources for photo in photos)
-    result = stylize(run_cli, tiny_model, str(samples / "*.jpg"), "-d", tmp_path)
+    result = stylize(run_cli, tiny_model, str(photos_dir / "*.jpg"), "-d", tmp_path)
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{photo.stem}-tiny.jpg" for photo in photos)
 
