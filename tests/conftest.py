@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 from PIL import Image
 from typer.testing import CliRunner
+
+# Property tests (tests/test_kernel_properties.py): the same bounded set of examples on every run unless
+# HYPOTHESIS_PROFILE says otherwise ("thorough" for a long local search); no example database in the repository.
+settings.register_profile("ci", derandomize=True, max_examples=150, deadline=None, database=None, print_blob=True)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
