@@ -10,6 +10,7 @@ white for JPEG and BMP; the ICC profile is embedded again; the file appears comp
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -162,7 +163,11 @@ def write_photo(path: Path, photo: Photo) -> None:
             image = Image.composite(image, Image.new("RGB", image.size, "white"), photo.alpha)
     if photo.icc_profile and image_format != "BMP":
         options["icc_profile"] = photo.icc_profile
+    # Encoded in memory first: libtiff writing to a full disk raises RuntimeError ("tiff codec initialization
+    # failed") and prints to stderr; writing the finished bytes ourselves gives one OSError with its errno.
+    encoded = io.BytesIO()
     try:
-        write_atomically(path, lambda file: image.save(file, format=image_format, **options))
+        image.save(encoded, format=image_format, **options)
+        write_atomically(path, lambda file: file.write(encoded.getbuffer()))
     except OSError as error:
         raise StylerError(f"{path}: cannot write ({_one_line(error)})") from None

@@ -673,7 +673,12 @@ class Training:
             "device": self.device.type,
             "amp": config.amp,
         }
-        save_model(self.out, self.network, config.style_names, training)
+        try:
+            save_model(self.out, self.network, config.style_names, training)
+        except OSError as error:  # a full disk, a folder made read-only during the run: the checkpoint is kept
+            kept = checkpoint_files(self.checkpoint_dir)
+            saved = f"; the trained weights are in {kept[-1]}: --resume it to write the model" if kept else ""
+            raise StylerError(f"--out {self.out}: cannot write the model ({error.strerror or error}){saved}") from None
         per_step = self.seconds / max(1, self.step)
         skipped = f"; {len(self.skipped)} unreadable files skipped" if self.skipped else ""
         print(
