@@ -39,6 +39,9 @@ CASES = [
     # Many tiny planes and a channel count that is not a multiple of the SIMD width.
     Case("many_planes", (16, 37, 3, 5)),
     Case("wide_channels_cl", (2, 2100, 2, 3), channels_last=True),
+    # NHWC over several row chunks (merged per channel), with a partial channel vector and with a large offset.
+    Case("row_chunks_cl", (2, 40, 30, 30), channels_last=True, affine="sample"),
+    Case("large_offset_row_chunks_cl", (1, 5, 120, 100), channels_last=True, offset=1e4),
 ]
 
 
