@@ -330,3 +330,37 @@ def test_odd_images_through_the_training_loader(odd_images):
     assert damaged == DAMAGED_WHEN_DECODED
     assert photos == len(usable)  # each damaged file was replaced by the next readable photo
     assert len(usable) - len(DAMAGED_WHEN_DECODED) == TRAINED_ON
+
+
+# ------------------------------------------------------------------------------------- memory
+
+MEASURE_PEAK = """
+import resource, sys
+from styler.cli import app
+try:
+    app(sys.argv[1:])
+finally:
+    print(f"peak-rss-kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+"""
+
+
+def test_a_12_megapixel_photo_through_lite_stays_under_3_gb(tmp_path):
+    """4000x3000 on the CPU through an untrained `lite` network: peak RSS ~2.0-2.2 GB here (README, Reliability)."""
+    from styler.network import architecture
+
+    photo = smooth_image(tmp_path / "big.jpg", 4000, 3000, seed=0)
+    torch.manual_seed(0)
+    save_model(tmp_path / "lite.pth", TransformerNet(architecture("lite")), ["lite"])
+    run = subprocess.run(
+        [sys.executable, "-c", MEASURE_PEAK, "stylize", photo, "--model", tmp_path / "lite.pth", "--device", "cpu"],
+        env=ONE_THREAD,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    with Image.open(tmp_path / "big-lite.jpg") as output:
+        assert output.size == (4000, 3000)
+    peak_gib = int(run.stderr.rsplit("peak-rss-kib=", 1)[1]) / 2**20
+    assert peak_gib < 3.0, f"peak RSS {peak_gib:.2f} GiB"
