@@ -136,6 +136,19 @@ def write_atomically(path: Path, write) -> None:
         raise
 
 
+def load_failure(error: Exception) -> str:
+    """torch.load's error as a short reason. Its weights-only refusals are paragraphs of advice (with terminal escape
+    codes) ending in the one fact that matters: the Python object the file wanted to create or call."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(error).split()))
+    if text.startswith("Weights only load failed"):
+        name = re.search(r"GLOBAL (\S+) was not an allowed global", text)
+        if name:
+            return f"it refers to {name.group(1)}; styler loads only tensors and plain data, never code"
+        detail = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
+        return f"not tensors and plain data: {detail.group(1).strip() if detail else 'refused by weights-only loading'}"
+    return text[:200] or type(error).__name__
+
+
 def load_model_file(path: Path) -> StyleModel:
     """Read a styler model file or a bare pytorch/examples state_dict; any problem is one StylerError line."""
     import torch
@@ -148,8 +161,14 @@ def load_model_file(path: Path) -> StyleModel:
             warnings.simplefilter("ignore")  # e.g. about old pickle protocols: the error line below says enough
             contents = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for non-model bytes; all mean "not a model file"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StylerError(f"{path}: not a readable model file ({reason[:200]})") from None
+        reason = load_failure(error)
+        with open(path, "rb") as file:
+            start = file.read(4)
+        if not start:
+            reason = "the file is empty"
+        elif start == b"PK\x03\x04" and not reason.startswith(("it refers to", "not tensors")):  # torch's zip format
+            reason = f"a damaged or truncated torch file: {reason}"
+        raise StylerError(f"{path}: not a readable model file ({reason})") from None
     if isinstance(contents, dict) and contents.get("format") == FORMAT:
         model = _from_styler_dict(contents, path)
     elif isinstance(contents, dict) and "conv1.conv2d.weight" in contents:

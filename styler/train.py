@@ -41,7 +41,7 @@ from styler.losses import (
     load_vgg16_weights,
 )
 from styler.memory import keep_freed_memory
-from styler.model_files import save_model, write_atomically
+from styler.model_files import load_failure, save_model, write_atomically
 from styler.network import ARCHITECTURES, TransformerNet, architecture
 from styler.stylize import DEVICES, pick_device, tensor_to_image
 
@@ -238,8 +238,7 @@ def read_checkpoint(path: Path) -> dict:
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for damaged or foreign files
-        reason = " ".join(str(error).split())[:160] or type(error).__name__
-        raise StylerError(f"--resume {path}: not a readable checkpoint ({reason})") from None
+        raise StylerError(f"--resume {path}: not a readable checkpoint ({load_failure(error)[:160]})") from None
     if not (isinstance(contents, dict) and contents.get("format") == CHECKPOINT_FORMAT):
         raise StylerError(f"--resume {path}: not a styler training checkpoint")
     if contents.get("version") != CHECKPOINT_VERSION:

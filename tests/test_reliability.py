@@ -67,11 +67,11 @@ def _torch_file_with_code(path: Path, _good: bytes) -> None:
 
 
 BAD_MODEL_FILES = {  # name: (make(path, bytes of a good model file), what the error line says)
-    "empty.pth": (lambda path, good: path.write_bytes(b""), "not a readable model file"),
+    "empty.pth": (lambda path, good: path.write_bytes(b""), "not a readable model file (the file is empty)"),
     "random.pth": (lambda path, good: path.write_bytes(np.random.default_rng(0).bytes(5000)), "not a readable"),
-    "half.pth": (lambda path, good: path.write_bytes(good[: len(good) // 2]), "not a readable model file"),
-    "pickle-code.pth": (_pickle_with_code, "not a readable model file"),
-    "torch-code.pth": (_torch_file_with_code, "not a readable model file"),
+    "half.pth": (lambda path, good: path.write_bytes(good[: len(good) // 2]), "a damaged or truncated torch file"),
+    "pickle-code.pth": (_pickle_with_code, "not a readable model file (not tensors and plain data: "),
+    "torch-code.pth": (_torch_file_with_code, "(it refers to io.open; styler loads only tensors and plain data"),
     "wrong-shapes.pth": (_wrong_shapes, "weights do not fit its architecture (wrong shape: conv2.conv2d.weight)"),
 }
 
@@ -105,6 +105,7 @@ def test_a_bad_model_file_is_one_line_and_exit_2(bad_model_runs, name):
     assert run.stdout == ""
     (line,) = run.stderr.splitlines()  # one line: no traceback, no warning
     assert line.startswith(f"styler: error: {name}: ") and BAD_MODEL_FILES[name][1] in line
+    assert line.isprintable() and len(line) < 200  # no terminal escape codes, no paragraphs of torch's advice
     assert not (folder / f"out-{name}.png").exists()
 
 
@@ -118,6 +119,17 @@ def test_code_in_a_model_file_does_not_run(bad_model_runs, name, load):
         load(file, **({"weights_only": False} if load is torch.load else {}))
     assert marker.exists()
     marker.unlink()
+
+
+def test_code_in_a_checkpoint_does_not_run(run_cli, tmp_path):
+    marker = tmp_path / "ran"
+    torch.save({"format": "styler-checkpoint", "model": CreatesMarker(marker)}, tmp_path / "evil.ckpt")
+    result = run_cli("train", "--resume", tmp_path / "evil.ckpt")
+    assert result.exit_code == 2 and not marker.exists()
+    assert result.stderr == (
+        f"styler: error: --resume {tmp_path / 'evil.ckpt'}: not a readable checkpoint (it refers to io.open; styler "
+        "loads only tensors and plain data, never code)\n"
+    )
 
 
 # ------------------------------------------------------------------------------------- training killed
