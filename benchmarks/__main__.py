@@ -53,7 +53,8 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", default="1,2", help="comma-separated CPU thread counts")
     parser.add_argument("--malloc", default="default,kept", help="default and/or kept (see styler/memory.py)")
-    parser.add_argument("--quick", action="store_true", help="few small cases and repeats: a smoke run, not a measurement")
+    parser.add_argument("--quick", action="store_true",
+                        help="few small cases and repeats: a smoke run, not a measurement")
     parser.add_argument("--json", type=Path, default=Path("bench-results/latest.json"))
     parser.add_argument("--chart", type=Path, help="also draw the speed-ups and peak memory to this PNG (matplotlib)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: run in this process
