@@ -12,6 +12,7 @@ runs many more.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -334,6 +335,30 @@ def test_autograd_uses_the_ops_and_sums_per_channel_gradients_over_the_batch(p):
         if param is not None:
             expected = per_instance if param.dim() == 2 else per_instance.sum(dim=0)
             assert torch.equal(grads[name], expected.to(param.dtype)), name
+
+
+# Found by HYPOTHESIS_PROFILE=thorough with 2 threads (2026-11-25, kernels of commit 832456c). Not fixed here: the
+# kernels belong to another change; remove the xfail when the channels_last statistics pass.
+NHWC_SEQUENTIAL_SUMS = (
+    "channels_last CPU statistics add each channel's rows one after another into a single float32 accumulator, over "
+    "chunks of up to 16384 / C rows: with few channels the rounding grows with the plane. Here (C = 2, 4539 rows of "
+    "-10048 / -9984) inv_std is off by 7.4e-6 relative; the NCHW path is off by 1e-7, torch's own var by 3e-8"
+)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [pytest.param("channels_last", marks=pytest.mark.xfail(strict=True, reason=NHWC_SEQUENTIAL_SUMS)), "contiguous"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_statistics_of_a_long_two_valued_plane(dtype, layout):
+    """bfloat16 rounds -1e4 + 10 * noise to -10048 or -9984: a plane of two values, far from zero."""
+    p = Problem((1, 2, 51, 89), layout, "none", False, False, torch.bfloat16, 10.0, -1e4, None, None, layout, 1e-5, 0)
+    x, _, _, dy = make_inputs(p)
+    x, dy, p = x.to(dtype), dy.to(dtype), dataclasses.replace(p, dtype=dtype)
+    _, mean, inv_std = result = forward_op(x, None, None, p.eps)
+    _check_forward(p, x, None, None, result)
+    _check_backward(p, x, None, dy, mean, inv_std, backward_op(dy, x, mean, inv_std, None))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
