@@ -45,7 +45,9 @@ def main() -> None:
 @app.command("check-grad")
 @user_errors_exit_2
 def check_grad(
-    device: Annotated[str, typer.Option(help="Where to test the kernels: cpu, cuda or all (cuda when present).")] = "all",
+    device: Annotated[
+        str, typer.Option(help="Where to test the kernels: cpu, cuda or all (cuda when present).")
+    ] = "all",
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON for scripts.")] = False,
 ) -> None:
     """Prove the instance-norm kernels: gradcheck in float64 and comparison with a float64 reference."""
@@ -176,6 +178,10 @@ def train(
     resume: Annotated[
         Path | None, typer.Option(help="Continue from a checkpoint; its recipe (styles, sizes, weights...) is kept.")
     ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Start from this model file's weights (same architecture; fine-tune or warm start)."),
+    ] = None,
 ) -> None:
     """Train a style network on a folder of photos; the model file works with `styler stylize --model FILE`.
 
@@ -198,7 +204,9 @@ def grid(
         list[str] | None,
         typer.Option("--model", "-m", help="A model name or file; repeat for more (default: every shipped model)."),
     ] = None,
-    cell: Annotated[int, typer.Option(help="Side of each square cell in pixels; photos are stylized at that size.")] = 320,
+    cell: Annotated[
+        int, typer.Option(help="Side of each square cell in pixels; photos are stylized at that size.")
+    ] = 320,
     device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="auto picks CUDA when present.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing sheet.")] = False,
 ) -> None:

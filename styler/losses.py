@@ -311,15 +311,22 @@ class PerceptualLoss(nn.Module):
         relative = self.network.relative_losses
         with torch.no_grad():
             content_features = self.network(content, self.network.content_layers)
-        output_features = self.network(output)
+        # With style weight 0 (reconstruction, e.g. to make an --init network) the style features are not computed:
+        # with random features that is 10 of the 12 maps and every Gram matrix.
+        wants_style = self.weights.style != 0
+        output_features = self.network(output, None if wants_style else self.network.content_layers)
         content_loss = sum(
             _squared_error(output_features[layer], content_features[layer], relative).mean()
             for layer in self.network.content_layers
         )
-        style_loss = sum(
-            _squared_error(gram_matrix(output_features[layer]), target.expand(output.shape[0], -1, -1), relative).mean()
-            for layer, target in zip(self.network.style_layers, self.style_grams(style), strict=True)
-        )
+        style_loss = output.new_zeros(())
+        if wants_style:
+            style_loss = sum(
+                _squared_error(
+                    gram_matrix(output_features[layer]), target.expand(output.shape[0], -1, -1), relative
+                ).mean()
+                for layer, target in zip(self.network.style_layers, self.style_grams(style), strict=True)
+            )
         return LossTerms(
             content=self.weights.content * content_loss,
             style=self.weights.style * style_loss,

@@ -41,7 +41,7 @@ from styler.losses import (
     load_vgg16_weights,
 )
 from styler.memory import keep_freed_memory
-from styler.model_files import load_failure, save_model, write_atomically
+from styler.model_files import load_failure, load_model_file, save_model, write_atomically
 from styler.network import ARCHITECTURES, TransformerNet, architecture
 from styler.stylize import DEVICES, pick_device, tensor_to_image
 
@@ -83,6 +83,7 @@ class TrainConfig:
     preview_every: int = 100
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
+    init: str | None = None  # a model file whose weights the network starts from
 
     def checked(self) -> TrainConfig:
         """This config with paths made absolute, defaults filled in and every value checked (StylerError)."""
@@ -145,6 +146,7 @@ class TrainConfig:
             out=str(out),
             checkpoint_dir=str(checkpoint_dir),
             vgg_weights=str(Path(self.vgg_weights).expanduser().resolve()) if self.vgg_weights else None,
+            init=str(Path(self.init).expanduser().resolve()) if self.init else None,
             content_weight=weights.content,
             style_weight=weights.style,
             tv_weight=weights.tv,
@@ -407,6 +409,8 @@ class Training:
             # are calibrated on (measured: a 30x larger first style loss), and the first hundreds of steps went into
             # learning the 0..255 range instead of the style.
             self.network.deconv3.conv2d.bias.fill_(127.5)
+        if config.init and checkpoint is None:
+            start_from(self.network, Path(config.init))
         if config.channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
@@ -671,6 +675,7 @@ class Training:
             "processes": self.processes.world_size,
             "device": self.device.type,
             "amp": config.amp,
+            "init": Path(config.init).name if config.init else None,
         }
         try:
             save_model(self.out, self.network, config.style_names, training)
@@ -685,6 +690,28 @@ class Training:
             f"({per_step:.2f} s/step, {config.batch_size / per_step:.2f} images/s){skipped}",
             file=sys.stderr,
         )
+
+
+def start_from(network: TransformerNet, path: Path) -> None:
+    """Copy a model file's weights into `network` (--init): fine-tuning a style, or starting every style from a
+    network trained to reconstruct photos, which keeps the content that a short run from scratch does not learn.
+
+    The architectures must match except in the number of styles: a single-style model's normalization parameters
+    start every style of a multi-style network.
+    """
+    model = load_model_file(path)
+    wanted, given = network.arch, model.arch
+    if replace(given, num_styles=wanted.num_styles) != wanted or given.num_styles not in (1, wanted.num_styles):
+        raise StylerError(
+            f"--init {path}: a {given.to_dict()} network cannot start a {wanted.to_dict()} one "
+            "(same width, blocks and stem; one style or as many as trained)"
+        )
+    own = network.state_dict()
+    weights = {
+        key: value.expand_as(own[key]) if value.shape != own[key].shape else value
+        for key, value in model.state_dict.items()
+    }
+    network.load_state_dict(weights)
 
 
 def _check_can_create(folder: Path, flag: str) -> None:

@@ -145,6 +145,37 @@ def test_several_styles_train_one_conditional_network(run_cli, photos, tmp_path)
     assert blended.exit_code == 0, blended.stderr
 
 
+def test_init_starts_from_a_model_file_and_a_single_style_starts_every_style(run_cli, photos, style, tmp_path):
+    first = run_cli(*tiny_run(photos, style, tmp_path / "a", "--style-weight", "0", "--max-steps", "1"))
+    assert first.exit_code == 0, first.stderr
+    start = weights_of(tmp_path / "a" / "model.pth")
+    # --max-steps 0 is refused, so compare against one step of lr 1e-12: the weights are the init's to ~1e-9.
+    multi = tiny_run(photos, style, tmp_path / "b", "--style", stripes(tmp_path / "red.png", ((200, 30, 30),)))
+    result = run_cli(*multi, "--init", tmp_path / "a" / "model.pth", "--max-steps", "1", "--lr", "1e-12")
+    assert result.exit_code == 0, result.stderr
+    model = load_model_file(tmp_path / "b" / "model.pth")
+    assert model.training["init"] == "model.pth" and model.arch.num_styles == 2
+    for key, value in model.state_dict.items():
+        torch.testing.assert_close(value, start[key].expand_as(value), atol=1e-6, rtol=0)
+    johnson = run_cli(
+        *tiny_run(photos, style, tmp_path / "c", "--arch", "johnson", "--init", tmp_path / "a" / "model.pth")
+    )
+    assert johnson.exit_code == 2 and "--init" in johnson.stderr and "cannot start" in johnson.stderr
+
+
+def test_style_weight_zero_computes_only_the_content_features(photos, style):
+    network = losses.RandomFeatureNetwork()
+    asked = []
+    original = network.forward
+    network.forward = lambda images, layers=None: asked.append(layers) or original(images, layers)
+    image = torch.rand(1, 3, 48, 48) * 255
+    loss = losses.PerceptualLoss(network, [image], losses.LossWeights(content=1.0, style=0.0, tv=0.0))
+    asked.clear()
+    terms = loss(image.clone().requires_grad_(), image)
+    assert asked == [network.content_layers, network.content_layers] and terms.style.item() == 0
+    terms.total.backward()
+
+
 def test_loss_decreases_over_50_steps_on_a_fixed_batch(photos, style, tmp_path):
     config = TrainConfig(
         styles=(str(style),),
