@@ -66,9 +66,15 @@ def ship(trained: Path, name: str, description: str, directory: Path, style_name
     save_model(target, network, model.styles, training, half=True)
     shipped = load_model_file(target)  # float16 round trip: the stored weights must still load and build
     shipped.build()
-    entries = [entry for entry in read_manifest(directory) if entry.name != name]
-    entries.append(manifest_entry(target, name, style_images, description))
-    write_manifest(sorted(entries, key=lambda entry: entry.name), directory)
+    # In shipping order (what `styler models` and the README grid show), a re-shipped model in its old place.
+    entry = manifest_entry(target, name, style_images, description)
+    entries = read_manifest(directory)
+    names = [existing.name for existing in entries]
+    if name in names:
+        entries[names.index(name)] = entry
+    else:
+        entries.append(entry)
+    write_manifest(entries, directory)
     return target
 
 

@@ -2,7 +2,7 @@
 
 The first column is the photo itself; a multi-style model gets one column per style and one for an equal blend of
 them, so the sheet shows what `--style a=0.5,b=0.5` does. Every cell is the photo scaled to fit a square cell and
-stylized at that size (what a network trained on crops of that size sees), centred on white with a caption on top.
+stylized at that size (what a network trained on crops of that size sees); a row is as tall as its tallest photo.
 """
 
 from __future__ import annotations
@@ -53,16 +53,20 @@ def render_cell(photo: Photo, column: Column, cell: int) -> Image.Image:
 
 
 def assemble(cells: list[list[Image.Image]], captions: list[str], cell: int) -> Image.Image:
-    rows, cols = len(cells), len(captions)
-    sheet = Image.new("RGB", (cols * (cell + GAP) + GAP, rows * (cell + GAP) + CAPTION_HEIGHT + GAP), "white")
+    """Captions over columns `cell` wide; each row as tall as its tallest image, images centred in their cells."""
+    heights = [max(image.height for image in row) for row in cells]
+    width = len(captions) * (cell + GAP) + GAP
+    sheet = Image.new("RGB", (width, CAPTION_HEIGHT + GAP + sum(height + GAP for height in heights)), "white")
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=16)
     for col, caption in enumerate(captions):
         left = GAP + col * (cell + GAP)
         draw.text((left + cell // 2, CAPTION_HEIGHT // 2 + GAP // 2), caption, fill="black", font=font, anchor="mm")
-        for row, image in enumerate(row[col] for row in cells):
-            top = CAPTION_HEIGHT + GAP + row * (cell + GAP)
-            sheet.paste(image, (left + (cell - image.width) // 2, top + (cell - image.height) // 2))
+        top = CAPTION_HEIGHT + GAP
+        for row, height in zip(cells, heights, strict=True):
+            image = row[col]
+            sheet.paste(image, (left + (cell - image.width) // 2, top + (height - image.height) // 2))
+            top += height + GAP
     return sheet
 
 

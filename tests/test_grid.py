@@ -17,15 +17,16 @@ def test_sheet_has_a_row_per_photo_and_a_column_per_style(run_cli, make_image, t
     assert result.exit_code == 0, result.stderr
     sheet = np.asarray(Image.open(sheet_path).convert("RGB"))
     columns = 1 + 1 + 3 + 1  # photo, tiny, three styles of multi, their blend
-    assert sheet.shape == (CAPTION_HEIGHT + GAP + 2 * (64 + GAP), GAP + columns * (64 + GAP), 3)
-    # Cell (row 0, photo column) holds the photo scaled to fit 64x64 (64x28), centred on white.
+    # Rows as tall as their tallest photo scaled into 64x64: 64x28 (wide), then 27x64 (tall).
+    assert sheet.shape == (CAPTION_HEIGHT + GAP + (28 + GAP) + (64 + GAP), GAP + columns * (64 + GAP), 3)
     left, top = GAP, CAPTION_HEIGHT + GAP
-    photo_cell = sheet[top : top + 64, left : left + 64]
-    assert (photo_cell[:18] == 255).all() and (photo_cell[18 + 28 :] == 255).all()
+    photo_cell = sheet[top : top + 28, left : left + 64]
     expected = np.asarray(Image.open(wide).convert("RGB").resize((64, 28), Image.Resampling.LANCZOS, reducing_gap=3.0))
-    assert np.abs(photo_cell[18 : 18 + 28].astype(int) - expected).max() <= 1
+    assert np.abs(photo_cell.astype(int) - expected).max() <= 1
+    tall_cell = sheet[top + 28 + GAP : top + 28 + GAP + 64, left : left + 64]
+    assert (tall_cell[:, :18] == 255).all() and (tall_cell[:, 18 + 27 :] == 255).all()  # centred, white beside
     # Each style column differs from the others: the styles were really applied, not the same cell repeated.
-    cells = [sheet[top + 18 : top + 46, GAP + c * (64 + GAP) : GAP + c * (64 + GAP) + 64] for c in range(columns)]
+    cells = [sheet[top : top + 28, GAP + c * (64 + GAP) : GAP + c * (64 + GAP) + 64] for c in range(columns)]
     for a in range(columns):
         for b in range(a + 1, columns):
             assert not np.array_equal(cells[a], cells[b]), (a, b)
