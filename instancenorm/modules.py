@@ -63,15 +63,16 @@ class ConditionalInstanceNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_styles, num_features))
 
     def forward(self, x: Tensor, style: int | Tensor) -> Tensor:
-        n = x.shape[0]
+        return instance_norm(x, *self.style_affine(style, x.shape[0]), self.eps)
+
+    def style_affine(self, style: int | Tensor, batch: int) -> tuple[Tensor, Tensor]:
+        """The (weight, bias) pair, each (batch, num_features), that forward() normalizes with."""
         style = torch.as_tensor(style, device=self.weight.device)
         if style.is_floating_point():
-            mix = style.to(self.weight.dtype).expand(n, self.num_styles)
-            weight, bias = mix @ self.weight, mix @ self.bias
-        else:
-            index = style.expand(n)
-            weight, bias = self.weight[index], self.bias[index]
-        return instance_norm(x, weight, bias, self.eps)
+            mix = style.to(self.weight.dtype).expand(batch, self.num_styles)
+            return mix @ self.weight, mix @ self.bias
+        index = style.expand(batch)
+        return self.weight[index], self.bias[index]
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, num_styles={self.num_styles}, eps={self.eps}"
