@@ -92,6 +92,9 @@ class InstanceNorm(instancenorm.InstanceNorm2d):
     def forward(self, x: Tensor, style: Tensor | None = None) -> Tensor:
         return super().forward(x)
 
+    def style_affine(self, style: Tensor | None, batch: int) -> tuple[Tensor, Tensor]:
+        return self.weight, self.bias
+
 
 def normalization(channels: int, num_styles: int) -> nn.Module:
     if num_styles == 1:
@@ -99,17 +102,87 @@ def normalization(channels: int, num_styles: int) -> nn.Module:
     return instancenorm.ConditionalInstanceNorm2d(channels, num_styles)
 
 
+def normalize(norm: nn.Module, x: Tensor, style: Tensor | None, relu: bool = True) -> Tensor:
+    """norm(x, style), then ReLU. Outside autograd, x being a conv output no one else holds, both overwrite it, which
+    saves two activation-sized allocations per layer (a norm module other than ours, as the benchmarks swap in, runs
+    out of place); with autograd they are the ordinary out-of-place ops."""
+    if torch.is_grad_enabled():
+        y = norm(x, style)
+        return torch.relu(y) if relu else y
+    if isinstance(norm, (InstanceNorm, instancenorm.ConditionalInstanceNorm2d)):
+        y = instancenorm.instance_norm_(x, *norm.style_affine(style, x.shape[0]), norm.eps)
+    else:
+        y = norm(x, style)
+    return y.relu_() if relu else y
+
+
+# Outside autograd, a convolution whose padded (and upsampled) input or output is bigger than WHOLE_BYTES runs a band
+# of output rows at a time, each band's input and output about BAND_BYTES, so the full-size padded copy never exists:
+# at 4000x3000 johnson's deconv2 input would be 3.1 GB upsampled and again padded. Smaller layers (all of johnson's at
+# 1024x768) run whole, as each band costs a weight reorder and an output copy (+6% at 1024x768 with 32 MiB bands).
+WHOLE_BYTES = 256 * 2**20
+BAND_BYTES = 32 * 2**20
+
+
+def _source_index(start: int, stop: int, pad: int, size: int, upsample: int) -> Tensor:
+    """For positions start..stop-1 of a line upsampled to `size` then reflection-padded by `pad`: the input index."""
+    index = (torch.arange(start, stop) - pad).abs()
+    index = torch.where(index >= size, 2 * (size - 1) - index, index)
+    return index // upsample
+
+
+def _gather(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """x[:, :, rows][..., cols] in x's memory layout, as one gather of whole pixels (channels_last) or values."""
+    n, c, _, width = x.shape
+    flat = (rows[:, None] * width + cols).flatten().to(x.device)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        pixels = x.permute(0, 2, 3, 1).reshape(n, -1, c).index_select(1, flat)
+        return pixels.view(n, len(rows), len(cols), c).permute(0, 3, 1, 2)
+    return x.reshape(n, c, -1).index_select(2, flat).view(n, c, len(rows), len(cols))
+
+
 class ConvLayer(nn.Module):
     """Reflection padding then a convolution, so borders see mirrored content instead of zeros."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, upsample: int = 1):
         super().__init__()
+        self.upsample_factor = upsample
         self.upsample = nn.Upsample(scale_factor=upsample, mode="nearest") if upsample > 1 else nn.Identity()
         self.reflection_pad = nn.ReflectionPad2d(kernel_size // 2)
         self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv2d(self.reflection_pad(self.upsample(x)))
+        if torch.is_grad_enabled():
+            return self.conv2d(self.reflection_pad(self.upsample(x)))
+        return self._banded(x)
+
+    def _banded(self, x: Tensor) -> Tensor:
+        """The same convolution with its padded input gathered (one pass instead of upsample + pad), for large
+        layers band by band: exact, as each output row needs only kernel_size rows of the padded input."""
+        (kernel, _), (stride, _) = self.conv2d.kernel_size, self.conv2d.stride
+        pad, up = kernel // 2, self.upsample_factor
+        height, width = x.shape[-2] * up, x.shape[-1] * up
+        cols = _source_index(0, width + 2 * pad, pad, width, up)
+        out_rows = (height + 2 * pad - kernel) // stride + 1
+        # Bytes per output row: of its padded input, and of its output (which the conv may reorder, i.e. copy).
+        row = max(x.shape[1] * len(cols) * stride, self.conv2d.out_channels * ((len(cols) - kernel) // stride + 1))
+        row *= x.element_size()
+        band = out_rows if row * out_rows <= WHOLE_BYTES else max(1, BAND_BYTES // row)
+        out = None
+        for first in range(0, out_rows, band):
+            last = min(out_rows, first + band)
+            rows = _source_index(first * stride, (last - 1) * stride + kernel, pad, height, up)
+            y = self.conv2d(_gather(x, rows, cols))
+            if last - first == out_rows:
+                return y
+            if out is None:
+                channels_last = y.is_contiguous(memory_format=torch.channels_last)
+                layout = torch.channels_last if channels_last else torch.contiguous_format
+                out = torch.empty(
+                    (*y.shape[:2], out_rows, y.shape[-1]), dtype=y.dtype, device=y.device, memory_format=layout
+                )
+            out[:, :, first:last] = y
+        return out
 
 
 class ResidualBlock(nn.Module):
@@ -121,8 +194,9 @@ class ResidualBlock(nn.Module):
         self.in2 = normalization(channels, num_styles)
 
     def forward(self, x: Tensor, style: Tensor | None = None) -> Tensor:
-        y = torch.relu(self.in1(self.conv1(x), style))
-        return x + self.in2(self.conv2(y), style)
+        y = normalize(self.in1, self.conv1(x), style)
+        y = normalize(self.in2, self.conv2(y), style, relu=False)
+        return x + y if torch.is_grad_enabled() else y.add_(x)
 
 
 class TransformerNet(nn.Module):
@@ -158,11 +232,11 @@ class TransformerNet(nn.Module):
     def forward(self, x: Tensor, style: Tensor | None = None) -> Tensor:
         if self.arch.num_styles > 1 and style is None:
             raise ValueError(f"this network holds {self.arch.num_styles} styles: pass style= indices or weights")
-        y = torch.relu(self.in1(self.conv1(x), style))
-        y = torch.relu(self.in2(self.conv2(y), style))
-        y = torch.relu(self.in3(self.conv3(y), style))
+        y = normalize(self.in1, self.conv1(x), style)
+        y = normalize(self.in2, self.conv2(y), style)
+        y = normalize(self.in3, self.conv3(y), style)
         for block in self.residual_blocks:
             y = block(y, style)
-        y = torch.relu(self.in4(self.deconv1(y), style))
-        y = torch.relu(self.in5(self.deconv2(y), style))
+        y = normalize(self.in4, self.deconv1(y), style)
+        y = normalize(self.in5, self.deconv2(y), style)
         return self.deconv3(y)

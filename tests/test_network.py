@@ -182,3 +182,54 @@ def test_architecture_round_trips_through_a_dict_and_rejects_unknown_keys():
         Architecture.from_dict({"width": 1.0, "colour": "blue"})
     with pytest.raises(StylerError, match="unknown architecture"):
         architecture("huge")
+
+
+def _spread_random_network(arch: Architecture) -> TransformerNet:
+    """A random network with distinct per-style parameters and outputs over 0..255, like tests/conftest.py's models."""
+    torch.manual_seed(arch.num_styles)
+    network = TransformerNet(arch).eval().to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+        network.deconv3.conv2d.weight.mul_(40.0)
+        network.deconv3.conv2d.bias.fill_(128.0)
+    return network
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [architecture("johnson"), architecture("lite"), architecture("lite", num_styles=3)],
+    ids=["johnson", "lite", "lite-3-styles"],
+)
+@pytest.mark.parametrize(
+    ("dtype", "band_bytes", "tolerance"),
+    [
+        pytest.param(torch.float32, None, 1e-3, id="float32-whole"),  # what `styler stylize` runs at this size
+        # johnson's deconv2 in two bands; bands of a few rows make oneDNN pick other float32 kernels, whose results
+        # are 2e-3 apart at this size: as far as the float32 network is from float64
+        pytest.param(torch.float32, 2**20, 1e-3, id="float32-bands"),
+        pytest.param(torch.float64, 4096, 1e-9, id="float64-bands-of-a-few-rows"),  # exact up to rounding
+    ],
+)
+def test_inference_path_computes_what_the_autograd_path_computes(arch, dtype, band_bytes, tolerance, monkeypatch):
+    """Without autograd the network normalizes, rectifies and adds in place and gathers each conv's padded input,
+    in bands of rows for big layers. The 70x53 photo is mirror-padded as `styler stylize` does; outputs span 0..255."""
+    import styler.network
+    from styler.stylize import mirror_pad_to
+
+    if band_bytes is not None:
+        monkeypatch.setattr(styler.network, "WHOLE_BYTES", 0)
+        monkeypatch.setattr(styler.network, "BAND_BYTES", band_bytes)
+    network = _spread_random_network(arch).to(dtype)
+    multiple = arch.size_multiple
+    photo = torch.rand(1, 3, 53, 70, generator=torch.Generator().manual_seed(0), dtype=dtype) * 255
+    x = mirror_pad_to(photo, -(-53 // multiple) * multiple, -(-70 // multiple) * multiple)
+    x = x.contiguous(memory_format=torch.channels_last)
+    style = None if arch.num_styles == 1 else torch.tensor([[0.5, 0.2, 0.3]], dtype=dtype)
+    expected = network(x, style)
+    assert expected.requires_grad and expected.std() > 20  # the autograd path
+    untouched = x.clone()
+    with torch.inference_mode():
+        got = network(x, style)
+    assert torch.equal(x, untouched)  # the in-place work touches only the network's own intermediates
+    assert (got - expected.detach()).abs().max() <= tolerance
