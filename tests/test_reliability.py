@@ -356,8 +356,9 @@ finally:
 """
 
 
-def test_a_12_megapixel_photo_through_lite_stays_under_3_gb(tmp_path):
-    """4000x3000 on the CPU through an untrained `lite` network: peak RSS ~2.0-2.2 GB here (README, Reliability)."""
+def test_a_12_megapixel_photo_through_lite_stays_under_2_gib(tmp_path):
+    """4000x3000 on the CPU through an untrained `lite` network: peak RSS 1.5 GiB here, 2.1 GiB before inference
+    normalized in place and gathered the full-resolution deconv3's padded input in bands (README, Reliability)."""
     from styler.network import architecture
 
     photo = smooth_image(tmp_path / "big.jpg", 4000, 3000, seed=0)
@@ -375,4 +376,4 @@ def test_a_12_megapixel_photo_through_lite_stays_under_3_gb(tmp_path):
     with Image.open(tmp_path / "big-lite.jpg") as output:
         assert output.size == (4000, 3000)
     peak_gib = int(run.stderr.rsplit("peak-rss-kib=", 1)[1]) / 2**20
-    assert peak_gib < 3.0, f"peak RSS {peak_gib:.2f} GiB"
+    assert peak_gib < 2.0, f"peak RSS {peak_gib:.2f} GiB"
