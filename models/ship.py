@@ -63,6 +63,13 @@ def ship(trained: Path, name: str, description: str, directory: Path, style_name
     target = directory / f"{name}.pth"
     network = model.build()
     training = {**model.training, "data": "BSDS500 (397 photos; non-commercial research licence)"}
+    if training.get("init"):  # the run it started from (models/train.sh stage 1), so the recipe is complete
+        init_file = trained.parent / training["init"]
+        if not init_file.is_file():
+            raise StylerError(f"{trained}: started from {training['init']}, which is not beside it to record")
+        init = load_model_file(init_file).training
+        keep = ("steps", "seconds", "lr", "batch_size", "image_size", "content_weight", "style_weight", "tv_weight")
+        training["init_training"] = {key: init.get(key) for key in keep}
     save_model(target, network, model.styles, training, half=True)
     shipped = load_model_file(target)  # float16 round trip: the stored weights must still load and build
     shipped.build()

@@ -65,6 +65,20 @@ def test_ship_renames_styles_for_blending(tmp_path):
     assert ship.main([str(trained), "--name", "mix", "--style-names", "one", "--models-dir", str(tmp_path)]) == 2
 
 
+def test_ship_records_the_run_a_model_started_from(tmp_path):
+    ship = _ship_module()
+    _trained(tmp_path / "recon.pth", ["vangogh_starry_night.jpg"])
+    trained = _trained(tmp_path / "run.pth", ["vangogh_starry_night.jpg"])
+    contents = torch.load(trained, weights_only=True)
+    contents["training"]["init"] = "recon.pth"
+    torch.save(contents, trained)
+    assert ship.main([str(trained), "--name", "starry", "--models-dir", str(tmp_path)]) == 0
+    entry = json.loads((tmp_path / "manifest.json").read_text())["models"][0]
+    assert entry["training"]["init_training"]["steps"] == 3
+    (tmp_path / "recon.pth").unlink()
+    assert ship.main([str(trained), "--name", "again", "--models-dir", str(tmp_path)]) == 2
+
+
 def test_ship_refuses_a_style_without_a_licence_record(tmp_path, capsys):
     ship = _ship_module()
     trained = _trained(tmp_path / "run.pth", ["my_own_painting.jpg"])
