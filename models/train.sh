@@ -22,14 +22,14 @@ train --arch johnson --style "$STYLES/vangogh_starry_night.jpg" --style-weight 0
 STAGE2="--style-weight 10 --lr 0.003 --batch-size 2 --checkpoint-every 50"
 for pair in vangogh_starry_night:starry hokusai_great_wave:wave kandinsky_composition_vii:kandinsky; do
     image=${pair%%:*} name=${pair##*:}
-    train --arch johnson --style "$STYLES/$image.jpg" --init "$OUT/johnson-recon.pth" --max-steps 300 $STAGE2 \
+    train --arch johnson --style "$STYLES/$image.jpg" --init "$OUT/johnson-recon.pth" --max-steps 150 $STAGE2 \
         --out "$OUT/$name.pth" --checkpoint-dir "$OUT/$name"
-    train --arch lite --style "$STYLES/$image.jpg" --init "$OUT/lite-recon.pth" --max-steps 300 $STAGE2 \
+    train --arch lite --style "$STYLES/$image.jpg" --init "$OUT/lite-recon.pth" --max-steps 150 $STAGE2 \
         --out "$OUT/$name-lite.pth" --checkpoint-dir "$OUT/$name-lite"
 done
 # All three styles in one conditional-instance-norm network: styles take turns, one per step.
 train --arch johnson --style "$STYLES/vangogh_starry_night.jpg" --style "$STYLES/hokusai_great_wave.jpg" \
-    --style "$STYLES/kandinsky_composition_vii.jpg" --init "$OUT/johnson-recon.pth" --max-steps 360 $STAGE2 \
+    --style "$STYLES/kandinsky_composition_vii.jpg" --init "$OUT/johnson-recon.pth" --max-steps 240 $STAGE2 \
     --out "$OUT/mix.pth" --checkpoint-dir "$OUT/mix"
 
 # Into models/ (float16) with manifest entries.
