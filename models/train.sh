@@ -7,8 +7,8 @@
 # scratch for a few hundred steps on the style loss forgets the photo (measured: blobs of the palette and no
 # content at step 200), while one that starts from a reconstruction keeps it. Stage 2 adds the style.
 set -eu
-STYLES=../shared/data/styles
-DATA=../shared/data/train
+STYLES=${STYLES:-../shared/data/styles}
+DATA=${DATA:-../shared/data/train}
 OUT=${OUT:-runs/ship}
 train() { .venv/bin/styler train --data "$DATA" --loss-net random --workers 1 "$@"; }
 
