@@ -59,3 +59,15 @@ def test_chart_is_written(report, tmp_path):
     subprocess.run([sys.executable, "-m", "benchmarks.chart", str(source), str(chart)], cwd=ROOT, check=True,
                    timeout=120)
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_markdown_tables_hold_every_measured_case(report):
+    from benchmarks.markdown import render
+
+    text = render(report)
+    kernel_cases = {("×".join(map(str, r["shape"])), r["layout"]) for r in report["rows"] if r["level"] == "kernels"}
+    for shape, layout in kernel_cases:
+        assert f"| {shape} | {layout} |" in text
+    for task in {r["task"] for r in report["rows"] if r["level"] == "end-to-end"}:
+        assert f"| {task} |" in text
+    assert "nan" not in text and "inf" not in text
