@@ -19,7 +19,7 @@ train --arch johnson --style "$STYLES/vangogh_starry_night.jpg" --style-weight 0
     --max-steps 86 --out "$OUT/johnson-recon.pth" --checkpoint-dir "$OUT/johnson-recon"
 
 # Stage 2: the styles, each from its architecture's reconstruction network.
-STAGE2="--style-weight 10 --lr 0.003 --batch-size 2 --checkpoint-every 50"
+STAGE2="--style-weight 10 --lr 0.003 --batch-size 2 --style-size 256 --checkpoint-every 50"
 for pair in vangogh_starry_night:starry hokusai_great_wave:wave kandinsky_composition_vii:kandinsky; do
     image=${pair%%:*} name=${pair##*:}
     train --arch johnson --style "$STYLES/$image.jpg" --init "$OUT/johnson-recon.pth" --max-steps 150 $STAGE2 \
