@@ -5,7 +5,9 @@
 #
 # Stage 1 reconstructs photos (style weight 0: only the content term, which is cheap): a network trained from
 # scratch for a few hundred steps on the style loss forgets the photo (measured: blobs of the palette and no
-# content at step 200), while one that starts from a reconstruction keeps it. Stage 2 adds the style.
+# content at step 200), while one that starts from a reconstruction keeps it. Stage 2 adds the style, with the
+# painting scaled to 256 px: the random filters see ~44 px, so a painting at its own ~1000 px gives them colour
+# fields where at 256 px it gives strokes (models/tuning/style-size.jpg).
 set -eu
 STYLES=${STYLES:-../shared/data/styles}
 DATA=${DATA:-../shared/data/train}
