@@ -31,7 +31,7 @@ for pair in vangogh_starry_night:starry hokusai_great_wave:wave kandinsky_compos
 done
 # All three styles in one conditional-instance-norm network: styles take turns, one per step.
 train --arch johnson --style "$STYLES/vangogh_starry_night.jpg" --style "$STYLES/hokusai_great_wave.jpg" \
-    --style "$STYLES/kandinsky_composition_vii.jpg" --init "$OUT/johnson-recon.pth" --max-steps 240 $STAGE2 \
+    --style "$STYLES/kandinsky_composition_vii.jpg" --init "$OUT/johnson-recon.pth" --max-steps 480 $STAGE2 \
     --out "$OUT/mix.pth" --checkpoint-dir "$OUT/mix"
 
 # Into models/ (float16) with manifest entries.
