@@ -2,9 +2,9 @@
 
     python -m benchmarks.markdown bench-results/latest.json
 
-Kernels: one row per shape and layout, speed-ups over torch's op with memory kept (when the run has it), one column group per thread
-count. End to end: one row per task, speed-ups of styler's two layouts over the pytorch/examples configuration per
-malloc setting, at the largest thread count, with peak memory.
+Kernels: one row per shape and layout, speed-ups over torch's op with memory kept (when the run has it), one column
+group per thread count. End to end: one row per task, speed-ups of styler's two layouts over the pytorch/examples
+configuration per malloc setting, at the largest thread count, with peak memory.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-OPS = ["forward", "backward", "forward+backward"]
-BASELINE = "examples (torch IN, NCHW)"
+from benchmarks.chart import OPS  # chart.py imports matplotlib only when it draws
 
 
 def _ratio(row: dict | None, digits: int = 1) -> str:
@@ -48,17 +47,18 @@ def end_to_end_table(rows: list[dict]) -> str:
     threads = max(r["threads"] for r in rows)
     rows = [r for r in rows if r["threads"] == threads]
     mallocs = list(dict.fromkeys(r["malloc"] for r in rows))
-    configs = [c for c in dict.fromkeys(r["config"] for r in rows) if c != BASELINE]
+    # end_to_end.py measures its baseline (the pytorch/examples configuration) first; the rest are styler's.
+    baseline, *configs = dict.fromkeys(r["config"] for r in rows)
     index = {(r["task"], r["config"], r["malloc"]): r for r in rows}
     header = ["task"] + [f"{m} malloc: " + " / ".join(configs) for m in mallocs] + ["peak MiB (baseline / best)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for task in dict.fromkeys(r["task"] for r in rows):
         cells = [task]
         for m in mallocs:
-            base = index.get((task, BASELINE, m))
+            base = index.get((task, baseline, m))
             ratios = " / ".join(_ratio(index.get((task, c, m)), 2) for c in configs)
             cells.append(ratios + ("" if base is None else f" ({base['ms'] / 1e3:.2f} s base)"))
-        base, best = index.get((task, BASELINE, mallocs[-1])), index.get((task, configs[-1], mallocs[-1]))
+        base, best = index.get((task, baseline, mallocs[-1])), index.get((task, configs[-1], mallocs[-1]))
         peaks = [r.get("peak_mib") for r in (base, best) if r is not None]
         cells.append(" / ".join("–" if p is None else f"{p:.0f}" for p in peaks))
         lines.append("| " + " | ".join(cells) + " |")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
@@ -25,6 +26,8 @@ from styler.model_files import (
     write_manifest,
 )
 from styler.network import Architecture, TransformerNet, architecture
+
+REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def small_network(num_styles: int = 1) -> TransformerNet:
@@ -250,7 +253,7 @@ def test_a_broken_manifest_is_one_line(tmp_path, text, message):
 
 
 def test_the_repository_manifest_is_valid_and_matches_its_files():
-    directory = Path(__file__).resolve().parent.parent / "models"
+    directory = REPOSITORY / "models"
     assert (directory / "manifest.json").is_file()
     for entry in read_manifest(directory):  # a malformed manifest raises StylerError here
         assert sha256_of(directory / entry.file) == entry.sha256, entry.name
@@ -294,15 +297,15 @@ def test_models_command_answers_without_loading_torch(shipped):
 
 # ------------------------------------------------------------------------------------------ shipped models
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-
 
 def _outline_correlation(first: torch.Tensor, second: torch.Tensor) -> float:
     """How well two (1, 3, H, W) images' outlines coincide: correlation of their luminance gradient magnitudes,
     averaged over 4x4 cells so that brush texture (which adds edges of its own) does not drown the photo's."""
 
+    from styler.stylize import LUMA
+
     def outlines(image: torch.Tensor) -> torch.Tensor:
-        luma = (image * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+        luma = (image * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
         gradient = (luma[..., 1:, :-1] - luma[..., :-1, :-1]).abs() + (luma[..., :-1, 1:] - luma[..., :-1, :-1]).abs()
         return torch.nn.functional.avg_pool2d(gradient, 4).flatten()
 
@@ -331,8 +334,13 @@ def sample_photo() -> torch.Tensor:
     return _sample_photo("coffee.jpg")
 
 
+@pytest.fixture(scope="module")
+def other_photo() -> torch.Tensor:
+    return _sample_photo("rocket.jpg")
+
+
 @pytest.mark.parametrize(("name", "style"), _shipped_styles())
-def test_every_shipped_model_restyles_a_photo_and_keeps_its_outlines(name, style, sample_photo):
+def test_every_shipped_model_restyles_a_photo_and_keeps_its_outlines(name, style, sample_photo, other_photo):
     from styler.stylize import Stylizer, choose_style
 
     model = resolve_model(name, REPOSITORY / "models")
@@ -345,7 +353,7 @@ def test_every_shipped_model_restyles_a_photo_and_keeps_its_outlines(name, style
     # Content kept: the output's outlines lie where the photo's are (0.30-0.40 for the shipped models), not where
     # another photo's are (-0.07-0.05), which shows what the measure is worth.
     assert _outline_correlation(output, sample_photo) > 0.2
-    assert abs(_outline_correlation(output, _sample_photo("rocket.jpg"))) < 0.15
+    assert abs(_outline_correlation(output, other_photo)) < 0.15
 
 
 def test_the_multi_style_model_gives_each_style_its_own_look(sample_photo):
@@ -357,6 +365,5 @@ def test_the_multi_style_model_gives_each_style_its_own_look(sample_photo):
         Stylizer(model, choose_style(style, model.styles), torch.device("cpu")).stylize_tensor(sample_photo)
         for style in model.styles
     ]
-    for first in range(len(outputs)):
-        for second in range(first + 1, len(outputs)):
-            assert (outputs[first] - outputs[second]).abs().mean() > 10, (model.styles[first], model.styles[second])
+    for (first, a), (second, b) in itertools.combinations(zip(model.styles, outputs, strict=True), 2):
+        assert (a - b).abs().mean() > 10, (first, second)
