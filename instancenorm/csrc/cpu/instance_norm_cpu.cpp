@@ -15,6 +15,10 @@
 #define CPU_CAPABILITY AVX2
 #endif
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -128,6 +132,53 @@ void store_from(const A* result, T* out, int64_t n) {
 
 int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Outputs at least this big are written with streaming (non-temporal) stores when nothing in the kernel reads them
+// back. A normal store first reads each line from memory (read-for-ownership), a third more traffic for a
+// memory-bound pass. Measured here (2-core Xeon VM, 2 MiB L2 per core): forward+backward of a 33.5 MB activation
+// 6.8 -> 5.0 ms, of 16.8 MB 2.6-3.3 -> 2.5 ms; at 8.4 MB streaming cost 5-10 %: there the output still fits in a
+// cache the next layer reads it from.
+constexpr int64_t kStreamMinBytes = int64_t(16) << 20;
+
+template <typename T, typename A>
+bool stream_output(const at::Tensor& out, const at::Tensor& in) {
+  // In place (normalize_) the kernel has just read each line it writes, so there is no read-for-ownership to save.
+  return std::is_same_v<T, A> && out.nbytes() >= kStreamMinBytes && out.data_ptr() != in.data_ptr();
+}
+
+// out[i, i + cnt) = value(i, cnt) for i in [0, n), one vector at a time; with stream, the aligned vectors are
+// written with streaming stores.
+template <typename A, typename F>
+void store_each_vector(A* out, int64_t n, bool stream, const F& value) {
+  using Vec = Vectorized<A>;
+  constexpr int64_t V = Vec::size();
+  const int64_t misaligned = int64_t(reinterpret_cast<uintptr_t>(out) % sizeof(Vec)) / int64_t(sizeof(A));
+  int64_t i = misaligned == 0 ? 0 : std::min(n, V - misaligned);
+  if (i > 0) value(0, i).store(out, i);
+  for (; i + V <= n; i += V) {
+    const Vec v = value(i, V);
+#if defined(CPU_CAPABILITY_AVX512)
+    if (stream) {
+      if constexpr (std::is_same_v<A, float>) _mm512_stream_ps(out + i, v); else _mm512_stream_pd(out + i, v);
+      continue;
+    }
+#elif defined(CPU_CAPABILITY_AVX2)
+    if (stream) {
+      if constexpr (std::is_same_v<A, float>) _mm256_stream_ps(out + i, v); else _mm256_stream_pd(out + i, v);
+      continue;
+    }
+#endif
+    v.store(out + i);
+  }
+  if (i < n) value(i, n - i).store(out + i, n - i);
+}
+
+// Streaming stores are weakly ordered: each thread fences them before the threads join and others read the output.
+void fence_streaming_stores() {
+#if defined(__x86_64__)
+  _mm_sfence();
+#endif
+}
+
 // f(start, count) over [begin, end) in pieces of at most step: the L1-sized chunks every pass walks.
 template <typename F>
 void for_chunks(int64_t begin, int64_t end, int64_t step, const F& f) {
@@ -157,6 +208,7 @@ void reduce_then_map(int64_t units, int64_t len, int64_t elems_per_len, int64_t 
         const int64_t unit = t / blocks, begin = (t % blocks) * block_len;
         body(t, unit, begin, std::min(len, begin + block_len), scratch.data());
       }
+      fence_streaming_stores();
     });
   };
   if (blocks == 1) {
@@ -363,6 +415,7 @@ void forward_kernel(const ForwardArgs& args) {
   constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
 
   if (!channels_last) {
+    const bool stream = stream_output<T, A>(args.y, args.x);
     reduce_then_map<A, Moments>(
         N * C, M, 1, kChunk, buffers * kChunk,
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
@@ -378,7 +431,9 @@ void forward_kernel(const ForwardArgs& args) {
           for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
             const A* xa = as_acc(x + p * M + i, n, buf);
             A* ya = result_ptr(y + p * M + i, buf);
-            at::vec::map([&](Vec v) { return at::vec::fmadd((v - hi) - lo, scale, shift); }, ya, xa, n);
+            store_each_vector(ya, n, stream, [&](int64_t j, int64_t cnt) {
+              return at::vec::fmadd((Vec::loadu(xa + j, cnt) - hi) - lo, scale, shift);
+            });
             store_from(ya, y + p * M + i, n);
           });
         });
@@ -435,6 +490,7 @@ void backward_kernel(const BackwardArgs& args) {
   constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 2;
 
   if (!channels_last) {
+    const bool stream = stream_output<T, A>(args.dx, args.x);
     reduce_then_map<A, GradSums>(
         N * C, M, 1, kChunk, buffers * kChunk,
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
@@ -453,8 +509,9 @@ void backward_kernel(const BackwardArgs& args) {
             const A* ga = as_acc(dy + p * M + i, n, buf);
             const A* xa = as_acc(x + p * M + i, n, buf + kChunk);
             A* out = result_ptr(dx + p * M + i, buf);
-            at::vec::map2([&](Vec g, Vec v) { return at::vec::fmadd(kb, v - mean, ka * (g - mean_dy)); },
-                          out, ga, xa, n);
+            store_each_vector(out, n, stream, [&](int64_t j, int64_t cnt) {
+              return at::vec::fmadd(kb, Vec::loadu(xa + j, cnt) - mean, ka * (Vec::loadu(ga + j, cnt) - mean_dy));
+            });
             store_from(out, dx + p * M + i, n);
           });
         });
