@@ -139,14 +139,14 @@ int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Outputs at least this big are written with streaming (non-temporal) stores when nothing in the kernel reads them
 // back. A normal store first reads each line from memory (read-for-ownership), a third more traffic for a
 // memory-bound pass. Measured here (2-core Xeon VM, 2 MiB L2 per core): forward+backward of a 33.5 MB activation
-// 6.8 -> 5.0 ms, of 16.8 MB 2.6-3.3 -> 2.5 ms; at 8.4 MB streaming cost 5-10 %: there the output still fits in a
-// cache the next layer reads it from.
+// 6.8 -> 5.0 ms, of 16.8 MB 2.6-3.3 -> 2.5 ms; at 8.4 MB streaming was no faster and up to 10 % slower: there the
+// output still fits in a cache the next layer reads it from.
 constexpr int64_t kStreamMinBytes = int64_t(16) << 20;
 
 // Whether every page of [p, p + n) is mapped in. A fresh mapping is not (glibc's default for allocations above
 // 32 MiB, or a heap grown after a trim): the kernel zeroes each page on first touch, which leaves it in cache, and
-// streaming stores then also pay for writing those zeros back (a forward of 33.5 MB went 15 -> 26 ms, one of
-// 16.8 MB 4.5 -> 27 ms). Checking costs one mincore call, microseconds against the milliseconds of such a pass.
+// streaming stores then also pay for writing those zeros back (a default-malloc forward of 33.5 MB went 15 -> 26
+// ms). Checking costs one mincore call, microseconds against the milliseconds of such a pass.
 bool pages_resident(const void* p, int64_t n) {
 #if defined(__linux__)
   static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
