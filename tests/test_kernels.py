@@ -283,12 +283,20 @@ def test_import_reports_devices():
     assert set(instancenorm.usable_devices()) <= set(instancenorm.compiled_devices)
 
 
-def test_streamed_outputs_match_reference():
+STREAMED_CASES = [
+    # An odd plane size leaves planes (and the blocks they are split into) off the vector alignment, so the unaligned
+    # heads and tails are written too.
+    Case("streamed_nchw", (1, 3, 1531, 917)),
+    # 32 channels fill whole vectors, so every row is streamed; one sample is split into blocks of rows.
+    Case("streamed_channels_last", (1, 32, 365, 361), channels_last=True),
+]
+
+
+@pytest.mark.parametrize("case", STREAMED_CASES, ids=ids(STREAMED_CASES))
+def test_streamed_outputs_match_reference(case):
     """The CPU kernels write an output of 16 MiB or more with streaming stores once its memory is mapped in, which
-    with malloc keeping freed memory is from the second call on. An odd plane size leaves planes (and the blocks
-    they are split into) off the vector alignment, so the unaligned heads and tails are written too."""
+    with malloc keeping freed memory is from the second call on."""
     keep_freed_memory()
-    case = Case("streamed_output", (1, 3, 1531, 917))
     x, w, b, _ = case.make("cpu", torch.float32)
     assert x.nbytes >= 16 << 20
     with torch.inference_mode():  # in place is never streamed, and does the same arithmetic

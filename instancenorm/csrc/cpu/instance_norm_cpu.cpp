@@ -138,9 +138,10 @@ int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Outputs at least this big are written with streaming (non-temporal) stores when nothing in the kernel reads them
 // back. A normal store first reads each line from memory (read-for-ownership), a third more traffic for a
-// memory-bound pass. Measured here (2-core Xeon VM, 2 MiB L2 per core): forward+backward of a 33.5 MB activation
-// 6.8 -> 5.0 ms, of 16.8 MB 2.6-3.3 -> 2.5 ms; at 8.4 MB streaming was no faster and up to 10 % slower: there the
-// output still fits in a cache the next layer reads it from.
+// memory-bound pass. Measured here (2-core Xeon VM, 2 MiB L2 per core), forward+backward of a 33.5 MB activation:
+// NCHW 6.8 -> 5.0 ms, channels_last 8.8-9.1 -> 6.4-6.8 ms; of 16.8 MB in NCHW 2.6-3.3 -> 2.5 ms. At 8.4 MB
+// streaming was no faster and up to 10 % slower: there the output still fits in a cache the next layer reads it
+// from.
 constexpr int64_t kStreamMinBytes = int64_t(16) << 20;
 
 // Whether every page of [p, p + n) is mapped in. A fresh mapping is not (glibc's default for allocations above
@@ -161,11 +162,34 @@ bool pages_resident(const void* p, int64_t n) {
 #endif
 }
 
+bool vector_aligned(const void* p, size_t vector_bytes) { return reinterpret_cast<uintptr_t>(p) % vector_bytes == 0; }
+
 template <typename T, typename A>
-bool stream_output(const at::Tensor& out, const at::Tensor& in) {
+bool stream_output(const at::Tensor& out, const at::Tensor& in, const Geometry& g) {
   // In place (normalize_) the kernel has just read each line it writes, so there is no read-for-ownership to save.
-  return std::is_same_v<T, A> && out.nbytes() >= kStreamMinBytes && out.data_ptr() != in.data_ptr() &&
+  // channels_last rows are stored vector by vector from their first channel: every vector is aligned only when C
+  // fills whole vectors (NCHW runs store their unaligned heads normally).
+  using Vec = Vectorized<A>;
+  const bool aligned = !g.channels_last || (g.C % Vec::size() == 0 && vector_aligned(out.data_ptr(), sizeof(Vec)));
+  return std::is_same_v<T, A> && aligned && out.nbytes() >= kStreamMinBytes && out.data_ptr() != in.data_ptr() &&
          pages_resident(out.data_ptr(), int64_t(out.nbytes()));
+}
+
+// v (cnt lanes) to p: a full vector with a streaming store when stream (p is then on a vector boundary), else a
+// normal store.
+template <typename A>
+inline void store_vector(A* p, const Vectorized<A>& v, int64_t cnt, bool stream) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  if (stream && cnt == Vectorized<A>::size()) {
+#if defined(CPU_CAPABILITY_AVX512)
+    if constexpr (std::is_same_v<A, float>) _mm512_stream_ps(p, v); else _mm512_stream_pd(p, v);
+#else
+    if constexpr (std::is_same_v<A, float>) _mm256_stream_ps(p, v); else _mm256_stream_pd(p, v);
+#endif
+    return;
+  }
+#endif
+  v.store(p, cnt);
 }
 
 // out[i, i + cnt) = value(i, cnt) for i in [0, n), one vector at a time; with stream, the aligned vectors are
@@ -177,21 +201,7 @@ void store_each_vector(A* out, int64_t n, bool stream, const F& value) {
   const int64_t misaligned = int64_t(reinterpret_cast<uintptr_t>(out) % sizeof(Vec)) / int64_t(sizeof(A));
   int64_t i = misaligned == 0 ? 0 : std::min(n, V - misaligned);
   if (i > 0) value(0, i).store(out, i);
-  for (; i + V <= n; i += V) {
-    const Vec v = value(i, V);
-#if defined(CPU_CAPABILITY_AVX512)
-    if (stream) {
-      if constexpr (std::is_same_v<A, float>) _mm512_stream_ps(out + i, v); else _mm512_stream_pd(out + i, v);
-      continue;
-    }
-#elif defined(CPU_CAPABILITY_AVX2)
-    if (stream) {
-      if constexpr (std::is_same_v<A, float>) _mm256_stream_ps(out + i, v); else _mm256_stream_pd(out + i, v);
-      continue;
-    }
-#endif
-    v.store(out + i);
-  }
+  for (; i + V <= n; i += V) store_vector(out + i, value(i, V), V, stream);
   if (i < n) value(i, n - i).store(out + i, n - i);
 }
 
@@ -437,8 +447,9 @@ void forward_kernel(const ForwardArgs& args) {
   ForwardCoefficients<A> k(N * C);
   constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
 
+  const bool stream = stream_output<T, A>(args.y, args.x, args.g);
+
   if (!channels_last) {
-    const bool stream = stream_output<T, A>(args.y, args.x);
     reduce_then_map<A, Moments>(
         N * C, M, 1, kChunk, buffers * kChunk,
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
@@ -490,7 +501,7 @@ void forward_kernel(const ForwardArgs& args) {
           A* ya = result_ptr(y + (n * M + r) * C, buf);
           for_row_vectors<A>(rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
             const Vec v = (Vec::loadu(xa + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
-            at::vec::fmadd(v, Vec::loadu(scale + c, cnt), Vec::loadu(shift + c, cnt)).store(ya + i, cnt);
+            store_vector(ya + i, at::vec::fmadd(v, Vec::loadu(scale + c, cnt), Vec::loadu(shift + c, cnt)), cnt, stream);
           });
           store_from(ya, y + (n * M + r) * C, rows * C);
         });
@@ -512,8 +523,9 @@ void backward_kernel(const BackwardArgs& args) {
   BackwardCoefficients<A> k(N * C);
   constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 2;
 
+  const bool stream = stream_output<T, A>(args.dx, args.x, args.g);
+
   if (!channels_last) {
-    const bool stream = stream_output<T, A>(args.dx, args.x);
     reduce_then_map<A, GradSums>(
         N * C, M, 1, kChunk, buffers * kChunk,
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
@@ -572,7 +584,7 @@ void backward_kernel(const BackwardArgs& args) {
           for_row_vectors<A>(rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
             const Vec g = Vec::loadu(ga + i, cnt) - Vec::loadu(mean_dy + c, cnt);
             const Vec v = Vec::loadu(xa + i, cnt) - Vec::loadu(mean + c, cnt);
-            at::vec::fmadd(Vec::loadu(kb + c, cnt), v, Vec::loadu(ka + c, cnt) * g).store(out + i, cnt);
+            store_vector(out + i, at::vec::fmadd(Vec::loadu(kb + c, cnt), v, Vec::loadu(ka + c, cnt) * g), cnt, stream);
           });
           store_from(out, dx + offset, rows * C);
         });
