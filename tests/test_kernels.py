@@ -116,9 +116,8 @@ def test_backward_accepts_gradient_in_another_layout(device):
     x, w, b, dy = Case("cl", (2, 5, 6, 7), channels_last=True).make(device, torch.float32)
     _, mean, inv_std = torch.ops.instancenorm.forward(x, w, b, 1e-5)
     dx_nchw_grad = torch.ops.instancenorm.backward(dy.contiguous(), x, mean, inv_std, w)[0]
-    dx_cl_grad = torch.ops.instancenorm.backward(dy.contiguous(memory_format=torch.channels_last), x, mean, inv_std, w)[
-        0
-    ]
+    dy_cl = dy.contiguous(memory_format=torch.channels_last)
+    dx_cl_grad = torch.ops.instancenorm.backward(dy_cl, x, mean, inv_std, w)[0]
     torch.testing.assert_close(dx_nchw_grad, dx_cl_grad)
 
 

@@ -501,7 +501,8 @@ void forward_kernel(const ForwardArgs& args) {
           A* ya = result_ptr(y + (n * M + r) * C, buf);
           for_row_vectors<A>(rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
             const Vec v = (Vec::loadu(xa + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
-            store_vector(ya + i, at::vec::fmadd(v, Vec::loadu(scale + c, cnt), Vec::loadu(shift + c, cnt)), cnt, stream);
+            const Vec out = at::vec::fmadd(v, Vec::loadu(scale + c, cnt), Vec::loadu(shift + c, cnt));
+            store_vector(ya + i, out, cnt, stream);
           });
           store_from(ya, y + (n * M + r) * C, rows * C);
         });
@@ -584,7 +585,8 @@ void backward_kernel(const BackwardArgs& args) {
           for_row_vectors<A>(rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
             const Vec g = Vec::loadu(ga + i, cnt) - Vec::loadu(mean_dy + c, cnt);
             const Vec v = Vec::loadu(xa + i, cnt) - Vec::loadu(mean + c, cnt);
-            store_vector(out + i, at::vec::fmadd(Vec::loadu(kb + c, cnt), v, Vec::loadu(ka + c, cnt) * g), cnt, stream);
+            store_vector(out + i, at::vec::fmadd(Vec::loadu(kb + c, cnt), v, Vec::loadu(ka + c, cnt) * g), cnt,
+                         stream);
           });
           store_from(out, dx + offset, rows * C);
         });
