@@ -3,6 +3,7 @@
     import instancenorm
     y = instancenorm.instance_norm(x, weight, bias)          # weight/bias (C,) or (N, C)
     instancenorm.instance_norm_(x, weight, bias)             # in place, for inference
+    instancenorm.instance_norm(x, weight, bias, out=buffer)  # into a reused buffer, for inference
     layer = instancenorm.InstanceNorm2d(64, affine=True)      # drop-in for torch.nn.InstanceNorm2d
 
 `instancenorm.compiled_devices` tells which device types have compiled kernels; `python -m instancenorm` prints it.

@@ -15,6 +15,7 @@ from instancenorm.reference import stats_dtype
 forward = torch.ops.instancenorm.forward.default
 backward = torch.ops.instancenorm.backward.default
 normalize_ = torch.ops.instancenorm.normalize_.default
+normalize_out = torch.ops.instancenorm.normalize_out.default
 
 
 def is_channels_last(x: Tensor) -> bool:
@@ -50,6 +51,11 @@ def _normalize_fake(input: Tensor, weight: Tensor | None, bias: Tensor | None, e
     return None
 
 
+@torch.library.register_fake("instancenorm::normalize_out")
+def _normalize_out_fake(input: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, *, out: Tensor) -> None:
+    return None
+
+
 def _reduce_to(grad_per_instance: Tensor, param: Tensor) -> Tensor:
     """The kernel returns affine gradients per instance (N, C); a per-channel parameter (C,) sums them over N."""
     grad = grad_per_instance if param.dim() == 2 else grad_per_instance.sum(dim=0)
@@ -78,12 +84,21 @@ def _backward(ctx, grad_y: Tensor, _grad_mean: Tensor, _grad_inv_std: Tensor):
 torch.library.register_autograd("instancenorm::forward", _backward, setup_context=_setup_context)
 
 
-def instance_norm(input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+def instance_norm(
+    input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5, *, out: Tensor | None = None
+) -> Tensor:
     """Instance normalization over every dim after (N, C), with weight/bias of shape (C,) or (N, C).
 
     Differentiable in input, weight and bias; the output keeps the input's memory format (NCHW or channels_last).
+    With out (for inference, not differentiable), the result is written into that tensor and returned: it must have
+    the input's shape, dtype, device and memory format, and be the input itself or not overlap it. Reusing one
+    buffer saves allocating (and page-faulting in) an output per call.
     """
-    return forward(input, weight, bias, eps)[0]
+    if out is None:
+        return forward(input, weight, bias, eps)[0]
+    _refuse_autograd(input, weight, bias, "instance_norm(out=...)")
+    normalize_out(input, weight, bias, eps, out=out)
+    return out
 
 
 def instance_norm_(input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
@@ -92,7 +107,11 @@ def instance_norm_(input: Tensor, weight: Tensor | None = None, bias: Tensor | N
     Saves allocating an output the size of the input, which for large activations costs more than the arithmetic.
     Not differentiable: refuses an input that requires grad while autograd is recording.
     """
-    if torch.is_grad_enabled() and (input.requires_grad or any(p is not None and p.requires_grad for p in (weight, bias))):
-        raise RuntimeError("instance_norm_ is for inference: use instance_norm where gradients are needed")
+    _refuse_autograd(input, weight, bias, "instance_norm_")
     normalize_(input, weight, bias, eps)
     return input
+
+
+def _refuse_autograd(input: Tensor, weight: Tensor | None, bias: Tensor | None, name: str) -> None:
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias)):
+        raise RuntimeError(f"{name} is for inference: use instance_norm where gradients are needed")

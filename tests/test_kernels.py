@@ -304,6 +304,10 @@ def test_streamed_outputs_match_reference(case):
         torch.testing.assert_close(instancenorm.instance_norm(x, w, b), normalized_in_place, atol=0, rtol=0)
         _test_forward("cpu", torch.float32, case)
         _test_backward("cpu", torch.float32, case)
+    # A buffer the caller has filled is mapped in whatever malloc does: out= streams into it on the first call.
+    out = torch.full_like(x, float("nan"))
+    with torch.inference_mode():
+        torch.testing.assert_close(instancenorm.instance_norm(x, w, b, out=out), normalized_in_place, atol=0, rtol=0)
 
 
 # ---------- in place, for inference ----------
@@ -331,6 +335,48 @@ def test_in_place_refuses_what_it_cannot_do():
         instancenorm.instance_norm_(torch.randn(2, 3, 4, 4, requires_grad=True))
     with pytest.raises(RuntimeError, match="contiguous or channels_last"):
         instancenorm.instance_norm_(torch.randn(2, 3, 8, 8)[:, :, ::2])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.name in ("nchw", "per_sample_affine_cl", "split_planes", "sequence_3d_cl")],
+    ids=lambda c: c.name,
+)
+def test_out_matches_out_of_place(device, case):
+    x, w, b, _ = case.make(device, torch.float32)
+    expected = instancenorm.instance_norm(x, w, b)
+    out = torch.full_like(x, float("nan"))  # in x's memory format
+    data_ptr = out.data_ptr()
+    with torch.inference_mode():
+        result = instancenorm.instance_norm(x, w, b, out=out)
+        assert result is out and out.data_ptr() == data_ptr
+        torch.testing.assert_close(out, expected, atol=0, rtol=0)
+        in_place = x.clone()
+        assert instancenorm.instance_norm(in_place, w, b, out=in_place) is in_place  # the input itself: in place
+        torch.testing.assert_close(in_place, expected, atol=0, rtol=0)
+
+
+def test_out_refuses_what_it_cannot_do():
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(RuntimeError, match="for inference"):
+        instancenorm.instance_norm(x.clone().requires_grad_(), out=torch.empty_like(x))
+    bad_outs = {
+        "out must be a Float tensor of shape": [torch.empty(2, 3, 8, 7), torch.empty_like(x, dtype=torch.float64)],
+        "memory format the input is read in": [torch.empty_like(x, memory_format=torch.channels_last)],
+    }
+    for message, outs in bad_outs.items():
+        for out in outs:
+            with pytest.raises(RuntimeError, match=message):
+                instancenorm.instance_norm(x, out=out)
+    rows = torch.randn(3, 3, 8, 8)
+    with pytest.raises(RuntimeError, match="single memory location"):  # out overlaps part of the input
+        instancenorm.instance_norm(rows[:2], out=rows[1:])
+
+
+def test_out_opcheck():
+    x, w, b, _ = Case("t", (2, 3, 5, 6), channels_last=True).make("cpu", torch.float32)
+    out = torch.empty_like(x)
+    torch.library.opcheck(torch.ops.instancenorm.normalize_out.default, (x, w, b, 1e-5), {"out": out})
 
 
 def test_in_place_opcheck():

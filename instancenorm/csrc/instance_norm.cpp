@@ -2,6 +2,7 @@
 #include "instance_norm.h"
 
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 #include <c10/core/DeviceGuard.h>
 
 #include <limits>
@@ -126,6 +127,23 @@ void normalize_impl(const at::Tensor& input, const std::optional<at::Tensor>& we
   TORCH_CHECK(a.x.is_same(input), "instancenorm.normalize_: input must be contiguous or channels_last to be "
               "normalized in place");
   a.y = a.x;  // every kernel reads an element (or its chunk) before writing the same place
+  run_forward(a, kernel);
+}
+
+void normalize_out_impl(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                        const std::optional<at::Tensor>& bias, double eps, const at::Tensor& out,
+                        ForwardKernel kernel) {
+  ForwardArgs a = prepare_forward(input, weight, bias, eps, "normalize_out");
+  TORCH_CHECK(out.sizes() == input.sizes() && out.scalar_type() == input.scalar_type() &&
+                  out.device() == input.device(),
+              "instancenorm.normalize_out: out must be a ", input.scalar_type(), " tensor of shape ", input.sizes(),
+              " on ", input.device(), ", got ", out.scalar_type(), " ", out.sizes(), " on ", out.device());
+  // The kernels write out in the layout they read x in; a strided input is read from a contiguous copy.
+  TORCH_CHECK(out.strides() == a.x.strides(), "instancenorm.normalize_out: out must have the memory format the "
+              "input is read in (", a.g.channels_last ? "channels_last" : "contiguous", "), got strides ",
+              out.strides());
+  at::assert_no_partial_overlap(out, a.x);  // out may be the input itself (in place), but not part of it
+  a.y = out;
   run_forward(a, kernel);
 }
 

@@ -63,6 +63,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(
 void normalize_impl(const at::Tensor& input, const std::optional<at::Tensor>& weight,
                     const std::optional<at::Tensor>& bias, double eps, ForwardKernel kernel);
 
+// Into out, for inference: out has the input's shape, dtype, device and (dense) memory format, and is either the
+// input itself or does not overlap it; the statistics are not returned.
+void normalize_out_impl(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                        const std::optional<at::Tensor>& bias, double eps, const at::Tensor& out,
+                        ForwardKernel kernel);
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
     const std::optional<at::Tensor>& weight, BackwardKernel kernel);
@@ -79,6 +85,12 @@ template <ForwardKernel kernel>
 void normalize_op(const at::Tensor& input, const std::optional<at::Tensor>& weight,
                   const std::optional<at::Tensor>& bias, double eps) {
   normalize_impl(input, weight, bias, eps, kernel);
+}
+
+template <ForwardKernel kernel>
+void normalize_out_op(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                      const std::optional<at::Tensor>& bias, double eps, const at::Tensor& out) {
+  normalize_out_impl(input, weight, bias, eps, out, kernel);
 }
 
 template <BackwardKernel kernel>

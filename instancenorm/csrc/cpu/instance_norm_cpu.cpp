@@ -608,6 +608,7 @@ void backward_cpu(const BackwardArgs& args) {
 TORCH_LIBRARY_IMPL(instancenorm, CPU, m) {
   m.impl("forward", &forward_op<forward_cpu>);
   m.impl("normalize_", &normalize_op<forward_cpu>);
+  m.impl("normalize_out", &normalize_out_op<forward_cpu>);
   m.impl("backward", &backward_op<backward_cpu>);
 }
 

@@ -453,6 +453,7 @@ void backward_cuda(const BackwardArgs& a) {
 TORCH_LIBRARY_IMPL(instancenorm, CUDA, m) {
   m.impl("forward", &forward_op<forward_cuda>);
   m.impl("normalize_", &normalize_op<forward_cuda>);
+  m.impl("normalize_out", &normalize_out_op<forward_cuda>);
   m.impl("backward", &backward_op<backward_cuda>);
 }
 
