@@ -310,16 +310,16 @@ def test_streamed_outputs_match_reference(case):
         torch.testing.assert_close(instancenorm.instance_norm(x, w, b, out=out), normalized_in_place, atol=0, rtol=0)
 
 
-# ---------- in place, for inference ----------
+# ---------- in place and into out=, for inference ----------
+
+INFERENCE_CASES = [
+    c for c in CASES if c.name in ("nchw", "per_sample_affine_cl", "split_planes", "split_rows_cl", "sequence_3d_cl")
+]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(
-    "case",
-    [c for c in CASES if c.name in ("nchw", "per_sample_affine_cl", "split_planes", "split_rows_cl", "sequence_3d_cl")],
-    ids=lambda c: c.name,
-)
+@pytest.mark.parametrize("case", INFERENCE_CASES, ids=ids(INFERENCE_CASES))
 def test_in_place_matches_out_of_place(device, dtype, case):
     x, w, b, _ = case.make(device, dtype)
     expected = instancenorm.instance_norm(x, w, b)
@@ -338,10 +338,7 @@ def test_in_place_refuses_what_it_cannot_do():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize(
-    "case", [c for c in CASES if c.name in ("nchw", "per_sample_affine_cl", "split_planes", "sequence_3d_cl")],
-    ids=lambda c: c.name,
-)
+@pytest.mark.parametrize("case", INFERENCE_CASES, ids=ids(INFERENCE_CASES))
 def test_out_matches_out_of_place(device, case):
     x, w, b, _ = case.make(device, torch.float32)
     expected = instancenorm.instance_norm(x, w, b)
