@@ -145,6 +145,62 @@ def test_gradients_match_torch_instance_norm(device):
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
+# The affine parameters given ("w", "b"), and which of the given ones are trained: the C++ autograd numbers only the
+# tensors passed, so an absent weight moves the bias's slot, and a frozen parameter must get no gradient.
+AFFINE_GRAD_CASES = [("wb", "b"), ("wb", "w"), ("wb", ""), ("b", "b"), ("w", "w"), ("", "")]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("given", "trained"), AFFINE_GRAD_CASES, ids=lambda s: s or "none")
+def test_gradients_with_absent_or_frozen_affine(device, given, trained):
+    x, w, b, dy = Case("t", (2, 3, 5, 4)).make(device, torch.float64)
+    w, b = (w if "w" in given else None), (b if "b" in given else None)
+    for name, t in (("w", w), ("b", b)):
+        if t is not None and name in trained:
+            t.requires_grad_()
+    x.requires_grad_()
+    leaves = [t for t in (x, w, b) if t is not None and t.requires_grad]
+    grads = torch.autograd.grad(instancenorm.instance_norm(x, w, b), leaves, dy)
+    expected = torch.autograd.grad(reference.forward(x, w, b, 1e-5)[0], leaves, dy)
+    for ours, ref in zip(grads, expected, strict=True):
+        torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-10)
+    assert all(t is None or t.grad is None for t in (x, w, b))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradient_of_gradient_is_refused(device):
+    """create_graph=True gives the first-order gradient (a gradient penalty can build on it); differentiating it
+    again fails with a clear error instead of silently returning zeros."""
+    x, w, b, _ = Case("t", (2, 3, 5, 4)).make(device, torch.float64)
+    leaves = [t.requires_grad_() for t in (x, w, b)]
+    (dx,) = torch.autograd.grad(instancenorm.instance_norm(*leaves).square().sum(), x, create_graph=True)
+    (dx_ref,) = torch.autograd.grad(reference.forward(*leaves, 1e-5)[0].square().sum(), x)
+    torch.testing.assert_close(dx, dx_ref, atol=1e-10, rtol=1e-10)
+    with pytest.raises(RuntimeError, match="double backward"):
+        dx.square().sum().backward()
+
+
+class _DropGradient(torch.autograd.Function):
+    """Identity whose backward passes no gradient on, as a layer that cuts the graph may."""
+
+    @staticmethod
+    def forward(ctx, y):
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None
+
+
+def test_output_receiving_no_gradient():
+    x, w, b, _ = Case("t", (2, 3, 5, 4)).make("cpu", torch.float64)
+    leaves = [t.requires_grad_() for t in (x, w, b)]
+    loss = _DropGradient.apply(instancenorm.instance_norm(*leaves)).sum() + x.sum()
+    dx, dw, db = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
+    torch.testing.assert_close(dx, torch.ones_like(x))
+    assert not dw.any() and not db.any()
+
+
 def test_naive_per_element_derivative_is_wrong():
     x, w, b, dy = Case("t", (2, 3, 4, 4)).make("cpu", torch.float64)
     _, mean, inv_std = reference.forward(x, w, b, 1e-5)
