@@ -79,7 +79,7 @@ class InstanceNormFunction : public torch::autograd::Function<InstanceNormFuncti
 // of torch's silent zeros for an op without autograd.
 class InstanceNormBackwardFunction : public torch::autograd::Function<InstanceNormBackwardFunction> {
  public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_output, const at::Tensor& input,
+  static variable_list forward(AutogradContext* /*ctx*/, const at::Tensor& grad_output, const at::Tensor& input,
                                const at::Tensor& mean, const at::Tensor& inv_std,
                                const std::optional<at::Tensor>& weight) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
@@ -87,39 +87,39 @@ class InstanceNormBackwardFunction : public torch::autograd::Function<InstanceNo
     return {dx, dweight, dbias};
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+  static variable_list backward(AutogradContext* /*ctx*/, variable_list /*grads*/) {
     TORCH_CHECK(false, "instancenorm: double backward (differentiating a gradient of instance_norm) is not "
                 "supported");
   }
 };
 
-template <typename... Tensors>
-bool recording(const Tensors&... tensors) {
-  const auto wants_grad = [](const auto& t) {
-    if constexpr (std::is_same_v<std::decay_t<decltype(t)>, at::Tensor>) return t.requires_grad();
-    else return t.has_value() && t->requires_grad();
-  };
-  return at::GradMode::is_enabled() && (wants_grad(tensors) || ...);
+template <typename T>
+bool wants_grad(const T& arg) {
+  if constexpr (std::is_same_v<T, at::Tensor>) return arg.requires_grad();
+  else if constexpr (std::is_same_v<T, std::optional<at::Tensor>>) return arg.has_value() && arg->requires_grad();
+  else return false;
+}
+
+// Through Function, which records a graph node, when autograd is recording and an argument wants a gradient; else
+// straight to the kernel.
+template <typename Function, typename Call, typename... Args>
+Stats record_or_call(const Call& call, const Args&... args) {
+  if (!(at::GradMode::is_enabled() && (wants_grad(args) || ...))) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return call(args...);
+  }
+  const variable_list outputs = Function::apply(args...);
+  return {outputs[0], outputs[1], outputs[2]};
 }
 
 Stats forward_autograd(const at::Tensor& input, const std::optional<at::Tensor>& weight,
                        const std::optional<at::Tensor>& bias, double eps) {
-  if (!recording(input, weight, bias)) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;  // nothing to record: straight to the kernel
-    return call_forward(input, weight, bias, eps);
-  }
-  variable_list outputs = InstanceNormFunction::apply(input, weight, bias, eps);
-  return {outputs[0], outputs[1], outputs[2]};
+  return record_or_call<InstanceNormFunction>(call_forward, input, weight, bias, eps);
 }
 
 Stats backward_autograd(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
                         const at::Tensor& inv_std, const std::optional<at::Tensor>& weight) {
-  if (!recording(grad_output, input, mean, inv_std, weight)) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return call_backward(grad_output, input, mean, inv_std, weight);
-  }
-  variable_list outputs = InstanceNormBackwardFunction::apply(grad_output, input, mean, inv_std, weight);
-  return {outputs[0], outputs[1], outputs[2]};
+  return record_or_call<InstanceNormBackwardFunction>(call_backward, grad_output, input, mean, inv_std, weight);
 }
 
 }  // namespace
