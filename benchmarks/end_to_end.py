@@ -5,6 +5,7 @@ styler network in NCHW and in channels_last. Measured: stylizing one image (infe
 px; the network's forward+backward for a batch of 4 at 256 px; and a full training step with a VGG16 loss
 network (random weights: the time is the same) and Adam.
 
+The configurations are timed in turns, call by call, so load from elsewhere on a shared machine slows them alike.
 Each row has the median time and the peak memory of one call (`peak_mib`, see timing.peak_memory_mib). On the CPU
 the peak is the growth of the resident set during the first call in a fresh process (forked from a server that has
 imported torch, so it costs no import), under the same thread count and malloc setting as the timing.
@@ -15,15 +16,15 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import multiprocessing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torchvision
 from torch import nn
 
 import instancenorm
-from benchmarks.timing import SETTINGS, apply_settings, median_ms, peak_memory_mib
+from benchmarks.timing import SETTINGS, apply_settings, interleaved_medians_ms, peak_memory_mib
 from styler.network import TransformerNet
 
 BASELINE = "examples (torch IN, NCHW)"
@@ -136,10 +137,9 @@ def run(device: str, quick: bool) -> list[dict]:
     peaks = measure_peaks(tasks, list(configs), device)
     rows = []
     for task in tasks:
-        times = {}
-        for name, (net, memory_format) in configs.items():
-            step = make_step(task, net, memory_format, device)
-            times[name] = median_ms(step, device, warmup=1 if task.kind == "train" else 2, repeats=task.repeats)
+        steps = {name: make_step(task, net, memory_format, device) for name, (net, memory_format) in configs.items()}
+        times = interleaved_medians_ms(steps, device, warmup=1 if task.kind == "train" else 2, repeats=task.repeats)
+        del steps  # the next task's networks, optimizers and loss networks replace these
         for name, ms in times.items():
             peak = peaks[task.name, name]
             rows.append({"task": task.name, "config": name, "device": device, "ms": round(ms, 2),

@@ -5,11 +5,13 @@ Run through `python -m benchmarks kernels`, which runs this once per malloc sett
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
 import instancenorm
-from benchmarks.timing import copy_bandwidth_gbs, median_ms
+from benchmarks.timing import copy_bandwidth_gbs, interleaved_medians_ms
 
 # What the network produces for a batch of 4 at 256 px, plus one big plane and many small ones.
 SHAPES = [(4, 32, 256, 256), (4, 64, 128, 128), (4, 128, 64, 64), (1, 32, 1024, 1024), (16, 128, 32, 32)]
@@ -29,15 +31,16 @@ def measure_case(shape, channels_last: bool, dtype: torch.dtype, device: str) ->
     w = torch.rand(shape[1], device=device, dtype=dtype) + 0.5
     b = torch.randn(shape[1], device=device, dtype=dtype)
     dy = torch.randn_like(x)
-    times: dict[str, dict[str, float]] = {"forward": {}, "backward": {}, "forward+backward": {}}
+    calls: dict[str, dict[str, Callable[[], object]]] = {"forward": {}, "backward": {}, "forward+backward": {}}
     for name, fn in implementations().items():
-        with torch.no_grad():
-            times["forward"][name] = median_ms(lambda: fn(x, w, b), device)
         leaves = [t.clone().requires_grad_() for t in (x, w, b)]
         y = fn(*leaves)
-        times["backward"][name] = median_ms(
-            lambda: torch.autograd.grad(y, leaves, dy, retain_graph=True), device)
-        times["forward+backward"][name] = median_ms(lambda: torch.autograd.grad(fn(*leaves), leaves, dy), device)
+        calls["forward"][name] = torch.no_grad()(lambda fn=fn: fn(x, w, b))
+        calls["backward"][name] = lambda y=y, leaves=leaves: torch.autograd.grad(y, leaves, dy, retain_graph=True)
+        calls["forward+backward"][name] = lambda fn=fn, leaves=leaves: torch.autograd.grad(fn(*leaves), leaves, dy)
+    # native and ours in turns, call by call (see timing.interleaved_medians_ms)
+    times = {op: interleaved_medians_ms(fns, device, warmup=3, repeats=15, min_seconds=0.3)
+             for op, fns in calls.items()}
     # Forward moves the input once and the output once: bandwidth as a fraction of a plain copy of those bytes.
     copy_gbs = copy_bandwidth_gbs(x.numel(), device, dtype)
     forward_gbs = 2 * x.numel() * x.element_size() / (times["forward"]["ours"] * 1e-3) / 1e9

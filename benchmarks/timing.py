@@ -8,7 +8,7 @@ import gc
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -34,19 +34,34 @@ def sync(device: str) -> None:
 def median_ms(fn: Callable[[], object], device: str = "cpu", warmup: int = 3, repeats: int = 15,
               min_seconds: float = 0.3) -> float:
     """Median wall time of fn in milliseconds, after warm-up; repeats more while under min_seconds in total."""
+    return interleaved_medians_ms({"fn": fn}, device, warmup, repeats, min_seconds)["fn"]
+
+
+def interleaved_medians_ms(fns: dict[str, Callable[[], object]], device: str = "cpu", warmup: int = 2,
+                           repeats: int = 5, min_seconds: float = 0.0) -> dict[str, float]:
+    """Median wall time of each fn in milliseconds, after warm-up, timed in turns: a, b, c, then b, c, a, ...;
+    more rounds while under min_seconds in total (at most 200).
+
+    A burst of load on a shared machine then slows every side of a comparison alike, where timing one side after
+    the other would put it all on one side."""
     if SETTINGS["quick"]:  # a smoke run: the numbers only need to exist
         warmup, repeats, min_seconds = 1, min(repeats, 3), 0.0
-    for _ in range(warmup):
-        fn()
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
     sync(device)
-    times: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in names}
     start = time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - start < min_seconds and len(times) < 200):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    rounds = 0
+    while rounds < repeats or (time.perf_counter() - start < min_seconds * len(names) and rounds < 200):
+        for name in names[rounds % len(names):] + names[: rounds % len(names)]:
+            t0 = time.perf_counter()
+            fns[name]()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
 def _status_kib(field: str) -> int:

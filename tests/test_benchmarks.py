@@ -71,3 +71,14 @@ def test_markdown_tables_hold_every_measured_case(report):
     for task in {r["task"] for r in report["rows"] if r["level"] == "end-to-end"}:
         assert f"| {task} |" in text
     assert "nan" not in text and "inf" not in text
+
+
+def test_end_to_end_configurations_are_timed_in_turns():
+    """Warm-up of each, then one call of each per round, starting one further along each round."""
+    from benchmarks.timing import interleaved_medians_ms
+
+    calls = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    medians = interleaved_medians_ms(steps, warmup=1, repeats=4)
+    assert "".join(calls) == "abc" + "abc" + "bca" + "cab" + "abc"
+    assert set(medians) == set("abc") and all(m >= 0 for m in medians.values())
