@@ -24,7 +24,7 @@ import torchvision
 from torch import nn
 
 import instancenorm
-from benchmarks.timing import SETTINGS, apply_settings, interleaved_medians_ms, peak_memory_mib
+from benchmarks.timing import SETTINGS, apply_settings, medians_in_turns_ms, peak_memory_mib
 from styler.network import TransformerNet
 
 BASELINE = "examples (torch IN, NCHW)"
@@ -138,7 +138,11 @@ def run(device: str, quick: bool) -> list[dict]:
     rows = []
     for task in tasks:
         steps = {name: make_step(task, net, memory_format, device) for name, (net, memory_format) in configs.items()}
-        times = interleaved_medians_ms(steps, device, warmup=1 if task.kind == "train" else 2, repeats=task.repeats)
+        for step in steps.values():  # warm-up
+            for _ in range(1 if task.kind == "train" else 2):
+                step()
+        # Calls of 0.1-6 s: one call per turn, the configurations in turns (see timing.medians_in_turns_ms).
+        times = medians_in_turns_ms(steps, device, turns=task.repeats, warmup=0, repeats=1, min_seconds=0.0)
         del steps  # the next task's networks, optimizers and loss networks replace these
         for name, ms in times.items():
             peak = peaks[task.name, name]

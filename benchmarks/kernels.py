@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import instancenorm
-from benchmarks.timing import copy_bandwidth_gbs, interleaved_medians_ms
+from benchmarks.timing import copy_bandwidth_gbs, medians_in_turns_ms
 
 # What the network produces for a batch of 4 at 256 px, plus one big plane and many small ones.
 SHAPES = [(4, 32, 256, 256), (4, 64, 128, 128), (4, 128, 64, 64), (1, 32, 1024, 1024), (16, 128, 32, 32)]
@@ -38,8 +38,8 @@ def measure_case(shape, channels_last: bool, dtype: torch.dtype, device: str) ->
         calls["forward"][name] = torch.no_grad()(lambda fn=fn: fn(x, w, b))
         calls["backward"][name] = lambda y=y, leaves=leaves: torch.autograd.grad(y, leaves, dy, retain_graph=True)
         calls["forward+backward"][name] = lambda fn=fn, leaves=leaves: torch.autograd.grad(fn(*leaves), leaves, dy)
-    # native and ours in turns, call by call (see timing.interleaved_medians_ms)
-    times = {op: interleaved_medians_ms(fns, device, warmup=3, repeats=15, min_seconds=0.3)
+    # native and ours in three turns of a loop of at least 0.1 s each (see timing.medians_in_turns_ms)
+    times = {op: medians_in_turns_ms(fns, device, turns=3, warmup=2, repeats=5, min_seconds=0.1)
              for op, fns in calls.items()}
     # Forward moves the input once and the output once: bandwidth as a fraction of a plain copy of those bytes.
     copy_gbs = copy_bandwidth_gbs(x.numel(), device, dtype)

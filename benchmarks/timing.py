@@ -34,34 +34,38 @@ def sync(device: str) -> None:
 def median_ms(fn: Callable[[], object], device: str = "cpu", warmup: int = 3, repeats: int = 15,
               min_seconds: float = 0.3) -> float:
     """Median wall time of fn in milliseconds, after warm-up; repeats more while under min_seconds in total."""
-    return interleaved_medians_ms({"fn": fn}, device, warmup, repeats, min_seconds)["fn"]
-
-
-def interleaved_medians_ms(fns: dict[str, Callable[[], object]], device: str = "cpu", warmup: int = 2,
-                           repeats: int = 5, min_seconds: float = 0.0) -> dict[str, float]:
-    """Median wall time of each fn in milliseconds, after warm-up, timed in turns: a, b, c, then b, c, a, ...;
-    more rounds while under min_seconds in total (at most 200).
-
-    A burst of load on a shared machine then slows every side of a comparison alike, where timing one side after
-    the other would put it all on one side."""
     if SETTINGS["quick"]:  # a smoke run: the numbers only need to exist
-        warmup, repeats, min_seconds = 1, min(repeats, 3), 0.0
-    names = list(fns)
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
+        warmup, repeats, min_seconds = min(warmup, 1), min(repeats, 3), 0.0
+    for _ in range(warmup):
+        fn()
     sync(device)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: list[float] = []
     start = time.perf_counter()
-    rounds = 0
-    while rounds < repeats or (time.perf_counter() - start < min_seconds * len(names) and rounds < 200):
-        for name in names[rounds % len(names):] + names[: rounds % len(names)]:
-            t0 = time.perf_counter()
-            fns[name]()
-            sync(device)
-            times[name].append(time.perf_counter() - t0)
-        rounds += 1
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    while len(times) < repeats or (time.perf_counter() - start < min_seconds and len(times) < 200):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def medians_in_turns_ms(fns: dict[str, Callable[[], object]], device: str = "cpu", turns: int = 3,
+                        **loop) -> dict[str, float]:
+    """The sides of a comparison measured in turns: `turns` times, each fn in turn (a, b, c, then b, c, a, ...) runs
+    median_ms(fn, **loop); each fn's result is the median over its turns.
+
+    A burst of load on a shared machine then slows every side alike, where measuring one side after the other would
+    put it all on one side. Each turn is still a loop of its own, so a kernel runs back to back with itself, as in
+    the hot loop of a single measurement (alternating single calls measured kernels whose data the other side had
+    just pushed out of cache: ours 20-35 % slower, torch's up to 40 % faster)."""
+    if SETTINGS["quick"]:
+        turns = 1
+    names = list(fns)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for turn in range(turns):
+        for name in names[turn % len(names):] + names[: turn % len(names)]:
+            results[name].append(median_ms(fns[name], device, **loop))
+    return {name: statistics.median(ms) for name, ms in results.items()}
 
 
 def _status_kib(field: str) -> int:

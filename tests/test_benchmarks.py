@@ -73,12 +73,12 @@ def test_markdown_tables_hold_every_measured_case(report):
     assert "nan" not in text and "inf" not in text
 
 
-def test_end_to_end_configurations_are_timed_in_turns():
-    """Warm-up of each, then one call of each per round, starting one further along each round."""
-    from benchmarks.timing import interleaved_medians_ms
+def test_comparisons_are_timed_in_turns():
+    """Each side runs its loop (warm-up, then the timed calls) in its turn, starting one further along each turn."""
+    from benchmarks.timing import medians_in_turns_ms
 
     calls = []
-    steps = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    medians = interleaved_medians_ms(steps, warmup=1, repeats=4)
-    assert "".join(calls) == "abc" + "abc" + "bca" + "cab" + "abc"
+    sides = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    medians = medians_in_turns_ms(sides, turns=4, warmup=1, repeats=2, min_seconds=0.0)
+    assert "".join(calls) == "aaabbbccc" + "bbbcccaaa" + "cccaaabbb" + "aaabbbccc"
     assert set(medians) == set("abc") and all(m >= 0 for m in medians.values())
