@@ -66,7 +66,9 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtensio
 
 with_cuda = want_cuda(torch.version.cuda, cuda_home)
 cpu_flags = os.environ.get("INSTANCENORM_CPU_FLAGS", "-O3 -march=native").split()
-sources = [str(CSRC / name) for name in ("instance_norm.cpp", "cpu/instance_norm_cpu.cpp", "autograd.cpp", "bindings.cpp")]
+sources = [
+    str(CSRC / name) for name in ("instance_norm.cpp", "cpu/instance_norm_cpu.cpp", "autograd.cpp", "bindings.cpp")
+]
 # gcc 12 reports false "uninitialized" warnings inside its own AVX-512 intrinsics headers.
 extra = {"cxx": cpu_flags + ["-fopenmp", "-Wno-unknown-pragmas", "-Wno-uninitialized", "-Wno-maybe-uninitialized"]}
 define_macros = []

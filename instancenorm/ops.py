@@ -57,7 +57,12 @@ def _normalize_out_fake(input: Tensor, weight: Tensor | None, bias: Tensor | Non
 
 
 def instance_norm(
-    input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5, *, out: Tensor | None = None
+    input: Tensor,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+    *,
+    out: Tensor | None = None,
 ) -> Tensor:
     """Instance normalization over every dim after (N, C), with weight/bias of shape (C,) or (N, C).
 

@@ -293,7 +293,8 @@ def test_tiny_values_with_zero_eps(device, channels_last):
     """With eps = 0 a plane of values near 1e-20 has a variance near 1e-40, below float32's smallest normal number:
     flushing it to zero (as CUDA's fast math does) would call the plane constant and make its output infinite."""
     x = torch.tensor([1.0, -1.0, 3.0, -3.0, 2.0, -2.0], dtype=torch.float64).repeat(2, 4, 1).view(2, 4, 2, 3) * 1e-20
-    x32 = x.float().to(device).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x32 = x.float().to(device).contiguous(memory_format=memory_format)
     y, _, inv_std = torch.ops.instancenorm.forward(x32, None, None, 0.0)
     y_ref, _, inv_std_ref = reference.forward(x32.double(), None, None, 0.0)
     # Subnormal squares keep ~5 significant digits (their step is 1.4e-45).
