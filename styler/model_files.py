@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 FORMAT = "styler-model"
 FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = "styler-checkpoint"  # written by train.py, readable here as a model
 MANIFEST_VERSION = 1
 MODELS_DIR_VARIABLE = "STYLER_MODELS_DIR"
 
@@ -171,6 +172,8 @@ def load_model_file(path: Path) -> StyleModel:
         raise StylerError(f"{path}: not a readable model file ({reason})") from None
     if isinstance(contents, dict) and contents.get("format") == FORMAT:
         model = _from_styler_dict(contents, path)
+    elif isinstance(contents, dict) and contents.get("format") == CHECKPOINT_FORMAT:
+        model = _from_checkpoint(contents, path)
     elif isinstance(contents, dict) and "conv1.conv2d.weight" in contents:
         model = _from_bare_state_dict(contents, path)
     else:
@@ -203,6 +206,31 @@ def _from_styler_dict(contents: dict, path: Path) -> StyleModel:
         styles=styles,
         state_dict=_as_float32(state_dict, path),
         training=training if isinstance(training, dict) else {},
+        styler_version=contents.get("styler_version"),
+        path=path,
+    )
+
+
+def _from_checkpoint(contents: dict, path: Path) -> StyleModel:
+    """A training checkpoint as a model: try a style while its run goes on (`stylize -m .../step-0000500.ckpt`)."""
+    from styler.network import architecture
+
+    try:
+        config, state_dict, step = contents["config"], contents["model"], contents["step"]
+        names = contents.get("style_names") or [Path(style).stem for style in config["styles"]]
+        arch = architecture(config["arch"], len(names))
+    except (KeyError, TypeError) as missing:
+        raise StylerError(f"{path}: a training checkpoint that lacks {missing}") from None
+    except StylerError as error:
+        raise StylerError(f"{path}: {error}") from None
+    if not isinstance(state_dict, dict):
+        raise StylerError(f"{path}: the checkpoint's 'model' is not a dict of tensors")
+    training = {"checkpoint": path.name, "steps": step, "loss_network": config.get("loss_net")}
+    return StyleModel(
+        arch=arch,
+        styles=list(names),
+        state_dict=_as_float32(state_dict, path),
+        training=training,
         styler_version=contents.get("styler_version"),
         path=path,
     )

@@ -10,6 +10,7 @@ step in turn. Under torchrun every process trains on its shard of each global ba
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -35,22 +36,32 @@ from styler.losses import (
     LOSS_NETWORKS,
     LossTerms,
     LossWeights,
+    DistillationLoss,
     PerceptualLoss,
     RandomFeatureNetwork,
     VGG16Features,
     load_vgg16_weights,
 )
 from styler.memory import keep_freed_memory
-from styler.model_files import load_failure, load_model_file, save_model, write_atomically
+from styler.model_files import (
+    CHECKPOINT_FORMAT,
+    StyleModel,
+    load_failure,
+    load_model_file,
+    resolve_model,
+    save_model,
+    write_atomically,
+)
 from styler.network import ARCHITECTURES, TransformerNet, architecture
 from styler.stylize import DEVICES, pick_device, tensor_to_image
 
-CHECKPOINT_FORMAT = "styler-checkpoint"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
 PREVIEW_PHOTOS = 4
 # Preview photos stay out of training (so previews show unseen photos) once that costs at most 5 % of the data.
 HOLD_OUT_FACTOR = 20
+# VGG16 from scratch at full style weight paints a flat relief over the photo; rising over 100 steps keeps it.
+DEFAULT_STYLE_RAMP = {"vgg16": 100}
 RANDOM_LOSS_SEED = 0  # the random-feature loss network is the same in every run, whatever --seed says
 EXIT_INTERRUPTED = 130
 
@@ -84,11 +95,22 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
     init: str | None = None  # a model file whose weights the network starts from
+    teachers: tuple[str, ...] = ()  # distillation: trained models (names or files), one per style, instead of styles
+    # Steps over which the style weight rises linearly from 0 to its value (content first); None: DEFAULT_STYLE_RAMP.
+    style_ramp: int | None = None
 
     def checked(self) -> TrainConfig:
         """This config with paths made absolute, defaults filled in and every value checked (StylerError)."""
-        if not self.styles:
-            raise StylerError("give at least one --style IMAGE (or --resume CHECKPOINT)")
+        if self.teachers and self.styles:
+            raise StylerError("give --style images or --teacher models, not both (teachers carry their styles)")
+        if self.teachers and self.loss_net != "teacher":
+            raise StylerError(
+                f"--teacher replaces the loss network; it does not combine with --loss-net {self.loss_net}"
+            )
+        if self.loss_net == "teacher" and not self.teachers:
+            raise StylerError("--loss-net teacher needs --teacher MODEL (one per style)")
+        if not self.styles and not self.teachers:
+            raise StylerError("give at least one --style IMAGE (or --teacher MODEL, or --resume CHECKPOINT)")
         if self.data is None:
             raise StylerError("give --data FOLDER with the training photos (or --resume CHECKPOINT)")
         if self.arch not in ARCHITECTURES:
@@ -111,6 +133,8 @@ class TrainConfig:
         for name, value in positive.items():
             if value is not None and value < 1:
                 raise StylerError(f"{_flag(name)} {value}: must be at least 1")
+        style_ramp = DEFAULT_STYLE_RAMP.get(self.loss_net, 0) if self.style_ramp is None else self.style_ramp
+        at_least_zero["style_ramp"] = style_ramp
         for name, value in at_least_zero.items():
             if value < 0:
                 raise StylerError(f"{_flag(name)} {value}: must be 0 or more")
@@ -131,17 +155,21 @@ class TrainConfig:
         if self.style_size is not None and self.style_size < smallest:
             raise StylerError(f"--style-size {self.style_size}: must be at least {smallest}")
         styles = tuple(str(Path(style).expanduser().resolve()) for style in self.styles)
-        names = [Path(style).stem for style in styles]
+        teachers = tuple(_teacher_reference(teacher) for teacher in self.teachers)
+        names = replace(self, styles=styles, teachers=teachers).style_names
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise StylerError(
-                f"--style: several style images are named {duplicates[0]!r}; styles are named after their files"
+                f"{'--teacher' if teachers else '--style'}: several styles are named {duplicates[0]!r}; "
+                "styles are named after their files (or their teacher's style)"
             )
         out = Path(self.out or f"{'+'.join(names)}.pth").expanduser().resolve()
         checkpoint_dir = Path(self.checkpoint_dir or Path("checkpoints") / out.stem).expanduser().resolve()
         return replace(
             self,
             styles=styles,
+            teachers=teachers,
+            style_ramp=style_ramp,
             data=str(Path(self.data).expanduser().resolve()),
             out=str(out),
             checkpoint_dir=str(checkpoint_dir),
@@ -161,8 +189,32 @@ class TrainConfig:
         )
 
     @property
+    def num_styles(self) -> int:
+        return len(self.teachers or self.styles)
+
+    @property
     def style_names(self) -> list[str]:
+        if self.teachers:
+            return [teacher_model(teacher).styles[0] for teacher in self.teachers]
         return [Path(style).stem for style in self.styles]
+
+
+def _teacher_reference(teacher: str) -> str:
+    """A shipped model's name as it is, a file as an absolute path; either must load as a one-style model."""
+    path = Path(teacher).expanduser()
+    reference = str(path.resolve()) if path.exists() else teacher
+    model = teacher_model(reference)
+    if model.arch.num_styles != 1:
+        raise StylerError(f"--teacher {teacher}: holds {model.arch.num_styles} styles; give one-style models")
+    return reference
+
+
+@functools.cache
+def teacher_model(reference: str) -> StyleModel:
+    try:
+        return resolve_model(reference)
+    except StylerError as error:
+        raise StylerError(f"--teacher {reference}: {error}") from None
 
 
 # What a checkpoint fixes: a resumed run may change where files go, how long it runs and how, not what it learns.
@@ -178,6 +230,8 @@ RECIPE_FIELDS = (
     "seed",
     "arch",
     "loss_net",
+    "style_ramp",
+    "teachers",
 )
 
 
@@ -258,13 +312,20 @@ def resolve_config(given: dict) -> tuple[TrainConfig, dict | None]:
     unknown = set(given) - known
     if unknown:
         raise TypeError(f"unknown training options: {sorted(unknown)}")
-    if "styles" in given:
-        given["styles"] = tuple(given["styles"])
+    for name in ("styles", "teachers"):
+        if name in given:
+            given[name] = tuple(given[name])
+    if "teachers" in given and "loss_net" not in given:
+        given["loss_net"] = "teacher"
     if resume is None:
         return TrainConfig(**given).checked(), None
     checkpoint = read_checkpoint(resume)
-    saved = TrainConfig(**{name: value for name, value in checkpoint["config"].items() if name in known})
-    saved.styles = tuple(saved.styles)
+    # Fields added since a checkpoint was written take the value that reproduces its run.
+    written_before = {"style_ramp": 0, "teachers": ()}
+    saved = TrainConfig(
+        **(written_before | {name: value for name, value in checkpoint["config"].items() if name in known})
+    )
+    saved.styles, saved.teachers = tuple(saved.styles), tuple(saved.teachers)
     if "styles" in given:  # compare like with like: the saved styles are absolute paths
         given["styles"] = replace(saved, styles=given["styles"]).checked().styles
     for name in RECIPE_FIELDS:
@@ -395,15 +456,22 @@ class Training:
             )
         self.photo_count = len(photos)
 
-        self.loss = PerceptualLoss(
-            self._loss_network(style_images, checkpoint),
-            [image.unsqueeze(0).float() for image in style_images],
-            config.loss_weights(),
-        ).to(device)
+        if config.teachers:
+            self.vgg_source = None
+            teachers = [teacher_model(teacher).build() for teacher in config.teachers]
+            self.loss = DistillationLoss(teachers, config.loss_weights()).to(device)
+        else:
+            self.loss = PerceptualLoss(
+                self._loss_network(style_images, checkpoint),
+                [image.unsqueeze(0).float() for image in style_images],
+                config.loss_weights(),
+            ).to(device)
+        if config.channels_last:
+            self.loss = self.loss.to(memory_format=torch.channels_last)
         self.style_images = style_images
 
         torch.manual_seed(config.seed)
-        self.network = TransformerNet(architecture(config.arch, len(config.styles))).to(device)
+        self.network = TransformerNet(architecture(config.arch, config.num_styles)).to(device)
         with torch.no_grad():
             # Start from mid-grey rather than black: a black output sits far outside the photos the random features
             # are calibrated on (measured: a 30x larger first style loss), and the first hundreds of steps went into
@@ -469,8 +537,8 @@ class Training:
 
     def style_for(self, step: int) -> tuple[int, Tensor | None]:
         """Styles take turns, one per step, the same in every process; None for a single-style network."""
-        index = step % len(self.config.styles)
-        if len(self.config.styles) == 1:
+        index = step % self.config.num_styles
+        if self.config.num_styles == 1:
             return index, None
         return index, torch.full((self.local_batch,), index, dtype=torch.long, device=self.device)
 
@@ -481,7 +549,13 @@ class Training:
         index, style = self.style_for(step)
         autocast = torch.autocast("cuda", torch.float16) if self.config.amp else nullcontext()
         with autocast:
-            return self.loss(self.trained(content, style), content, index)
+            return self.loss(self.trained(content, style), content, index, self.style_scale(step))
+
+    def style_scale(self, step: int) -> float:
+        """The content-first ramp: the style weight grows from 0 at step 0 to full at step style_ramp, so the network
+        first learns to keep the photo (measured: straight in at full weight it paints a flat relief instead)."""
+        ramp = self.config.style_ramp
+        return 1.0 if not ramp else min(1.0, step / ramp)
 
     def update(self, terms: LossTerms) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -611,6 +685,7 @@ class Training:
             "version": CHECKPOINT_VERSION,
             "styler_version": __version__,
             "config": asdict(self.config),
+            "style_names": self.config.style_names,
             "step": self.step,
             "epoch": self.step // self.steps_per_epoch,
             "seconds": self.seconds,
@@ -638,8 +713,8 @@ class Training:
         """previews/step-NNNNNNN.png: one row per preview photo, the photo then its result in each style."""
         photos = self.preview_photos.to(self.device, torch.float32)
         columns = [photos]
-        for index in range(len(self.config.styles)):
-            style = None if len(self.config.styles) == 1 else torch.full((len(photos),), index, device=self.device)
+        for index in range(self.config.num_styles):
+            style = None if self.config.num_styles == 1 else torch.full((len(photos),), index, device=self.device)
             columns.append(self.network(photos, style).clamp(0, 255))
         rows = torch.cat(columns, dim=3)  # each photo's row: input | style 1 | style 2 ...
         grid = torch.cat(list(rows), dim=1).unsqueeze(0)
@@ -653,8 +728,8 @@ class Training:
         config = self.config
         training = {
             "styles": [
-                {"name": name, "image": Path(style).name}
-                for name, style in zip(config.style_names, config.styles, strict=True)
+                {"name": name, "image": Path(source).name}
+                for name, source in zip(config.style_names, config.styles or config.teachers, strict=True)
             ],
             "image_size": config.image_size,
             "style_size": config.style_size,
@@ -663,6 +738,7 @@ class Training:
             "content_weight": config.content_weight,
             "style_weight": config.style_weight,
             "tv_weight": config.tv_weight,
+            "style_ramp": config.style_ramp,
             "lr": config.lr,
             "batch_size": config.batch_size,
             "steps": self.step,
@@ -676,6 +752,7 @@ class Training:
             "device": self.device.type,
             "amp": config.amp,
             "init": Path(config.init).name if config.init else None,
+            "teachers": [Path(teacher).name for teacher in config.teachers],
         }
         try:
             save_model(self.out, self.network, config.style_names, training)

