@@ -724,12 +724,23 @@ class Training:
         write_photo(path, Photo(tensor_to_image(grid), None, None))
         return path
 
+    def _style_images(self) -> list[str]:
+        """The painting behind each style: its file, or for a distilled style the painting its teacher learnt."""
+        if not self.config.teachers:
+            return [Path(style).name for style in self.config.styles]
+        images = []
+        for teacher in self.config.teachers:
+            styles = teacher_model(teacher).training.get("styles")
+            known = isinstance(styles, list) and len(styles) == 1 and isinstance(styles[0], dict)
+            images.append(str(styles[0].get("image")) if known else Path(teacher).name)
+        return images
+
     def write_model(self) -> None:
         config = self.config
         training = {
             "styles": [
-                {"name": name, "image": Path(source).name}
-                for name, source in zip(config.style_names, config.styles or config.teachers, strict=True)
+                {"name": name, "image": image}
+                for name, image in zip(config.style_names, self._style_images(), strict=True)
             ],
             "image_size": config.image_size,
             "style_size": config.style_size,

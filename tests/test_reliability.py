@@ -1,7 +1,7 @@
 """Reliability (issue #8): hostile model files through the real command, a training run killed with SIGKILL, full
 disks and read-only folders, and the odd-images corpus through the training loader.
 
-The numbers these tests pin are the ones the README's "Reliability" section states.
+The numbers these tests pin are the ones docs/reliability.md states.
 """
 
 from __future__ import annotations
@@ -358,7 +358,7 @@ finally:
 
 def test_a_12_megapixel_photo_through_lite_stays_under_2_gib(tmp_path):
     """4000x3000 on the CPU through an untrained `lite` network: peak RSS 1.5 GiB here, 2.1 GiB before inference
-    normalized in place and gathered the full-resolution deconv3's padded input in bands (README, Reliability)."""
+    normalized in place and gathered the full-resolution deconv3's padded input in bands (docs/reliability.md)."""
     from styler.network import architecture
 
     photo = smooth_image(tmp_path / "big.jpg", 4000, 3000, seed=0)

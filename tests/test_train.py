@@ -252,6 +252,12 @@ def test_distillation_learns_a_teachers_outputs(run_cli, photos, tiny_model, tmp
     model = load_model_file(tmp_path / "cli" / "m.pth")
     assert model.styles == ["tiny"] and model.training["loss_network"] == "teacher"
     assert model.training["teachers"] == ["tiny.pth"]
+    assert model.training["styles"] == [{"name": "tiny", "image": "tiny.pth"}]  # the teacher names no painting
+    student = run_cli("train", "--teacher", tmp_path / "cli" / "m.pth", "--data", photos, "--out", tmp_path / "s.pth",
+                      "--checkpoint-dir", tmp_path / "s", "--arch", "lite", "--image-size", "64",
+                      "--batch-size", "2", "--workers", "0", "--max-steps", "1", "--preview-every", "0")
+    assert student.exit_code == 0, student.stderr
+    assert load_model_file(tmp_path / "s.pth").training["styles"] == [{"name": "tiny", "image": "tiny.pth"}]
 
 
 def test_a_multi_style_teacher_is_refused(run_cli, photos, tiny_multi_style_model, tmp_path):
