@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Literal
@@ -20,19 +21,40 @@ app = typer.Typer(
 )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a service manager, a job scheduler), raised like Ctrl-C so the same cleanup runs."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def user_errors_exit_2(command: Callable) -> Callable:
-    """Turn a StylerError into one line on stderr and exit code 2 (no traceback for a user's mistake)."""
+    """Turn a StylerError into one line on stderr and exit code 2 (no traceback for a user's mistake).
+
+    SIGTERM is handled like SIGINT: an exception that unwinds the command, so temporary files are removed and only
+    complete outputs stay (exit status 143, 128 + SIGTERM, as a killed process would report)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        try:
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        except ValueError:  # not the main thread (an embedding program): its signals are its own
+            previous = None
         try:
             return command(*args, **kwargs)
         except StylerError as error:
             print(f"styler: error: {error}", file=sys.stderr)
             raise typer.Exit(2) from None
+        except Terminated:
+            print("styler: terminated", file=sys.stderr)
+            raise typer.Exit(128 + signal.SIGTERM) from None
         except KeyboardInterrupt:
             print("styler: interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from styler.errors import StylerError
-from styler.model_files import write_atomically
+from styler.model_files import os_error_text, write_atomically
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default: 0.25 GiB of 24-bit pixels
 READABLE_EXTENSIONS = frozenset(
@@ -150,8 +150,11 @@ def writer_for(path: Path) -> str:
     return WRITERS[suffix][0]
 
 
-def write_photo(path: Path, photo: Photo) -> None:
-    """Encode by extension and write atomically; alpha kept where the format allows, else composited onto white."""
+def write_photo(path: Path, photo: Photo, overwrite: bool = True) -> None:
+    """Encode by extension and write atomically; alpha kept where the format allows, else composited onto white.
+
+    overwrite=False: StylerError if `path` exists when the finished file is put in place (the check before the work
+    is not enough: another run may write the same name meanwhile)."""
     image_format = writer_for(path)
     options = dict(WRITERS[path.suffix.lower()][1])
     image = photo.rgb
@@ -168,6 +171,6 @@ def write_photo(path: Path, photo: Photo) -> None:
     encoded = io.BytesIO()
     try:
         image.save(encoded, format=image_format, **options)
-        write_atomically(path, lambda file: file.write(encoded.getbuffer()))
+        write_atomically(path, lambda file: file.write(encoded.getbuffer()), overwrite=overwrite)
     except OSError as error:
-        raise StylerError(f"{path}: cannot write ({_one_line(error)})") from None
+        raise StylerError(f"{path}: cannot write ({os_error_text(error)})") from None

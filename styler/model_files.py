@@ -19,11 +19,12 @@ as ManifestEntry below. torch is imported inside the functions that need it, so 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
-import tempfile
+import secrets
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -112,28 +113,77 @@ def save_model(
     write_atomically(Path(path), lambda file: torch.save(contents, file))
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+class OutputExists(StylerError):
+    """The final name was taken by another file while the output was being written (and replacing was not asked)."""
 
 
-# mkstemp creates files readable by their owner only; finished files get the permissions open() would give them.
-FILE_MODE = 0o666 & ~_current_umask()
+# A temporary file's name: ".<final name>.<random>.tmp", the final name cut so the whole stays within NAME_MAX (255
+# bytes on common file systems) even when the final name itself is close to it.
+TEMPORARY_NAME_BYTES = 80
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
 
 
-def write_atomically(path: Path, write) -> None:
-    """Call write(binary file) on a temporary file beside `path`, then rename it over `path` in one step."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def temporary_name(path: Path) -> Path:
+    stem = os.fsencode(path.name)[:TEMPORARY_NAME_BYTES].decode(errors="ignore")
+    return path.parent / f".{stem}.{secrets.token_hex(4)}.tmp"
+
+
+def open_new(path: Path) -> int:
+    """A descriptor of a new file (O_EXCL: never someone else's) with the mode open() gives: 0o666 less the umask."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+
+
+def os_error_text(error: OSError) -> str:
+    """`[Errno 28] No space left on device`: the reason without the file name, which may be a temporary file's."""
+    if error.errno and error.strerror:
+        return f"[Errno {error.errno}] {error.strerror}"
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+def write_atomically(path: Path, write, overwrite: bool = True) -> None:
+    """Call write(binary file) on a temporary file beside `path`, then put it at `path` in one step.
+
+    overwrite=False publishes with link() instead of rename(): it fails if `path` exists, so a file that appeared
+    while this one was being written (another run writing the same output) is never replaced. Where the file system
+    has no hard links, an exclusive create of `path` claims the name first and the rename then replaces only that.
+
+    The temporary file's name is known before it is created, so an interrupt (Ctrl-C, or SIGTERM turned into an
+    exception by the CLI) at any moment, even inside the creating call, still removes it. Only SIGKILL or a power
+    cut can leave one behind: a hidden `.NAME.xxxxxxxx.tmp` beside the output, safe to delete.
+    """
+    temporary = None
+    claimed = False
     try:
-        os.chmod(temporary, FILE_MODE)
-        with os.fdopen(descriptor, "wb") as file:
+        temporary = temporary_name(path)
+        with os.fdopen(open_new(temporary), "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                raise OutputExists(f"{path}: exists (pass --overwrite to replace it)") from None
+            except OSError as error:
+                if error.errno not in NO_HARD_LINKS:
+                    raise
+                # No hard links here (FAT, some network file systems): claim the name exclusively, then fill it.
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                except FileExistsError:
+                    raise OutputExists(f"{path}: exists (pass --overwrite to replace it)") from None
+                claimed = True
+                os.replace(temporary, path)
+                claimed = False
+            else:
+                os.unlink(temporary)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        if claimed:  # our own empty placeholder, never another file
+            path.unlink(missing_ok=True)
         raise
 
 

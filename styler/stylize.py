@@ -332,9 +332,9 @@ def _stylize_one(job: Job, stylizer: Stylizer, options: StylizeOptions) -> tuple
         raise StylerError(
             f"{job.input}: not enough memory for {photo.size[0]}x{photo.size[1]}; try --max-size"
         ) from None
-    if job.output.exists() and not options.overwrite:  # appeared while this run was busy
-        raise StylerError(f"{job.output}: exists (pass --overwrite to replace it)")
-    write_photo(job.output, result)
+    # Without --overwrite the file is put in place only if the name is still free: another run may have written it
+    # since the check before the work (issue 16: two runs at once, one silently replacing the other).
+    write_photo(job.output, result, overwrite=options.overwrite)
     return result.size
 
 

@@ -488,3 +488,29 @@ def _oriented_size(path: Path) -> tuple[int, int]:
         warnings.simplefilter("ignore")  # corrupt EXIF and MPO headers in some of the files, on purpose
         with Image.open(path) as image:
             return ImageOps.exif_transpose(image).size
+
+
+# ------------------------------------------------------------------------------ issue 16: never destroy a file
+
+
+def test_an_output_that_appears_during_the_work_is_not_replaced(run_cli, tiny_model, make_image, monkeypatch):
+    """Two runs writing the same name at once: the one finishing second must not replace the other's file. The
+    other run is played by the encoder, which writes the output's name just before styler puts its own file there."""
+    source = make_image("photo.png", 16, 16)
+    output = source.with_name("photo-tiny.png")
+    real_save = Image.Image.save
+
+    def save_while_another_run_finishes(image, target, *args, **kwargs):
+        if not output.exists():
+            output.write_bytes(b"the other run's result")
+        return real_save(image, target, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_while_another_run_finishes)
+    result = stylize(run_cli, tiny_model, source)
+    assert result.exit_code == 2
+    assert f"{output}: exists (pass --overwrite to replace it)" in result.stderr
+    assert output.read_bytes() == b"the other run's result"
+    assert sorted(path.name for path in source.parent.iterdir()) == ["photo-tiny.png", "photo.png"]  # no temporary
+    output.unlink()
+    assert stylize(run_cli, tiny_model, source, "--overwrite").exit_code == 0  # asked for: replaced
+    assert Image.open(output).size == (16, 16)
