@@ -152,7 +152,13 @@ def train(
         typer.Option(help="A style image; repeat for several styles in one (conditional instance norm) network."),
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Folder of training photos, searched recursively.")] = None,
-    out: Annotated[Path | None, typer.Option(help="The model file to write (default: <style names>.pth).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="The model file to write (default: <style names>.pth); missing folders are created."),
+    ] = None,
+    overwrite: Annotated[
+        bool | None, typer.Option("--overwrite", help="Replace an existing --out (never an input of the run).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the photos (default: 2).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Photos per step, over all processes (default: 4).")] = None,
     image_size: Annotated[int | None, typer.Option(help="Side of the square training crops (default: 256).")] = None,
@@ -206,18 +212,23 @@ def train(
         typer.Option(help="VGG16 weights file (default: `styler weights vgg16`'s, then torchvision's cache)."),
     ] = None,
     preview_every: Annotated[
-        int | None, typer.Option(help="Write a preview grid every N steps, 0 for none (default: 100).")
+        int | None,
+        typer.Option(help="Write a preview grid every N steps, 0 for none, not even at the end (default: 100)."),
     ] = None,
     checkpoint_every: Annotated[
-        int | None, typer.Option(help="Write a checkpoint every N steps, 0 for none (default: 100).")
+        int | None,
+        typer.Option(help="Write a checkpoint every N steps, 0 for none, not even at the end (default: 100)."),
     ] = None,
     keep_checkpoints: Annotated[int | None, typer.Option(help="Recent checkpoints to keep (default: 3).")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue from a checkpoint; its recipe (styles, sizes, weights...) is kept.")
     ] = None,
     init: Annotated[
-        Path | None,
-        typer.Option(help="Start from this model file's weights (same architecture; fine-tune or warm start)."),
+        str | None,
+        typer.Option(
+            help="Start from this model's weights, a shipped name or a file (same architecture; fine-tune or warm "
+            "start)."
+        ),
     ] = None,
 ) -> None:
     """Train a style network on a folder of photos; the model file works with `styler stylize --model FILE`.

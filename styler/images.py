@@ -11,6 +11,8 @@ white for JPEG and BMP; the ICC profile is embedded again; the file appears comp
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,8 +63,25 @@ class Photo:
         return Photo(resize(self.rgb), resize(self.alpha) if self.alpha else None, self.icc_profile)
 
 
+def check_readable_file(path: Path) -> None:
+    """StylerError unless `path` is a regular file: a FIFO would block the first read forever, a folder or a device
+    would give a decoder's puzzling message."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise StylerError(f"{path}: no such file") from None
+    except OSError as error:
+        raise StylerError(f"{path}: cannot read ({os_error_text(error)})") from None
+    if stat.S_ISDIR(mode):
+        raise StylerError(f"{path}: is a folder; expected an image file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise StylerError(f"{path}: is {kind}, not a regular file; expected an image file")
+
+
 def read_photo(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
     """Decode an image file completely, or raise StylerError with the reason in one line."""
+    check_readable_file(path)
     try:
         with warnings.catch_warnings():
             # Pillow warns between 1x and 2x its limit and raises above; one exact limit is easier to explain.
@@ -79,6 +98,8 @@ def read_photo(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
         ) from None
     except FileNotFoundError:
         raise StylerError(f"{path}: no such file") from None
+    except PermissionError as error:
+        raise StylerError(f"{path}: cannot read ({os_error_text(error)})") from None
     except UnidentifiedImageError:
         raise StylerError(f"{path}: not an image file, or a format Pillow cannot read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:

@@ -93,8 +93,10 @@ def save_model(
     styles: list[str],
     training: dict[str, Any] | None = None,
     half: bool = False,
+    overwrite: bool = True,
 ) -> None:
-    """Write a model file atomically (a crash leaves the old file or none, never half a file)."""
+    """Write a model file atomically (a crash leaves the old file or none, never half a file); overwrite=False
+    raises OutputExists instead of replacing a file that is at `path` when the new one is ready."""
     import torch
 
     if len(styles) != network.arch.num_styles:
@@ -110,7 +112,7 @@ def save_model(
         "styler_version": __version__,
         "state_dict": state_dict,
     }
-    write_atomically(Path(path), lambda file: torch.save(contents, file))
+    write_atomically(Path(path), lambda file: torch.save(contents, file), overwrite=overwrite)
 
 
 class OutputExists(StylerError):
@@ -200,13 +202,52 @@ def load_failure(error: Exception) -> str:
     return text[:200] or type(error).__name__
 
 
+IMAGE_SIGNATURES = (
+    (b"\x89PNG", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def foreign_file_kind(path: Path) -> str | None:
+    """What a file that torch cannot load is, in words ("a text file"), judged from its first bytes; None when it
+    looks like a torch file (a zip, or a pickle), whose own loading error says more."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(4096)
+    except OSError:
+        return None
+    if not start:
+        return "the file is empty"
+    if start.startswith(b"PK\x03\x04") or start[:1] == b"\x80":  # torch's zip format; a legacy torch pickle
+        return None
+    for signature, name in IMAGE_SIGNATURES:
+        if start.startswith(signature):
+            return f"it is a {name} image"
+    if start[:4] == b"RIFF" and start[8:12] == b"WEBP":
+        return "it is a WebP image"
+    if b"\0" not in start:
+        try:
+            start.decode("utf-8")
+            return "it is a text file"
+        except UnicodeDecodeError as error:
+            if error.start >= len(start) - 3:  # a character cut by the 4096-byte read
+                return "it is a text file"
+    return "it holds binary data that is not a torch file"
+
+
 def load_model_file(path: Path) -> StyleModel:
     """Read a styler model file or a bare pytorch/examples state_dict; any problem is one StylerError line."""
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise StylerError(f"{path}: is a folder; expected a model file (.pth)")
     if not path.is_file():
-        raise StylerError(f"{path}: no such model file")
+        raise StylerError(f"{path}: no such model file" if not path.exists() else f"{path}: not a regular file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. about old pickle protocols: the error line below says enough
@@ -215,8 +256,11 @@ def load_model_file(path: Path) -> StyleModel:
         reason = load_failure(error)
         with open(path, "rb") as file:
             start = file.read(4)
-        if not start:
-            reason = "the file is empty"
+        kind = foreign_file_kind(path)
+        if kind == "the file is empty":
+            reason = kind
+        elif kind is not None:
+            reason = f"{kind}; expected a model written by `styler train` or a fast_neural_style state_dict"
         elif start == b"PK\x03\x04" and not reason.startswith(("it refers to", "not tensors")):  # torch's zip format
             reason = f"a damaged or truncated torch file: {reason}"
         raise StylerError(f"{path}: not a readable model file ({reason})") from None

@@ -34,7 +34,8 @@ def styler_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "styler.cli"]
 
 
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+# PYTHONPATH: this checkout's styler, not the one an editable install points the script at.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
 
 
 # ------------------------------------------------------------------------------------- hostile model files
