@@ -92,8 +92,13 @@ def stylize(
         ),
     ],
     output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Output file for one input (an existing folder works as --output-dir)."),
+        str | None,  # a string, not a Path, which would drop the trailing slash of "-o newdir/"
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file for one input; missing folders are created. A folder (existing, or ending in /) works "
+            "as --output-dir.",
+        ),
     ] = None,
     output_dir: Annotated[
         Path | None,

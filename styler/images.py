@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from styler import __version__
 from styler.errors import StylerError
 from styler.model_files import os_error_text, write_atomically
 
@@ -48,6 +50,8 @@ class Photo:
     rgb: Image.Image  # mode "RGB", orientation applied
     alpha: Image.Image | None  # mode "L", same size, when the input had transparency
     icc_profile: bytes | None  # kept only when it describes RGB
+    exif: bytes | None = None  # the input's EXIF (date, camera...) without its orientation, which is applied
+    from_styler: bool = False  # the file carries the mark styler writes into its outputs
 
     @property
     def size(self) -> tuple[int, int]:
@@ -60,7 +64,7 @@ class Photo:
         def resize(image: Image.Image) -> Image.Image:
             return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
-        return Photo(resize(self.rgb), resize(self.alpha) if self.alpha else None, self.icc_profile)
+        return Photo(resize(self.rgb), resize(self.alpha) if self.alpha else None, self.icc_profile, self.exif)
 
 
 def check_readable_file(path: Path) -> None:
@@ -91,6 +95,7 @@ def read_photo(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
                 image.load()
                 icc_profile = image.info.get("icc_profile")
                 oriented = ImageOps.exif_transpose(image)
+                exif, from_styler = _exif_and_mark(image)  # after turning: it removes the orientation tag
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise StylerError(
             f"{path}: refused as a possible decompression bomb (more than {max_pixels:,} pixels; "
@@ -109,7 +114,32 @@ def read_photo(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
     if width < 1 or height < 1:
         raise StylerError(f"{path}: image has zero size ({width}x{height})")
     rgb, alpha = _split_alpha(oriented)
-    return Photo(rgb, alpha, icc_profile if _is_rgb_profile(icc_profile) else None)
+    return Photo(rgb, alpha, icc_profile if _is_rgb_profile(icc_profile) else None, exif, from_styler)
+
+
+SOFTWARE_TAG, ORIENTATION_TAG = 0x0131, 0x0112
+# A TIFF's own layout (sizes, strips, compression...) read as EXIF; none of it describes the output, and XMP (700)
+# may hold an orientation of its own.
+TIFF_STRUCTURE_TAGS = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 282, 283, 284, 290, 291, 296, 317}
+    | {318, 319, 320, 321, 322, 323, 324, 325, 338, 339, 340, 341, 347, 513, 514, 529, 530, 531, 532, 700, 34675}
+)
+MARK = f"styler {__version__}"  # the EXIF Software of every output: re-runs over a folder skip these files
+MAX_EXIF_BYTES = 65_000  # a JPEG APP1 segment holds at most 65,533 bytes
+
+
+def _exif_and_mark(image: Image.Image) -> tuple[bytes | None, bool]:
+    """The EXIF to carry into the output, orientation removed (the pixels are turned upright), and whether the
+    file is styler's own output. Metadata Pillow cannot parse is dropped, never an error."""
+    try:
+        exif = image.getexif()
+        software = str(exif.get(SOFTWARE_TAG, "") or image.info.get("Software", ""))
+        for tag in (ORIENTATION_TAG, SOFTWARE_TAG, *TIFF_STRUCTURE_TAGS):
+            exif.pop(tag, None)
+        data = exif.tobytes() if len(exif) else None
+    except Exception:  # damaged EXIF comes in many shapes; the pixels are what matter
+        return None, False
+    return (data if data and len(data) <= MAX_EXIF_BYTES else None), software.startswith("styler")
 
 
 @contextmanager
@@ -161,6 +191,24 @@ def _is_rgb_profile(profile: bytes | None) -> bool:
     return bool(profile) and len(profile) >= 20 and profile[16:20] == b"RGB "
 
 
+EXIF_IFD_POINTERS = (0x8769, 0x8825, 0xA005)  # Exif, GPS, interoperability
+
+
+def _output_exif(exif: bytes | None, flat: bool = False) -> bytes:
+    """The input's EXIF (or none) with Software set to styler's mark. flat: without the sub-IFDs (date taken,
+    exposure, GPS), which libtiff refuses to write as plain tags of a TIFF."""
+    out = Image.Exif()
+    if exif:
+        try:
+            out.load(exif)
+            for tag in EXIF_IFD_POINTERS if flat else ():
+                out.pop(tag, None)
+        except Exception:  # unparsable: only the mark
+            out = Image.Exif()
+    out[SOFTWARE_TAG] = MARK
+    return out.tobytes()
+
+
 def writer_for(path: Path) -> str:
     """The Pillow format for an output path, or StylerError naming the supported extensions."""
     suffix = path.suffix.lower()
@@ -187,11 +235,17 @@ def write_photo(path: Path, photo: Photo, overwrite: bool = True) -> None:
             image = Image.composite(image, Image.new("RGB", image.size, "white"), photo.alpha)
     if photo.icc_profile and image_format != "BMP":
         options["icc_profile"] = photo.icc_profile
+    if image_format != "BMP":  # BMP has no metadata
+        options["exif"] = _output_exif(photo.exif, flat=image_format == "TIFF")
     # Encoded in memory first: libtiff writing to a full disk raises RuntimeError ("tiff codec initialization
     # failed") and prints to stderr; writing the finished bytes ourselves gives one OSError with its errno.
     encoded = io.BytesIO()
     try:
-        image.save(encoded, format=image_format, **options)
+        try:
+            image.save(encoded, format=image_format, **options)
+        except (ValueError, TypeError, KeyError, RuntimeError, struct.error):  # EXIF the encoder refuses: without it
+            encoded = io.BytesIO()
+            image.save(encoded, format=image_format, **{**options, "exif": _output_exif(None)})
         write_atomically(path, lambda file: file.write(encoded.getbuffer()), overwrite=overwrite)
     except OSError as error:
         raise StylerError(f"{path}: cannot write ({os_error_text(error)})") from None
