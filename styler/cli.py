@@ -16,8 +16,12 @@ app = typer.Typer(
     name="styler",
     help="Fast neural style transfer with its own instance-norm kernels.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
+    # Plain help: rich's boxed tables cut option names and help text to a narrow column at 80 columns ("--preserve-
+    # col…"); click's layout wraps whole words in whatever width the terminal has.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -59,8 +63,21 @@ def user_errors_exit_2(command: Callable) -> Callable:
     return wrapper
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from styler import __version__
+
+        print(f"styler {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """Fast neural style transfer: train a style, stylize photos, check the kernels."""
 
 
@@ -83,7 +100,11 @@ def check_grad(
 @user_errors_exit_2
 def stylize(
     inputs: Annotated[
-        list[str], typer.Argument(help="Image files, folders (their images) or glob patterns.", show_default=False)
+        list[str],
+        typer.Argument(
+            help="Image files, folders (their images) or glob patterns; - reads one image from standard input.",
+            show_default=False,
+        ),
     ],
     model: Annotated[
         str,
@@ -97,7 +118,7 @@ def stylize(
             "--output",
             "-o",
             help="Output file for one input; missing folders are created. A folder (existing, or ending in /) works "
-            "as --output-dir.",
+            "as --output-dir; - writes PNG to standard output.",
         ),
     ] = None,
     output_dir: Annotated[
@@ -108,20 +129,30 @@ def stylize(
         str | None, typer.Option(help="For multi-style models: a style name, or a blend such as starry=0.7,wave=0.3.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (inputs are never overwritten).")] = False,
-    max_size: Annotated[int | None, typer.Option(help="Shrink so the long side is at most this many pixels.")] = None,
-    scale: Annotated[float | None, typer.Option(help="Resize by this factor first (0.5 halves each side).")] = None,
+    max_size: Annotated[
+        int | None, typer.Option(help="Shrink so the long side is at most this many pixels (1 or more).")
+    ] = None,
+    scale: Annotated[
+        float | None, typer.Option(help="Resize by this factor first, in (0, 8] (0.5 halves each side).")
+    ] = None,
     device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="auto picks CUDA when present.")] = "auto",
     precision: Annotated[
         Literal["float32", "float16", "bfloat16"],
         typer.Option(help="float16 (CUDA) or bfloat16 (CUDA or CPU, ~1.7x faster here): less accuracy, more speed."),
     ] = "float32",
-    strength: Annotated[float, typer.Option(help="Blend of stylized (1) and original (0) pixels.")] = 1.0,
+    strength: Annotated[
+        float, typer.Option(help="Blend of stylized (1) and original (0) pixels, between 0 and 1.")
+    ] = 1.0,
     preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours, use stylized luminance.")] = False,
     max_pixels: Annotated[
         int | None, typer.Option(help="Refuse bigger images as decompression bombs (default: Pillow's, ~89 million).")
     ] = None,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON record per file: input, output, size, seconds, error.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON record per file: input, output, size, seconds, error, skipped, styler_version.",
+        ),
     ] = False,
 ) -> None:
     """Stylize photos with a trained model: same size out as in, alpha and ICC profile kept, never overwriting an input.

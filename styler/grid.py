@@ -93,7 +93,8 @@ def main(inputs: list[str], models: list[str], output: Path, cell: int, device: 
     if bad:
         raise StylerError(bad[0])
     sheet = _file_identity(output)
-    if sheet is not None and any(_file_identity(Path(name)) == sheet for name in [*(job.input for job in jobs), *models]):
+    read = [*(job.input for job in jobs), *models]
+    if sheet is not None and any(_file_identity(Path(name)) == sheet for name in read):
         raise StylerError(f"{output}: refusing to overwrite an input")  # --overwrite or not, as in stylize
     problem = check_output_folder(output.parent)  # a read-only folder is found before the work, not after it
     if problem:

@@ -83,15 +83,17 @@ def check_readable_file(path: Path) -> None:
         raise StylerError(f"{path}: is {kind}, not a regular file; expected an image file")
 
 
-def read_photo(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
-    """Decode an image file completely, or raise StylerError with the reason in one line."""
-    check_readable_file(path)
+def read_photo(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, data: bytes | None = None) -> Photo:
+    """Decode an image file completely, or raise StylerError with the reason in one line. data: the file's bytes
+    (standard input), `path` then only names it in messages."""
+    if data is None:
+        check_readable_file(path)
     try:
         with warnings.catch_warnings():
             # Pillow warns between 1x and 2x its limit and raises above; one exact limit is easier to explain.
             warnings.simplefilter("ignore")  # metadata oddities (bad EXIF, MPO headers) do not spoil the pixels
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with _pixel_limit(max_pixels), Image.open(path) as image:
+            with _pixel_limit(max_pixels), Image.open(path if data is None else io.BytesIO(data)) as image:
                 image.load()
                 icc_profile = image.info.get("icc_profile")
                 oriented = ImageOps.exif_transpose(image)
@@ -224,8 +226,18 @@ def write_photo(path: Path, photo: Photo, overwrite: bool = True) -> None:
 
     overwrite=False: StylerError if `path` exists when the finished file is put in place (the check before the work
     is not enough: another run may write the same name meanwhile)."""
-    image_format = writer_for(path)
-    options = dict(WRITERS[path.suffix.lower()][1])
+    writer_for(path)
+    try:
+        encoded = encode_photo(photo, path.suffix.lower())
+        write_atomically(path, lambda file: file.write(encoded), overwrite=overwrite)
+    except OSError as error:
+        raise StylerError(f"{path}: cannot write ({os_error_text(error)})") from None
+
+
+def encode_photo(photo: Photo, suffix: str) -> bytes:
+    """The file's bytes for an extension in WRITERS (also what `-o -` sends to standard output)."""
+    image_format = WRITERS[suffix][0]
+    options = dict(WRITERS[suffix][1])
     image = photo.rgb
     if photo.alpha is not None:
         if image_format in FORMATS_WITH_ALPHA:
@@ -241,11 +253,8 @@ def write_photo(path: Path, photo: Photo, overwrite: bool = True) -> None:
     # failed") and prints to stderr; writing the finished bytes ourselves gives one OSError with its errno.
     encoded = io.BytesIO()
     try:
-        try:
-            image.save(encoded, format=image_format, **options)
-        except (ValueError, TypeError, KeyError, RuntimeError, struct.error):  # EXIF the encoder refuses: without it
-            encoded = io.BytesIO()
-            image.save(encoded, format=image_format, **{**options, "exif": _output_exif(None)})
-        write_atomically(path, lambda file: file.write(encoded.getbuffer()), overwrite=overwrite)
-    except OSError as error:
-        raise StylerError(f"{path}: cannot write ({os_error_text(error)})") from None
+        image.save(encoded, format=image_format, **options)
+    except (ValueError, TypeError, KeyError, RuntimeError, struct.error):  # EXIF the encoder refuses: without it
+        encoded = io.BytesIO()
+        image.save(encoded, format=image_format, **{**options, "exif": _output_exif(None)})
+    return encoded.getvalue()

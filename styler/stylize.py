@@ -27,7 +27,16 @@ from tqdm import tqdm
 
 from styler import __version__
 from styler.errors import StylerError
-from styler.images import DEFAULT_MAX_PIXELS, READABLE_EXTENSIONS, WRITERS, Photo, read_photo, write_photo, writer_for
+from styler.images import (
+    DEFAULT_MAX_PIXELS,
+    READABLE_EXTENSIONS,
+    WRITERS,
+    Photo,
+    encode_photo,
+    read_photo,
+    write_photo,
+    writer_for,
+)
 from styler.memory import keep_freed_memory
 from styler.model_files import StyleModel, open_new, os_error_text, resolve_model, temporary_name
 
@@ -80,6 +89,14 @@ class Job:
     error: str | None = None  # set when the job is refused before any work (bad input, output exists...)
     listed: bool = False  # found in a folder or by a pattern, not named: styler's own outputs are skipped
 
+    @property
+    def to_stdout(self) -> bool:
+        return self.output == STDIO
+
+
+STDIO = Path("-")  # "-" as input: standard input; as --output: standard output, as PNG (./- names a file "-")
+STDOUT_SUFFIX = ".png"
+
 
 @dataclass
 class Result:
@@ -113,7 +130,9 @@ def expand_inputs(arguments: list[str]) -> list[Job]:
     jobs: list[Job] = []
     for argument in arguments:
         path = Path(argument).expanduser()
-        if path.is_dir():
+        if argument == "-":
+            jobs.append(Job(STDIO))
+        elif path.is_dir():
             images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READABLE_EXTENSIONS)
             jobs += [Job(p, listed=True) for p in images] or [Job(path, error=f"{path}: folder holds no images")]
         elif path.exists() or not glob.has_magic(argument):
@@ -166,6 +185,15 @@ def check_output_folder(folder: Path) -> str | None:
 def plan_outputs(jobs: list[Job], style_tag: str, options: StylizeOptions) -> None:
     """Name each job's output and refuse, per job, outputs that would overwrite an input, another job or a file."""
     output_dir = options.output_dir
+    if any(job.input == STDIO for job in jobs) and (len(jobs) > 1 or options.output is None):
+        raise StylerError("- (standard input) is stylized alone and needs --output FILE, or -o - for standard output")
+    if str(options.output) == "-":
+        if len(jobs) != 1:
+            raise StylerError(f"-o - (standard output) takes one image but there are {len(jobs)} inputs")
+        if options.json_output:
+            raise StylerError("--json and -o - both write to standard output; choose one")
+        jobs[0].output = STDIO
+        return
     single_output = None if options.output is None else Path(options.output)
     if single_output is not None and (single_output.is_dir() or str(options.output).endswith(("/", os.sep))):
         output_dir, single_output = single_output, None
@@ -385,7 +413,8 @@ def run_jobs(stylizer: Stylizer, jobs: list[Job], options: StylizeOptions) -> It
         except StylerError as error:
             yield Result(str(job.input), None, None, time.perf_counter() - started, str(error))
         except OSError as error:  # anything the checks above did not foresee: this file fails, the batch goes on
-            yield Result(str(job.input), None, None, time.perf_counter() - started, f"{job.input}: {os_error_text(error)}")
+            reason = f"{job.input}: {os_error_text(error)}"
+            yield Result(str(job.input), None, None, time.perf_counter() - started, reason)
 
 
 class OwnOutput(Exception):
@@ -395,7 +424,10 @@ class OwnOutput(Exception):
 def _stylize_one(job: Job, stylizer: Stylizer, options: StylizeOptions) -> tuple[int, int]:
     if job.error:
         raise StylerError(job.error)
-    photo = read_photo(job.input, options.max_pixels or DEFAULT_MAX_PIXELS)
+    if job.input == STDIO:
+        photo = read_photo(Path("<standard input>"), options.max_pixels or DEFAULT_MAX_PIXELS, sys.stdin.buffer.read())
+    else:
+        photo = read_photo(job.input, options.max_pixels or DEFAULT_MAX_PIXELS)
     if job.listed and photo.from_styler:  # an earlier run's output, of any style: stylizing it again snowballs
         raise OwnOutput
     photo = photo.resized(target_size(photo.size, options.scale, options.max_size))
@@ -410,7 +442,11 @@ def _stylize_one(job: Job, stylizer: Stylizer, options: StylizeOptions) -> tuple
         ) from None
     # Without --overwrite the file is put in place only if the name is still free: another run may have written it
     # since the check before the work (issue 16: two runs at once, one silently replacing the other).
-    write_photo(job.output, result, overwrite=options.overwrite)
+    if job.to_stdout:
+        sys.stdout.buffer.write(encode_photo(result, STDOUT_SUFFIX))
+        sys.stdout.buffer.flush()
+    else:
+        write_photo(job.output, result, overwrite=options.overwrite)
     return result.size
 
 
@@ -436,7 +472,7 @@ def main(inputs: list[str], **settings) -> bool:
                 tqdm.write(f"styler: error: {result.error}", file=sys.stderr)
             if options.json_output:
                 tqdm.write(result.as_json(), file=sys.stdout)
-            elif result.output:
+            elif result.output and result.output != str(STDIO):  # the image itself went to standard output
                 tqdm.write(result.output, file=sys.stdout)
             bar.update()
     seconds = time.perf_counter() - started

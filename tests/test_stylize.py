@@ -594,3 +594,31 @@ def test_exif_is_kept_with_the_orientation_reset(run_cli, tiny_model, tmp_path):
             assert image.size == (20, 30) and 0x0112 not in kept, extension
             assert kept[0x010F] == "Canon" and kept.get_ifd(0x8769)[0x9003] == "2019:05:05 05:05:05", extension
             assert kept[0x0131].startswith("styler "), extension
+
+
+def test_standard_input_to_standard_output(tiny_model, make_image):
+    """`cat a.jpg | styler stylize - -m MODEL -o - > b.png`: the image bytes alone on stdout, as PNG."""
+    import io
+
+    from typer.testing import CliRunner
+
+    from styler.cli import app
+
+    source = make_image("a.jpg", 30, 20)
+    result = CliRunner().invoke(app, ["stylize", "-", "-m", str(tiny_model), "-o", "-"], input=source.read_bytes())
+    assert result.exit_code == 0, result.stderr
+    with Image.open(io.BytesIO(result.stdout_bytes)) as image:
+        assert image.format == "PNG" and image.size == (30, 20)
+    assert sorted(path.name for path in source.parent.iterdir()) == ["a.jpg"]  # nothing written beside it
+
+
+def test_version_and_short_help(run_cli):
+    assert run_cli("--version").stdout.strip() == f"styler {__version__}"
+    assert "Usage: styler stylize" in run_cli("stylize", "-h").stdout
+
+
+def test_help_fits_80_columns_and_states_the_limits(run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    text = run_cli("stylize", "--help").stdout
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text  # nothing cut
+    assert "--preserve-color" in text and "(0, 8]" in text and "between 0 and 1" in text

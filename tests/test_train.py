@@ -496,7 +496,8 @@ def test_an_existing_out_is_refused_before_training_unless_overwrite(run_cli, ph
     (tmp_path / "model.pth").write_bytes(b"last week's model")
     result = run_cli(*tiny_run(photos, style, tmp_path))
     assert result.exit_code == 2
-    assert result.stderr.strip() == f"styler: error: --out {tmp_path / 'model.pth'}: exists (pass --overwrite to replace it)"
+    expected = f"styler: error: --out {tmp_path / 'model.pth'}: exists (pass --overwrite to replace it)"
+    assert result.stderr.strip() == expected
     assert (tmp_path / "model.pth").read_bytes() == b"last week's model"
     assert not (tmp_path / "checkpoints").exists()  # refused before any training
     result = run_cli(*tiny_run(photos, style, tmp_path, "--overwrite"))
