@@ -127,6 +127,8 @@ TIFF_STRUCTURE_TAGS = frozenset(
     | {318, 319, 320, 321, 322, 323, 324, 325, 338, 339, 340, 341, 347, 513, 514, 529, 530, 531, 532, 700, 34675}
 )
 MARK = f"styler {__version__}"  # the EXIF Software of every output: re-runs over a folder skip these files
+# What Pillow's EXIF parser and writer raise for damaged or odd metadata.
+EXIF_ERRORS = (ValueError, TypeError, KeyError, IndexError, OSError, SyntaxError, UnicodeError, struct.error)
 MAX_EXIF_BYTES = 65_000  # a JPEG APP1 segment holds at most 65,533 bytes
 
 
@@ -139,7 +141,7 @@ def _exif_and_mark(image: Image.Image) -> tuple[bytes | None, bool]:
         for tag in (ORIENTATION_TAG, SOFTWARE_TAG, *TIFF_STRUCTURE_TAGS):
             exif.pop(tag, None)
         data = exif.tobytes() if len(exif) else None
-    except Exception:  # damaged EXIF comes in many shapes; the pixels are what matter
+    except EXIF_ERRORS:  # damaged EXIF comes in many shapes; the pixels are what matter
         return None, False
     return (data if data and len(data) <= MAX_EXIF_BYTES else None), software.startswith("styler")
 
@@ -205,7 +207,7 @@ def _output_exif(exif: bytes | None, flat: bool = False) -> bytes:
             out.load(exif)
             for tag in EXIF_IFD_POINTERS if flat else ():
                 out.pop(tag, None)
-        except Exception:  # unparsable: only the mark
+        except EXIF_ERRORS:  # unparsable: only the mark
             out = Image.Exif()
     out[SOFTWARE_TAG] = MARK
     return out.tobytes()

@@ -49,7 +49,6 @@ from styler.model_files import (
     StyleModel,
     foreign_file_kind,
     load_failure,
-    load_model_file,
     resolve_model,
     save_model,
     write_atomically,
