@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Literal
@@ -15,30 +16,68 @@ app = typer.Typer(
     name="styler",
     help="Fast neural style transfer with its own instance-norm kernels.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
+    # Plain help: rich's boxed tables cut option names and help text to a narrow column at 80 columns ("--preserve-
+    # col…"); click's layout wraps whole words in whatever width the terminal has.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a service manager, a job scheduler), raised like Ctrl-C so the same cleanup runs."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def user_errors_exit_2(command: Callable) -> Callable:
-    """Turn a StylerError into one line on stderr and exit code 2 (no traceback for a user's mistake)."""
+    """Turn a StylerError into one line on stderr and exit code 2 (no traceback for a user's mistake).
+
+    SIGTERM is handled like SIGINT: an exception that unwinds the command, so temporary files are removed and only
+    complete outputs stay (exit status 143, 128 + SIGTERM, as a killed process would report)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        try:
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        except ValueError:  # not the main thread (an embedding program): its signals are its own
+            previous = None
         try:
             return command(*args, **kwargs)
         except StylerError as error:
             print(f"styler: error: {error}", file=sys.stderr)
             raise typer.Exit(2) from None
+        except Terminated:
+            print("styler: terminated", file=sys.stderr)
+            raise typer.Exit(128 + signal.SIGTERM) from None
         except KeyboardInterrupt:
             print("styler: interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from styler import __version__
+
+        print(f"styler {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """Fast neural style transfer: train a style, stylize photos, check the kernels."""
 
 
@@ -61,7 +100,11 @@ def check_grad(
 @user_errors_exit_2
 def stylize(
     inputs: Annotated[
-        list[str], typer.Argument(help="Image files, folders (their images) or glob patterns.", show_default=False)
+        list[str],
+        typer.Argument(
+            help="Image files, folders (their images) or glob patterns; - reads one image from standard input.",
+            show_default=False,
+        ),
     ],
     model: Annotated[
         str,
@@ -70,8 +113,13 @@ def stylize(
         ),
     ],
     output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Output file for one input (an existing folder works as --output-dir)."),
+        str | None,  # a string, not a Path, which would drop the trailing slash of "-o newdir/"
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file for one input; missing folders are created. A folder (existing, or ending in /) works "
+            "as --output-dir; - writes PNG to standard output.",
+        ),
     ] = None,
     output_dir: Annotated[
         Path | None,
@@ -81,20 +129,30 @@ def stylize(
         str | None, typer.Option(help="For multi-style models: a style name, or a blend such as starry=0.7,wave=0.3.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (inputs are never overwritten).")] = False,
-    max_size: Annotated[int | None, typer.Option(help="Shrink so the long side is at most this many pixels.")] = None,
-    scale: Annotated[float | None, typer.Option(help="Resize by this factor first (0.5 halves each side).")] = None,
+    max_size: Annotated[
+        int | None, typer.Option(help="Shrink so the long side is at most this many pixels (1 or more).")
+    ] = None,
+    scale: Annotated[
+        float | None, typer.Option(help="Resize by this factor first, in (0, 8] (0.5 halves each side).")
+    ] = None,
     device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="auto picks CUDA when present.")] = "auto",
     precision: Annotated[
         Literal["float32", "float16", "bfloat16"],
         typer.Option(help="float16 (CUDA) or bfloat16 (CUDA or CPU, ~1.7x faster here): less accuracy, more speed."),
     ] = "float32",
-    strength: Annotated[float, typer.Option(help="Blend of stylized (1) and original (0) pixels.")] = 1.0,
+    strength: Annotated[
+        float, typer.Option(help="Blend of stylized (1) and original (0) pixels, between 0 and 1.")
+    ] = 1.0,
     preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours, use stylized luminance.")] = False,
     max_pixels: Annotated[
         int | None, typer.Option(help="Refuse bigger images as decompression bombs (default: Pillow's, ~89 million).")
     ] = None,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON record per file: input, output, size, seconds, error.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON record per file: input, output, size, seconds, error, skipped, styler_version.",
+        ),
     ] = False,
 ) -> None:
     """Stylize photos with a trained model: same size out as in, alpha and ICC profile kept, never overwriting an input.
@@ -130,7 +188,13 @@ def train(
         typer.Option(help="A style image; repeat for several styles in one (conditional instance norm) network."),
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Folder of training photos, searched recursively.")] = None,
-    out: Annotated[Path | None, typer.Option(help="The model file to write (default: <style names>.pth).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="The model file to write (default: <style names>.pth); missing folders are created."),
+    ] = None,
+    overwrite: Annotated[
+        bool | None, typer.Option("--overwrite", help="Replace an existing --out (never an input of the run).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the photos (default: 2).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Photos per step, over all processes (default: 4).")] = None,
     image_size: Annotated[int | None, typer.Option(help="Side of the square training crops (default: 256).")] = None,
@@ -184,18 +248,23 @@ def train(
         typer.Option(help="VGG16 weights file (default: `styler weights vgg16`'s, then torchvision's cache)."),
     ] = None,
     preview_every: Annotated[
-        int | None, typer.Option(help="Write a preview grid every N steps, 0 for none (default: 100).")
+        int | None,
+        typer.Option(help="Write a preview grid every N steps, 0 for none, not even at the end (default: 100)."),
     ] = None,
     checkpoint_every: Annotated[
-        int | None, typer.Option(help="Write a checkpoint every N steps, 0 for none (default: 100).")
+        int | None,
+        typer.Option(help="Write a checkpoint every N steps, 0 for none, not even at the end (default: 100)."),
     ] = None,
     keep_checkpoints: Annotated[int | None, typer.Option(help="Recent checkpoints to keep (default: 3).")] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue from a checkpoint; its recipe (styles, sizes, weights...) is kept.")
     ] = None,
     init: Annotated[
-        Path | None,
-        typer.Option(help="Start from this model file's weights (same architecture; fine-tune or warm start)."),
+        str | None,
+        typer.Option(
+            help="Start from this model's weights, a shipped name or a file (same architecture; fine-tune or warm "
+            "start)."
+        ),
     ] = None,
 ) -> None:
     """Train a style network on a folder of photos; the model file works with `styler stylize --model FILE`.

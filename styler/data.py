@@ -40,14 +40,28 @@ class Skipped:
 
 
 def find_images(folder: Path) -> list[Path]:
-    """Image files (by extension) anywhere under `folder`, in a fixed (sorted) order; hidden folders skipped."""
+    """Image files (by extension) anywhere under `folder`, in a fixed (sorted) order; hidden folders skipped.
+
+    Symbolic links are followed, to photos and to folders (each real folder searched once, so a link loop ends);
+    anything that is not a regular file (a FIFO named .jpg would block the first read forever) is left out."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
+        if folder.exists():
+            raise StylerError(f"--data {folder}: is a file; expected a folder of training photos")
         raise StylerError(f"--data {folder}: no such folder")
-    found = []
-    for root, directories, files in os.walk(folder):
+    found, searched = [], set()
+    for root, directories, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in searched:
+            directories[:] = []
+            continue
+        searched.add(real)
         directories[:] = [d for d in directories if not d.startswith(".")]
-        found += [Path(root) / name for name in files if Path(name).suffix.lower() in IMAGE_EXTENSIONS]
+        found += [
+            Path(root) / name
+            for name in files
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(root, name))
+        ]
     if not found:
         raise StylerError(f"--data {folder}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in it or below it")
     return sorted(found)

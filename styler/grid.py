@@ -19,7 +19,15 @@ from styler.errors import StylerError
 from styler.images import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo, writer_for
 from styler.memory import keep_freed_memory
 from styler.model_files import read_manifest, resolve_model
-from styler.stylize import Stylizer, choose_style, expand_inputs, pick_device, target_size
+from styler.stylize import (
+    Stylizer,
+    _file_identity,
+    check_output_folder,
+    choose_style,
+    expand_inputs,
+    pick_device,
+    target_size,
+)
 
 CAPTION_HEIGHT = 28
 GAP = 6
@@ -84,11 +92,19 @@ def main(inputs: list[str], models: list[str], output: Path, cell: int, device: 
     bad = [job.error for job in jobs if job.error]
     if bad:
         raise StylerError(bad[0])
+    sheet = _file_identity(output)
+    read = [*(job.input for job in jobs), *models]
+    if sheet is not None and any(_file_identity(Path(name)) == sheet for name in read):
+        raise StylerError(f"{output}: refusing to overwrite an input")  # --overwrite or not, as in stylize
+    problem = check_output_folder(output.parent)  # a read-only folder is found before the work, not after it
+    if problem:
+        raise StylerError(f"{output}: cannot write ({problem})")
     columns = columns_for(models, pick_device(device))
     photos = [read_photo(job.input, DEFAULT_MAX_PIXELS) for job in jobs]
     cells = [
         [render_cell(photo, column, cell) for column in columns]
         for photo in tqdm(photos, unit="photo", file=sys.stderr, disable=True if len(photos) < 2 else None)
     ]
-    write_photo(output, Photo(assemble(cells, [column.caption for column in columns], cell), None, None))
+    sheet_image = assemble(cells, [column.caption for column in columns], cell)
+    write_photo(output, Photo(sheet_image, None, None), overwrite=overwrite)  # a sheet written meanwhile is kept
     print(output)

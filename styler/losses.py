@@ -146,7 +146,7 @@ def load_vgg16_weights(path: Path | None) -> tuple[dict[str, Tensor], Path]:
     """The feature-layer weights of a torchvision vgg16 state_dict, or of the file `styler weights vgg16` writes, and
     the file they came from: `path`, else that converted file, else torchvision's cache (vgg_weights.find). Missing
     or unusable weights are one StylerError line saying how to get them."""
-    from styler.model_files import load_failure
+    from styler.model_files import foreign_file_kind, load_failure
     from styler.vgg_weights import FORMAT, find_vgg16_weights
 
     source = find_vgg16_weights(path)
@@ -154,7 +154,7 @@ def load_vgg16_weights(path: Path | None) -> tuple[dict[str, Tensor], Path]:
     try:
         contents = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for bytes that are not a state_dict
-        reason = "the file is empty" if source.stat().st_size == 0 else load_failure(error)[:120]
+        reason = foreign_file_kind(source) or load_failure(error)[:120]
         raise StylerError(f"{source}: not {expected_kind}: {reason}") from None
     if isinstance(contents, dict) and contents.get("format") == FORMAT:
         contents = contents.get("state_dict")

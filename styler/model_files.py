@@ -19,11 +19,12 @@ as ManifestEntry below. torch is imported inside the functions that need it, so 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
-import tempfile
+import secrets
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -92,8 +93,10 @@ def save_model(
     styles: list[str],
     training: dict[str, Any] | None = None,
     half: bool = False,
+    overwrite: bool = True,
 ) -> None:
-    """Write a model file atomically (a crash leaves the old file or none, never half a file)."""
+    """Write a model file atomically (a crash leaves the old file or none, never half a file); overwrite=False
+    raises OutputExists instead of replacing a file that is at `path` when the new one is ready."""
     import torch
 
     if len(styles) != network.arch.num_styles:
@@ -109,31 +112,80 @@ def save_model(
         "styler_version": __version__,
         "state_dict": state_dict,
     }
-    write_atomically(Path(path), lambda file: torch.save(contents, file))
+    write_atomically(Path(path), lambda file: torch.save(contents, file), overwrite=overwrite)
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+class OutputExists(StylerError):
+    """The final name was taken by another file while the output was being written (and replacing was not asked)."""
 
 
-# mkstemp creates files readable by their owner only; finished files get the permissions open() would give them.
-FILE_MODE = 0o666 & ~_current_umask()
+# A temporary file's name: ".<final name>.<random>.tmp", the final name cut so the whole stays within NAME_MAX (255
+# bytes on common file systems) even when the final name itself is close to it.
+TEMPORARY_NAME_BYTES = 80
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
 
 
-def write_atomically(path: Path, write) -> None:
-    """Call write(binary file) on a temporary file beside `path`, then rename it over `path` in one step."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def temporary_name(path: Path) -> Path:
+    stem = os.fsencode(path.name)[:TEMPORARY_NAME_BYTES].decode(errors="ignore")
+    return path.parent / f".{stem}.{secrets.token_hex(4)}.tmp"
+
+
+def open_new(path: Path) -> int:
+    """A descriptor of a new file (O_EXCL: never someone else's) with the mode open() gives: 0o666 less the umask."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+
+
+def os_error_text(error: OSError) -> str:
+    """`[Errno 28] No space left on device`: the reason without the file name, which may be a temporary file's."""
+    if error.errno and error.strerror:
+        return f"[Errno {error.errno}] {error.strerror}"
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+def write_atomically(path: Path, write, overwrite: bool = True) -> None:
+    """Call write(binary file) on a temporary file beside `path`, then put it at `path` in one step.
+
+    overwrite=False publishes with link() instead of rename(): it fails if `path` exists, so a file that appeared
+    while this one was being written (another run writing the same output) is never replaced. Where the file system
+    has no hard links, an exclusive create of `path` claims the name first and the rename then replaces only that.
+
+    The temporary file's name is known before it is created, so an interrupt (Ctrl-C, or SIGTERM turned into an
+    exception by the CLI) at any moment, even inside the creating call, still removes it. Only SIGKILL or a power
+    cut can leave one behind: a hidden `.NAME.xxxxxxxx.tmp` beside the output, safe to delete.
+    """
+    temporary = None
+    claimed = False
     try:
-        os.chmod(temporary, FILE_MODE)
-        with os.fdopen(descriptor, "wb") as file:
+        temporary = temporary_name(path)
+        with os.fdopen(open_new(temporary), "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                raise OutputExists(f"{path}: exists (pass --overwrite to replace it)") from None
+            except OSError as error:
+                if error.errno not in NO_HARD_LINKS:
+                    raise
+                # No hard links here (FAT, some network file systems): claim the name exclusively, then fill it.
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                except FileExistsError:
+                    raise OutputExists(f"{path}: exists (pass --overwrite to replace it)") from None
+                claimed = True
+                os.replace(temporary, path)
+                claimed = False
+            else:
+                os.unlink(temporary)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        if claimed:  # our own empty placeholder, never another file
+            path.unlink(missing_ok=True)
         raise
 
 
@@ -150,13 +202,52 @@ def load_failure(error: Exception) -> str:
     return text[:200] or type(error).__name__
 
 
+IMAGE_SIGNATURES = (
+    (b"\x89PNG", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def foreign_file_kind(path: Path) -> str | None:
+    """What a file that torch cannot load is, in words ("a text file"), judged from its first bytes; None when it
+    looks like a torch file (a zip, or a pickle), whose own loading error says more."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(4096)
+    except OSError:
+        return None
+    if not start:
+        return "the file is empty"
+    if start.startswith(b"PK\x03\x04") or start[:1] == b"\x80":  # torch's zip format; a legacy torch pickle
+        return None
+    for signature, name in IMAGE_SIGNATURES:
+        if start.startswith(signature):
+            return f"it is a {name} image"
+    if start[:4] == b"RIFF" and start[8:12] == b"WEBP":
+        return "it is a WebP image"
+    if b"\0" not in start:
+        try:
+            start.decode("utf-8")
+            return "it is a text file"
+        except UnicodeDecodeError as error:
+            if error.start >= len(start) - 3:  # a character cut by the 4096-byte read
+                return "it is a text file"
+    return "it holds binary data that is not a torch file"
+
+
 def load_model_file(path: Path) -> StyleModel:
     """Read a styler model file or a bare pytorch/examples state_dict; any problem is one StylerError line."""
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise StylerError(f"{path}: is a folder; expected a model file (.pth)")
     if not path.is_file():
-        raise StylerError(f"{path}: no such model file")
+        raise StylerError(f"{path}: no such model file" if not path.exists() else f"{path}: not a regular file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. about old pickle protocols: the error line below says enough
@@ -165,8 +256,11 @@ def load_model_file(path: Path) -> StyleModel:
         reason = load_failure(error)
         with open(path, "rb") as file:
             start = file.read(4)
-        if not start:
-            reason = "the file is empty"
+        kind = foreign_file_kind(path)
+        if kind == "the file is empty":
+            reason = kind
+        elif kind is not None:
+            reason = f"{kind}; expected a model written by `styler train` or a fast_neural_style state_dict"
         elif start == b"PK\x03\x04" and not reason.startswith(("it refers to", "not tensors")):  # torch's zip format
             reason = f"a damaged or truncated torch file: {reason}"
         raise StylerError(f"{path}: not a readable model file ({reason})") from None

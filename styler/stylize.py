@@ -10,6 +10,7 @@ import gc
 import glob
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -24,10 +25,20 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from styler import __version__
 from styler.errors import StylerError
-from styler.images import DEFAULT_MAX_PIXELS, READABLE_EXTENSIONS, WRITERS, Photo, read_photo, write_photo, writer_for
+from styler.images import (
+    DEFAULT_MAX_PIXELS,
+    READABLE_EXTENSIONS,
+    WRITERS,
+    Photo,
+    encode_photo,
+    read_photo,
+    write_photo,
+    writer_for,
+)
 from styler.memory import keep_freed_memory
-from styler.model_files import StyleModel, resolve_model
+from styler.model_files import StyleModel, open_new, os_error_text, resolve_model, temporary_name
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -42,7 +53,7 @@ LUMA = (0.299, 0.587, 0.114)
 class StylizeOptions:
     model: str
     style: str | None = None
-    output: Path | None = None
+    output: str | Path | None = None  # a string keeps a trailing slash: "-o newdir/" names a folder
     output_dir: Path | None = None
     overwrite: bool = False
     max_size: int | None = None
@@ -76,6 +87,15 @@ class Job:
     input: Path
     output: Path | None = None
     error: str | None = None  # set when the job is refused before any work (bad input, output exists...)
+    listed: bool = False  # found in a folder or by a pattern, not named: styler's own outputs are skipped
+
+    @property
+    def to_stdout(self) -> bool:
+        return self.output == STDIO
+
+
+STDIO = Path("-")  # "-" as input: standard input; as --output: standard output, as PNG (./- names a file "-")
+STDOUT_SUFFIX = ".png"
 
 
 @dataclass
@@ -85,6 +105,7 @@ class Result:
     size: tuple[int, int] | None
     seconds: float
     error: str | None
+    skipped: bool = False  # a listed file that is styler's own output
 
     def as_json(self) -> str:
         return json.dumps(
@@ -94,6 +115,8 @@ class Result:
                 "size": self.size,
                 "seconds": round(self.seconds, 4),
                 "error": self.error,
+                "skipped": self.skipped,
+                "styler_version": __version__,
             }
         )
 
@@ -102,49 +125,117 @@ class Result:
 
 
 def expand_inputs(arguments: list[str]) -> list[Job]:
-    """Files as given, folders as their images (sorted, not recursive), glob patterns as their matches."""
+    """Files as given, folders as their images (sorted, not recursive), glob patterns as their matches; a file
+    given twice (under any name) is stylized once."""
     jobs: list[Job] = []
     for argument in arguments:
         path = Path(argument).expanduser()
-        if path.is_dir():
+        if argument == "-":
+            jobs.append(Job(STDIO))
+        elif path.is_dir():
             images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READABLE_EXTENSIONS)
-            jobs += [Job(p) for p in images] or [Job(path, error=f"{path}: folder holds no images")]
+            jobs += [Job(p, listed=True) for p in images] or [Job(path, error=f"{path}: folder holds no images")]
         elif path.exists() or not glob.has_magic(argument):
             jobs.append(Job(path))
         else:
             matches = sorted(Path(match) for match in glob.glob(str(path), recursive=True) if Path(match).is_file())
-            jobs += [Job(p) for p in matches] or [Job(path, error=f"{argument}: no files match")]
-    return jobs
+            jobs += [Job(p, listed=True) for p in matches] or [Job(path, error=f"{argument}: no files match")]
+    seen: set[tuple[int, int]] = set()
+    unique = []
+    for job in jobs:
+        identity = _file_identity(job.input)
+        if identity is None or identity not in seen:
+            unique.append(job)
+        if identity is not None:
+            seen.add(identity)
+    return unique
+
+
+def skip_own_outputs(jobs: list[Job], style_tag: str) -> list[Job]:
+    """Listed files named <stem>-<style tag> beside a listed <stem>.*: this style's outputs of an earlier run, which
+    would otherwise be stylized again (a-starry-starry.jpg). Outputs of any style are also recognised by the mark
+    styler writes in their metadata (see _stylize_one). Returns the jobs skipped."""
+    stems = {(job.input.parent, job.input.stem) for job in jobs if job.listed}
+    suffix = f"-{style_tag}"
+    skipped = [
+        job
+        for job in jobs
+        if job.listed
+        and job.input.stem.endswith(suffix)
+        and (job.input.parent, job.input.stem.removesuffix(suffix)) in stems
+    ]
+    return skipped
+
+
+def check_output_folder(folder: Path) -> str | None:
+    """Why no file can be created in `folder` (a read-only folder or file system, a missing folder), found by
+    creating and removing a hidden probe file before any work; None when outputs can be written there."""
+    probe = temporary_name(folder / "styler-probe")
+    try:
+        os.close(open_new(probe))
+    except OSError as error:
+        return os_error_text(error)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
+    return None
 
 
 def plan_outputs(jobs: list[Job], style_tag: str, options: StylizeOptions) -> None:
     """Name each job's output and refuse, per job, outputs that would overwrite an input, another job or a file."""
     output_dir = options.output_dir
-    single_output = options.output
-    if single_output is not None and (single_output.is_dir() or str(single_output).endswith(("/", "\\"))):
+    if any(job.input == STDIO for job in jobs) and (len(jobs) > 1 or options.output is None):
+        raise StylerError("- (standard input) is stylized alone and needs --output FILE, or -o - for standard output")
+    if str(options.output) == "-":
+        if len(jobs) != 1:
+            raise StylerError(f"-o - (standard output) takes one image but there are {len(jobs)} inputs")
+        if options.json_output:
+            raise StylerError("--json and -o - both write to standard output; choose one")
+        jobs[0].output = STDIO
+        return
+    single_output = None if options.output is None else Path(options.output)
+    if single_output is not None and (single_output.is_dir() or str(options.output).endswith(("/", os.sep))):
         output_dir, single_output = single_output, None
     if single_output is not None:
         if len(jobs) != 1:
             raise StylerError(f"--output names one file but there are {len(jobs)} inputs; use --output-dir")
         writer_for(single_output)
-    if output_dir is not None:
+    # Every output folder is created and tried before any work (a read-only -d was found after the first photo).
+    for folder, flag in ((output_dir, "--output-dir"), (single_output and single_output.parent, "--output")):
+        if folder is None:
+            continue
         try:
-            output_dir.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise StylerError(f"{output_dir}: cannot create the output folder ({error.strerror})") from None
+            raise StylerError(f"{folder}: cannot create the output folder ({os_error_text(error)})") from None
+        problem = check_output_folder(folder)
+        if problem:
+            raise StylerError(f"{folder}: cannot write outputs in this folder ({problem})")
+    folder_problems: dict[Path, str | None] = {}
     input_files = {_file_identity(job.input) for job in jobs} - {None}
     planned: dict[Path, Path] = {}  # output -> the input writing it
     for job in jobs:
         if job.error:
             continue
         job.output = single_output or default_output(job.input, style_tag, output_dir)
-        target = job.output.resolve()
-        if _file_identity(job.output) in input_files:
-            job.error = f"{job.output}: refusing to overwrite an input"
-        elif target in planned:  # e.g. photo.gif and photo.psd, both written as PNG
-            job.error = f"{job.output}: {planned[target]} already writes this output; stylize {job.input.name} with -o"
-        elif job.output.exists() and not options.overwrite:
-            job.error = f"{job.output}: exists (pass --overwrite to replace it)"
+        try:
+            target = job.output.resolve()
+            if _file_identity(job.output) in input_files:
+                job.error = f"{job.output}: refusing to overwrite an input"
+            elif target in planned:  # e.g. photo.gif and photo.psd, both written as PNG
+                job.error = (
+                    f"{job.output}: {planned[target]} already writes this output; stylize {job.input.name} with -o"
+                )
+            elif job.output.exists() and not options.overwrite:
+                job.error = f"{job.output}: exists (pass --overwrite to replace it)"
+            elif job.output.parent not in folder_problems:
+                folder_problems[job.output.parent] = check_output_folder(job.output.parent)
+            if not job.error and folder_problems.get(job.output.parent):
+                job.error = f"{job.output}: cannot write ({folder_problems[job.output.parent]})"
+        except OSError as error:  # e.g. a name over the file system's limit: this file fails, the others go on
+            job.error = f"{job.output}: cannot write ({os_error_text(error)})"
+            continue
         planned.setdefault(target, job.input)
 
 
@@ -191,8 +282,8 @@ def choose_style(spec: str | None, styles: list[str]) -> StyleChoice:
             weights[name] += float(weight) if weight else 1.0
         except ValueError:
             raise StylerError(f"--style: weight {weight!r} of {name!r} is not a number") from None
-    total = sum(weights.values())
-    if any(w < 0 or not math.isfinite(w) for w in weights.values()) or total <= 0:
+    total = sum(weights.values())  # finite weights can still add up to infinity: 1e308 + 1e308
+    if any(w < 0 or not math.isfinite(w) for w in weights.values()) or not (0 < total < math.inf):
         raise StylerError(f"--style {spec!r}: weights must be non-negative with a positive sum")
     mix = tuple(w / total for w in weights.values())
     used = [(name, w) for name, w in zip(styles, mix, strict=True) if w > 0]
@@ -233,7 +324,7 @@ class Stylizer:
         if preserve_color:
             styled = keep_colors(content, styled)
         result = styled if strength == 1.0 else torch.lerp(content, styled, strength)
-        return Photo(tensor_to_image(result), photo.alpha, photo.icc_profile)
+        return Photo(tensor_to_image(result), photo.alpha, photo.icc_profile, photo.exif)
 
     @torch.inference_mode()
     def stylize_tensor(self, content: torch.Tensor) -> torch.Tensor:
@@ -298,13 +389,16 @@ def target_size(size: tuple[int, int], scale: float | None, max_size: int | None
 # ----------------------------------------------------------------------------------------------- the run
 
 
-def prepare(arguments: list[str], options: StylizeOptions) -> tuple[Stylizer, list[Job]]:
-    """Everything before the first photo: model, style, inputs, output names, device. User errors raise StylerError."""
+def prepare(arguments: list[str], options: StylizeOptions) -> tuple[Stylizer, list[Job], int]:
+    """Everything before the first photo: model, style, inputs, output names, device. User errors raise StylerError.
+    Also returns how many listed files were skipped as this style's earlier outputs."""
     model = resolve_model(options.model)
     choice = choose_style(options.style, model.styles)
     jobs = expand_inputs(arguments)
+    own = skip_own_outputs(jobs, choice.tag)
+    jobs = [job for job in jobs if job not in own]
     plan_outputs(jobs, choice.tag, options)
-    return Stylizer(model, choice, pick_device(options.device), options.precision), jobs
+    return Stylizer(model, choice, pick_device(options.device), options.precision), jobs, len(own)
 
 
 def run_jobs(stylizer: Stylizer, jobs: list[Job], options: StylizeOptions) -> Iterator[Result]:
@@ -314,14 +408,28 @@ def run_jobs(stylizer: Stylizer, jobs: list[Job], options: StylizeOptions) -> It
         try:
             size = _stylize_one(job, stylizer, options)
             yield Result(str(job.input), str(job.output), size, time.perf_counter() - started, None)
+        except OwnOutput:
+            yield Result(str(job.input), None, None, time.perf_counter() - started, None, skipped=True)
         except StylerError as error:
             yield Result(str(job.input), None, None, time.perf_counter() - started, str(error))
+        except OSError as error:  # anything the checks above did not foresee: this file fails, the batch goes on
+            reason = f"{job.input}: {os_error_text(error)}"
+            yield Result(str(job.input), None, None, time.perf_counter() - started, reason)
+
+
+class OwnOutput(Exception):
+    """A listed file that styler wrote: skipped, not failed."""
 
 
 def _stylize_one(job: Job, stylizer: Stylizer, options: StylizeOptions) -> tuple[int, int]:
     if job.error:
         raise StylerError(job.error)
-    photo = read_photo(job.input, options.max_pixels or DEFAULT_MAX_PIXELS)
+    if job.input == STDIO:
+        photo = read_photo(Path("<standard input>"), options.max_pixels or DEFAULT_MAX_PIXELS, sys.stdin.buffer.read())
+    else:
+        photo = read_photo(job.input, options.max_pixels or DEFAULT_MAX_PIXELS)
+    if job.listed and photo.from_styler:  # an earlier run's output, of any style: stylizing it again snowballs
+        raise OwnOutput
     photo = photo.resized(target_size(photo.size, options.scale, options.max_size))
     try:
         result = stylizer(photo, options.strength, options.preserve_color)
@@ -332,9 +440,13 @@ def _stylize_one(job: Job, stylizer: Stylizer, options: StylizeOptions) -> tuple
         raise StylerError(
             f"{job.input}: not enough memory for {photo.size[0]}x{photo.size[1]}; try --max-size"
         ) from None
-    if job.output.exists() and not options.overwrite:  # appeared while this run was busy
-        raise StylerError(f"{job.output}: exists (pass --overwrite to replace it)")
-    write_photo(job.output, result)
+    # Without --overwrite the file is put in place only if the name is still free: another run may have written it
+    # since the check before the work (issue 16: two runs at once, one silently replacing the other).
+    if job.to_stdout:
+        sys.stdout.buffer.write(encode_photo(result, STDOUT_SUFFIX))
+        sys.stdout.buffer.flush()
+    else:
+        write_photo(job.output, result, overwrite=options.overwrite)
     return result.size
 
 
@@ -346,23 +458,27 @@ def main(inputs: list[str], **settings) -> bool:
     options = StylizeOptions(**settings)
     started = time.perf_counter()
     keep_freed_memory()  # measured: a 1024x768 photo through `lite` in 110 ms instead of 150 ms
-    stylizer, jobs = prepare(inputs, options)
+    stylizer, jobs, skipped = prepare(inputs, options)
     # The objects created by the imports (torch's above all) live until exit; frozen, the interpreter's final garbage
     # collections skip them, which takes 0.45 s off every run here (1.8 s -> 1.35 s for `import torch` alone).
     gc.freeze()
-    failures = 0
+    failures = skipped_in_run = 0
     # disable=None: the bar shows only on a terminal, so pipes and logs get clean lines.
     with tqdm(total=len(jobs), unit="image", file=sys.stderr, disable=True if len(jobs) < 2 else None) as bar:
         for result in run_jobs(stylizer, jobs, options):
+            skipped_in_run += result.skipped
             if result.error:
                 failures += 1
                 tqdm.write(f"styler: error: {result.error}", file=sys.stderr)
             if options.json_output:
                 tqdm.write(result.as_json(), file=sys.stdout)
-            elif result.output:
+            elif result.output and result.output != str(STDIO):  # the image itself went to standard output
                 tqdm.write(result.output, file=sys.stdout)
             bar.update()
     seconds = time.perf_counter() - started
+    images = len(jobs) - skipped_in_run
     failed = f"; {failures} failed" if failures else ""
-    print(f"styler: stylized {len(jobs) - failures} of {len(jobs)} images in {seconds:.1f} s{failed}", file=sys.stderr)
+    skipped += skipped_in_run
+    own = f"; skipped {skipped} files styler wrote (name one to stylize it again)" if skipped else ""
+    print(f"styler: stylized {images - failures} of {images} images in {seconds:.1f} s{failed}{own}", file=sys.stderr)
     return failures == 0

@@ -45,15 +45,16 @@ from styler.losses import (
 from styler.memory import keep_freed_memory
 from styler.model_files import (
     CHECKPOINT_FORMAT,
+    OutputExists,
     StyleModel,
+    foreign_file_kind,
     load_failure,
-    load_model_file,
     resolve_model,
     save_model,
     write_atomically,
 )
 from styler.network import ARCHITECTURES, TransformerNet, architecture
-from styler.stylize import DEVICES, pick_device, tensor_to_image
+from styler.stylize import DEVICES, _file_identity, pick_device, tensor_to_image
 
 CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
@@ -98,6 +99,7 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()  # distillation: trained models (names or files), one per style, instead of styles
     # Steps over which the style weight rises linearly from 0 to its value (content first); None: DEFAULT_STYLE_RAMP.
     style_ramp: int | None = None
+    overwrite: bool = False  # replace an existing --out (never an input); not kept for a resumed run
 
     def checked(self) -> TrainConfig:
         """This config with paths made absolute, defaults filled in and every value checked (StylerError)."""
@@ -107,6 +109,8 @@ class TrainConfig:
             raise StylerError(
                 f"--teacher replaces the loss network; it does not combine with --loss-net {self.loss_net}"
             )
+        if self.vgg_weights and self.loss_net != "vgg16":
+            raise StylerError(f"--vgg-weights is for --loss-net vgg16; this run uses --loss-net {self.loss_net}")
         if self.loss_net == "teacher" and not self.teachers:
             raise StylerError("--loss-net teacher needs --teacher MODEL (one per style)")
         if not self.styles and not self.teachers:
@@ -174,7 +178,7 @@ class TrainConfig:
             out=str(out),
             checkpoint_dir=str(checkpoint_dir),
             vgg_weights=str(Path(self.vgg_weights).expanduser().resolve()) if self.vgg_weights else None,
-            init=str(Path(self.init).expanduser().resolve()) if self.init else None,
+            init=_model_reference(self.init) if self.init else None,
             content_weight=weights.content,
             style_weight=weights.style,
             tv_weight=weights.tv,
@@ -197,6 +201,12 @@ class TrainConfig:
         if self.teachers:
             return [teacher_model(teacher).styles[0] for teacher in self.teachers]
         return [Path(style).stem for style in self.styles]
+
+
+def _model_reference(name_or_path: str) -> str:
+    """--init: a file as an absolute path (the run may resume from elsewhere), a shipped model's name as it is."""
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else name_or_path
 
 
 def _teacher_reference(teacher: str) -> str:
@@ -289,12 +299,16 @@ def choose_device(requested: str, processes: Processes) -> torch.device:
 def read_checkpoint(path: Path) -> dict:
     """A checkpoint written by `save_checkpoint`, read without running pickled code."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise StylerError(f"--resume {path}: is a folder; expected a checkpoint file (step-NNNNNNN.ckpt in it?)")
     if not path.is_file():
         raise StylerError(f"--resume {path}: no such checkpoint file")
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for damaged or foreign files
-        raise StylerError(f"--resume {path}: not a readable checkpoint ({load_failure(error)[:160]})") from None
+        kind = foreign_file_kind(path)
+        reason = f"{kind}; expected a step-NNNNNNN.ckpt written by `styler train`" if kind else load_failure(error)
+        raise StylerError(f"--resume {path}: not a readable checkpoint ({reason[:160]})") from None
     if not (isinstance(contents, dict) and contents.get("format") == CHECKPOINT_FORMAT):
         raise StylerError(f"--resume {path}: not a styler training checkpoint")
     if contents.get("version") != CHECKPOINT_VERSION:
@@ -334,7 +348,8 @@ def resolve_config(given: dict) -> tuple[TrainConfig, dict | None]:
                 f"{_flag(name)} {given[name]!r} differs from the checkpoint's {getattr(saved, name)!r}; "
                 "a resumed run keeps what it learns (start a new run to change it)"
             )
-    return replace(saved, **given).checked(), checkpoint
+    # --overwrite is a decision about this command's --out, not part of the run a checkpoint records.
+    return replace(saved, **({"overwrite": False} | given)).checked(), checkpoint
 
 
 def checkpoint_files(directory: Path) -> list[Path]:
@@ -430,9 +445,13 @@ class Training:
                 f"--batch-size {config.batch_size} does not split evenly over {processes.world_size} processes"
             )
         self.local_batch = config.batch_size // processes.world_size
+        _check_memory(config, device, config.batch_size if device.type == "cpu" else self.local_batch)
         if self.out.is_dir():
             raise StylerError(f"--out {self.out}: is a folder; name the model file")
+        if self.out.exists() and not config.overwrite:  # before hours of training, not after them
+            raise StylerError(f"--out {self.out}: exists (pass --overwrite to replace it)")
         _check_can_create(self.out.parent, "--out")
+        _create_folder(self.out.parent, "--out")  # so the model, and a --resume hint's rerun, can be written there
         _check_can_create(self.checkpoint_dir, "--checkpoint-dir")
         if checkpoint is None and checkpoint_files(self.checkpoint_dir):
             # Keeping "the newest K" would otherwise weigh this run's checkpoints against another run's.
@@ -446,6 +465,7 @@ class Training:
         else:
             style_images = list(checkpoint["style_images"])
         photos, self.skipped = scan(Path(config.data))
+        _refuse_out_that_is_an_input(self.out, config, photos)
         self.preview_paths, self.preview_photos = pick_preview_photos(photos, config.image_size)
         self.previews_held_out = len(photos) >= HOLD_OUT_FACTOR * len(self.preview_paths)
         if self.previews_held_out:
@@ -478,7 +498,7 @@ class Training:
             # learning the 0..255 range instead of the style.
             self.network.deconv3.conv2d.bias.fill_(127.5)
         if config.init and checkpoint is None:
-            start_from(self.network, Path(config.init))
+            start_from(self.network, config.init)
         if config.channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
@@ -624,10 +644,11 @@ class Training:
                     self._periodic_outputs()
                     if self.step >= self.total_steps:
                         break
-        if self.saved_step != self.step:
+        # 0 for --checkpoint-every / --preview-every means none, the final one included (Ctrl-C still saves one).
+        if self.saved_step != self.step and self.config.checkpoint_every:
             self.save_checkpoint()
         if main:
-            if self.previewed_step != self.step:
+            if self.previewed_step != self.step and self.config.preview_every:
                 self.write_preview()
             self.write_model()
         return 0
@@ -766,7 +787,11 @@ class Training:
             "teachers": [Path(teacher).name for teacher in config.teachers],
         }
         try:
-            save_model(self.out, self.network, config.style_names, training)
+            save_model(self.out, self.network, config.style_names, training, overwrite=config.overwrite)
+        except OutputExists:  # another program wrote --out during the run: kept, and the weights are not lost
+            kept = checkpoint_files(self.checkpoint_dir)
+            saved = f"; the trained weights are in {kept[-1]}: --resume it with another --out" if kept else ""
+            raise StylerError(f"--out {self.out}: appeared during the run and is kept{saved}") from None
         except OSError as error:  # a full disk, a folder made read-only during the run: the checkpoint is kept
             kept = checkpoint_files(self.checkpoint_dir)
             saved = f"; the trained weights are in {kept[-1]}: --resume it to write the model" if kept else ""
@@ -780,14 +805,17 @@ class Training:
         )
 
 
-def start_from(network: TransformerNet, path: Path) -> None:
+def start_from(network: TransformerNet, path: Path | str) -> None:
     """Copy a model file's weights into `network` (--init): fine-tuning a style, or starting every style from a
     network trained to reconstruct photos, which keeps the content that a short run from scratch does not learn.
 
     The architectures must match except in the number of styles: a single-style model's normalization parameters
     start every style of a multi-style network.
     """
-    model = load_model_file(path)
+    try:
+        model = resolve_model(str(path))  # a shipped model's name, as --model takes, or a file
+    except StylerError as error:
+        raise StylerError(f"--init {path}: {error}") from None
     wanted, given = network.arch, model.arch
     if replace(given, num_styles=wanted.num_styles) != wanted or given.num_styles not in (1, wanted.num_styles):
         raise StylerError(
@@ -807,6 +835,56 @@ def _check_can_create(folder: Path, flag: str) -> None:
     existing = next((parent for parent in [folder, *folder.parents] if parent.exists()), None)
     if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
         raise StylerError(f"{flag} {folder}: cannot create or write this folder")
+
+
+def _create_folder(folder: Path, flag: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StylerError(f"{flag} {folder}: cannot create this folder ({error.strerror or error})") from None
+
+
+def _refuse_out_that_is_an_input(out: Path, config: TrainConfig, photos: list[Path]) -> None:
+    """--out never replaces what the run reads, under any name (symlink, hard link), --overwrite or not."""
+    target = _file_identity(out)
+    if target is None:
+        return
+    inputs = [*config.styles, *photos, *(config.teachers or ()), config.init, config.vgg_weights]
+    if any(_file_identity(Path(path)) == target for path in inputs if path):
+        raise StylerError(f"--out {out}: refusing to overwrite an input of this run; name a new model file")
+
+
+# Lower bounds of the memory a training step needs per pixel of each crop: the tensors autograd keeps for the backward
+# pass (measured with saved_tensors_hooks on 128 px crops), in the transformer network and in the loss network on its
+# output. Optimizer state, the content's features and allocator slack come on top, so a run refused by these bounds
+# could never fit, and one that would fit is never refused.
+NETWORK_BYTES_PER_PIXEL = {"johnson": 3300, "lite": 250}
+LOSS_BYTES_PER_PIXEL = {"vgg16": 3200, "random": 2400}  # distillation's teachers keep nothing for backward
+
+
+def _check_memory(config: TrainConfig, device: torch.device, batch: int) -> None:
+    """Refuse an --image-size whose activations cannot fit, instead of being killed by the OOM killer mid-run.
+    `batch`: the crops on this device at once (all processes' on the CPU, which they share)."""
+    per_pixel = NETWORK_BYTES_PER_PIXEL.get(config.arch, 0) + LOSS_BYTES_PER_PIXEL.get(config.loss_net, 0)
+    needed = per_pixel * config.image_size**2 * batch
+    available = _available_memory(device)
+    if available is not None and needed > available:
+        raise StylerError(
+            f"--image-size {config.image_size} with --batch-size {config.batch_size} needs more than "
+            f"{needed / 2**30:.1f} GiB for activations; {available / 2**30:.1f} GiB is available on {device.type}: "
+            "lower --image-size (256 is the usual) or --batch-size"
+        )
+
+
+def _available_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None  # not Linux: no estimate, no refusal
 
 
 def main(**given) -> int:

@@ -46,3 +46,12 @@ def test_refuses_to_overwrite_and_bad_cells(run_cli, make_image, tiny_model):
     bad = run_cli("grid", photo, unreadable, "-m", tiny_model, "-o", photo.parent / "new.jpg")
     assert bad.exit_code == 2 and "broken.jpg" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     assert not (photo.parent / "new.jpg").exists()
+
+
+def test_the_sheet_never_replaces_an_input_photo(run_cli, make_image, tiny_model):
+    """Issue 16: `grid a.jpg -o a.jpg --overwrite` replaced the photo with the sheet."""
+    source = make_image("a.jpg", 32, 24)
+    before = source.read_bytes()
+    result = run_cli("grid", source, "-m", tiny_model, "-o", source, "--overwrite", "--cell", "16")
+    assert result.exit_code == 2 and "refusing to overwrite an input" in result.stderr
+    assert source.read_bytes() == before

@@ -367,3 +367,24 @@ def test_the_multi_style_model_gives_each_style_its_own_look(sample_photo):
     ]
     for (first, a), (second, b) in itertools.combinations(zip(model.styles, outputs, strict=True), 2):
         assert (a - b).abs().mean() > 10, (first, second)
+
+
+# ------------------------------------------------------------------ issue 16: plain reasons for the wrong file
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda path: path.write_text("e" * 101 + "\n"), "it is a text file; expected a model written by"),
+        (lambda path: path.write_text("root:x:0:0:root:/root:/bin/bash\n"), "it is a text file;"),
+        (lambda path: path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64)), "it is a PNG image;"),
+        (lambda path: path.mkdir(), "is a folder; expected a model file"),
+    ],
+    ids=["text", "passwd", "image", "folder"],
+)
+def test_the_wrong_kind_of_file_is_named_in_one_plain_sentence(tmp_path, make, reason):
+    make(tmp_path / "given")
+    with pytest.raises(StylerError) as error:
+        load_model_file(tmp_path / "given")
+    assert reason in str(error.value) and "\n" not in str(error.value)
+    assert "(101)" not in str(error.value) and "pop from empty list" not in str(error.value)

@@ -12,7 +12,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from PIL import Image
 from test_train import smooth_image, stripes, tiny_run  # pytest puts tests/ on sys.path
 
+from styler import model_files
 from styler.data import PhotoFolder, ResumableSampler, make_loader, scan
 from styler.model_files import load_model_file, save_model
 from styler.network import Architecture, TransformerNet
@@ -34,7 +34,8 @@ def styler_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "styler.cli"]
 
 
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+# PYTHONPATH: this checkout's styler, not the one an editable install points the script at.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
 
 
 # ------------------------------------------------------------------------------------- hostile model files
@@ -195,27 +196,26 @@ def full_disk(monkeypatch):
     then its descriptor is pointed at /dev/full, so each write(2), from Python or from a C encoder, fails ENOSPC."""
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full (Linux) to simulate a full disk")
-    real_mkstemp = tempfile.mkstemp
+    real_open_new = model_files.open_new
 
-    def mkstemp(*args, **kwargs):
-        descriptor, name = real_mkstemp(*args, **kwargs)
+    def open_new(path):
+        descriptor = real_open_new(path)
         full = os.open("/dev/full", os.O_WRONLY)
         os.dup2(full, descriptor)
         os.close(full)
-        return descriptor, name
+        return descriptor
 
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(model_files, "open_new", open_new)
 
 
 @pytest.fixture
 def read_only_file_system(monkeypatch):
     """Creating any temporary file fails as on a read-only mount (works as root too, unlike chmod)."""
 
-    def mkstemp(*args, **kwargs):
-        name = os.path.join(kwargs.get("dir") or ".", f"{kwargs.get('prefix', '')}abcdefgh{kwargs.get('suffix', '')}")
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS), name)
+    def open_new(path):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(model_files, "open_new", open_new)
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -377,3 +377,62 @@ def test_a_12_megapixel_photo_through_lite_stays_under_2_gib(tmp_path):
         assert output.size == (4000, 3000)
     peak_gib = int(run.stderr.rsplit("peak-rss-kib=", 1)[1]) / 2**20
     assert peak_gib < 2.0, f"peak RSS {peak_gib:.2f} GiB"
+
+
+# ---------------------------------------------------------------------- issue 16: interrupts and temporary files
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def test_an_interrupt_just_after_the_temporary_file_is_created_removes_it(tmp_path, monkeypatch):
+    """Ctrl-C can land between the call that creates the temporary file and the code that would clean it up (seen:
+    0-byte `.NAME.xxxx.tmp` files); the name must be known, and removed, whatever the moment."""
+    real_open = os.open
+
+    def open_then_interrupt(path, flags, *args, **kwargs):
+        descriptor = real_open(path, flags, *args, **kwargs)
+        if str(path).endswith(".tmp"):
+            os.close(descriptor)
+            raise KeyboardInterrupt
+        return descriptor
+
+    monkeypatch.setattr(os, "open", open_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        model_files.write_atomically(tmp_path / "out.bin", lambda file: file.write(b"data"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_temporary_name_fits_beside_a_long_output_name(tmp_path):
+    output = tmp_path / ("x" * 250 + ".png")  # a legal name; ".NAME.random.tmp" of it would not be
+    model_files.write_atomically(output, lambda file: file.write(b"data"))
+    assert [path.name for path in tmp_path.iterdir()] == [output.name] and output.read_bytes() == b"data"
+
+
+def test_sigterm_stops_stylize_like_ctrl_c_leaving_only_complete_outputs(tiny_model, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(300):
+        Image.fromarray(np.full((48, 64, 3), index % 256, np.uint8)).save(photos / f"p{index:03d}.png")
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "styler.cli", "stylize", str(photos), "-m", str(tiny_model), "-d", str(out)],
+        cwd=REPOSITORY,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},  # this checkout's styler, not an installed one
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        process.stdout.readline()  # the first output is written: the run is in its loop
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().endswith("styler: terminated"), stderr
+    written = sorted(out.iterdir())
+    assert written and all(path.name.endswith("-tiny.png") for path in written)  # no hidden temporary file
+    for path in written:
+        with Image.open(path) as image:
+            image.load()  # complete, not truncated

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from styler import __version__
 from styler.errors import StylerError
 from styler.stylize import choose_style, keep_colors, mirror_pad_to, target_size
 
@@ -316,7 +317,9 @@ def test_json_prints_one_record_per_file(run_cli, tiny_model, make_image, tmp_pa
     result = stylize(run_cli, tiny_model, good, tmp_path / "bad.jpg", "--json")
     assert result.exit_code == 2
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [set(r) for r in records] == [{"input", "output", "size", "seconds", "error"}] * 2
+    keys = {"input", "output", "size", "seconds", "error", "skipped", "styler_version"}
+    assert [set(r) for r in records] == [keys] * 2
+    assert records[0]["styler_version"] == __version__ and records[0]["skipped"] is False
     ok, failed = records
     assert ok["input"] == str(good) and ok["output"] == str(tmp_path / "a-tiny.png")
     assert ok["size"] == [10, 6] and ok["error"] is None and ok["seconds"] >= 0
@@ -389,6 +392,7 @@ def test_a_multi_style_model_needs_a_style_and_can_blend(run_cli, tiny_multi_sty
         ("starry=abc", "is not a number"),
         ("starry=-1,wave=2", "non-negative"),
         ("starry=0", "positive sum"),
+        ("starry=1e308,wave=1e308", "positive sum"),  # each finite, the sum not: a flat grey "a-.jpg" (issue 16)
     ],
 )
 def test_bad_style_choices_are_user_errors(spec, message):
@@ -488,3 +492,133 @@ def _oriented_size(path: Path) -> tuple[int, int]:
         warnings.simplefilter("ignore")  # corrupt EXIF and MPO headers in some of the files, on purpose
         with Image.open(path) as image:
             return ImageOps.exif_transpose(image).size
+
+
+# ------------------------------------------------------------------------------ issue 16: never destroy a file
+
+
+def test_an_output_that_appears_during_the_work_is_not_replaced(run_cli, tiny_model, make_image, monkeypatch):
+    """Two runs writing the same name at once: the one finishing second must not replace the other's file. The
+    other run is played by the encoder, which writes the output's name just before styler puts its own file there."""
+    source = make_image("photo.png", 16, 16)
+    output = source.with_name("photo-tiny.png")
+    real_save = Image.Image.save
+
+    def save_while_another_run_finishes(image, target, *args, **kwargs):
+        if not output.exists():
+            output.write_bytes(b"the other run's result")
+        return real_save(image, target, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_while_another_run_finishes)
+    result = stylize(run_cli, tiny_model, source)
+    assert result.exit_code == 2
+    assert f"{output}: exists (pass --overwrite to replace it)" in result.stderr
+    assert output.read_bytes() == b"the other run's result"
+    assert sorted(path.name for path in source.parent.iterdir()) == ["photo-tiny.png", "photo.png"]  # no temporary
+    output.unlink()
+    assert stylize(run_cli, tiny_model, source, "--overwrite").exit_code == 0  # asked for: replaced
+    assert Image.open(output).size == (16, 16)
+
+
+# ---------------------------------------------------------------- issue 16: names, re-runs, folders, metadata
+
+
+def test_a_name_too_long_for_the_output_fails_alone_and_the_batch_goes_on(run_cli, tiny_model, make_image, tmp_path):
+    long = make_image("p" * 248 + ".png", 8, 8)  # legal; "<stem>-tiny.png" is over the 255-byte limit
+    short = make_image("short.png", 8, 8)
+    result = stylize(run_cli, tiny_model, long, short)
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("styler: error:")]
+    assert len(errors) == 1 and "File name too long" in errors[0] and "Traceback" not in result.stderr
+    assert (tmp_path / "short-tiny.png").exists()
+
+
+def test_rerunning_over_a_folder_skips_stylers_own_outputs(run_cli, tiny_model, tiny_multi_style_model, make_image):
+    source = make_image("a.png", 8, 8)
+    folder = source.parent
+    assert stylize(run_cli, tiny_model, folder).exit_code == 0
+    again = stylize(run_cli, tiny_model, folder, "--overwrite")
+    assert again.exit_code == 0, again.stderr
+    assert "skipped 1 files styler wrote" in again.stderr
+    # another model's run recognises the output by the mark in its metadata, not only by its name
+    other = run_cli("stylize", folder, "-m", tiny_multi_style_model, "--style", "wave")
+    assert other.exit_code == 0, other.stderr
+    assert sorted(path.name for path in folder.iterdir()) == ["a-tiny.png", "a-wave.png", "a.png"]
+    # named explicitly, an output is stylized like any photo
+    assert stylize(run_cli, tiny_model, folder / "a-wave.png").exit_code == 0
+
+
+def test_the_same_file_given_twice_is_stylized_once(run_cli, tiny_model, make_image, tmp_path):
+    source = make_image("a.png", 8, 8)
+    result = stylize(run_cli, tiny_model, source, source, tmp_path / "." / "a.png", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [str(tmp_path / "a-tiny.png")]
+
+
+def test_a_fifo_given_as_input_is_refused_instead_of_hanging(run_cli, tiny_model, make_image, tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")
+    result = stylize(run_cli, tiny_model, tmp_path / "pipe.png", make_image("a.png", 8, 8))
+    assert result.exit_code == 2
+    assert "pipe.png: is a FIFO (named pipe), not a regular file" in result.stderr
+    assert (tmp_path / "a-tiny.png").exists()
+
+
+def test_a_trailing_slash_names_a_new_folder(run_cli, tiny_model, make_image, tmp_path):
+    result = stylize(run_cli, tiny_model, make_image("a.png", 8, 8), "-o", f"{tmp_path / 'newdir'}/")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "newdir" / "a-tiny.png").exists()
+
+
+def test_an_output_in_missing_folders_is_written_and_errors_never_name_temporary_files(
+    run_cli, tiny_model, make_image, tmp_path
+):
+    result = stylize(run_cli, tiny_model, make_image("a.png", 8, 8), "-o", tmp_path / "missing" / "sub" / "out.jpg")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "missing" / "sub" / "out.jpg").exists()
+    (tmp_path / "file").write_text("in the way")
+    result = stylize(run_cli, tiny_model, tmp_path / "a.png", "-o", tmp_path / "file" / "out.jpg")
+    assert result.exit_code == 2 and ".tmp" not in result.stderr and "styler-probe" not in result.stderr
+
+
+def test_exif_is_kept_with_the_orientation_reset(run_cli, tiny_model, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90: the output is upright and must not be turned again by a viewer
+    exif[0x010F] = "Canon"
+    exif.get_ifd(0x8769)[0x9003] = "2019:05:05 05:05:05"  # DateTimeOriginal
+    Image.new("RGB", (30, 20), (10, 200, 30)).save(tmp_path / "photo.jpg", exif=exif.tobytes())
+    for extension in (".jpg", ".png", ".webp"):
+        output = tmp_path / f"out{extension}"
+        assert stylize(run_cli, tiny_model, tmp_path / "photo.jpg", "-o", output).exit_code == 0
+        with Image.open(output) as image:
+            kept = image.getexif()
+            assert image.size == (20, 30) and 0x0112 not in kept, extension
+            assert kept[0x010F] == "Canon" and kept.get_ifd(0x8769)[0x9003] == "2019:05:05 05:05:05", extension
+            assert kept[0x0131].startswith("styler "), extension
+
+
+def test_standard_input_to_standard_output(tiny_model, make_image):
+    """`cat a.jpg | styler stylize - -m MODEL -o - > b.png`: the image bytes alone on stdout, as PNG."""
+    import io
+
+    from typer.testing import CliRunner
+
+    from styler.cli import app
+
+    source = make_image("a.jpg", 30, 20)
+    result = CliRunner().invoke(app, ["stylize", "-", "-m", str(tiny_model), "-o", "-"], input=source.read_bytes())
+    assert result.exit_code == 0, result.stderr
+    with Image.open(io.BytesIO(result.stdout_bytes)) as image:
+        assert image.format == "PNG" and image.size == (30, 20)
+    assert sorted(path.name for path in source.parent.iterdir()) == ["a.jpg"]  # nothing written beside it
+
+
+def test_version_and_short_help(run_cli):
+    assert run_cli("--version").stdout.strip() == f"styler {__version__}"
+    assert "Usage: styler stylize" in run_cli("stylize", "-h").stdout
+
+
+def test_help_fits_80_columns_and_states_the_limits(run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    text = run_cli("stylize", "--help").stdout
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text  # nothing cut
+    assert "--preserve-color" in text and "(0, 8]" in text and "between 0 and 1" in text

@@ -493,3 +493,89 @@ def test_two_processes_match_one_with_the_same_global_batch(run_cli, photos, sty
         outputs = [load_model_file(tmp_path / run / "model.pth").build()(photo) for run in ("one", "two")]
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-3)
     assert load_model_file(tmp_path / "two" / "model.pth").training["processes"] == 2
+
+
+# ----------------------------------------------------------------- issue 16: --out, folders, odd inputs, limits
+
+
+def test_an_existing_out_is_refused_before_training_unless_overwrite(run_cli, photos, style, tmp_path):
+    (tmp_path / "model.pth").write_bytes(b"last week's model")
+    result = run_cli(*tiny_run(photos, style, tmp_path))
+    assert result.exit_code == 2
+    expected = f"styler: error: --out {tmp_path / 'model.pth'}: exists (pass --overwrite to replace it)"
+    assert result.stderr.strip() == expected
+    assert (tmp_path / "model.pth").read_bytes() == b"last week's model"
+    assert not (tmp_path / "checkpoints").exists()  # refused before any training
+    result = run_cli(*tiny_run(photos, style, tmp_path, "--overwrite"))
+    assert result.exit_code == 0, result.stderr
+    assert load_model_file(tmp_path / "model.pth").training["steps"] == 3
+
+
+@pytest.mark.parametrize("which", ["style", "photo", "photo by a symlink"])
+def test_out_never_replaces_an_input_even_with_overwrite(run_cli, photos, style, tmp_path, which):
+    target = {"style": style, "photo": photos / "photo3.jpg", "photo by a symlink": tmp_path / "alias.jpg"}[which]
+    if which == "photo by a symlink":
+        target.symlink_to(photos / "photo3.jpg")
+    before = target.read_bytes()
+    result = run_cli(*tiny_run(photos, style, tmp_path, "--out", target, "--overwrite"))
+    assert result.exit_code == 2
+    assert "refusing to overwrite an input of this run" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert target.read_bytes() == before
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_out_in_missing_folders_is_written(run_cli, photos, style, tmp_path):
+    out = tmp_path / "missing" / "x" / "m.pth"
+    result = run_cli(*tiny_run(photos, style, tmp_path, "--out", out))
+    assert result.exit_code == 0, result.stderr
+    assert load_model_file(out).styles == ["stripes"]
+
+
+def test_every_zero_means_no_previews_and_no_checkpoints(run_cli, photos, style, tmp_path):
+    result = run_cli(*tiny_run(photos, style, tmp_path, "--max-steps", "1", "--checkpoint-every", "0"))
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "model.pth").exists()
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").rglob("*.*"))
+
+
+def test_init_accepts_a_shipped_models_name(run_cli, photos, style, tmp_path, monkeypatch):
+    from styler.model_files import manifest_entry, save_model, write_manifest
+    from styler.network import TransformerNet
+
+    models = tmp_path / "models"
+    models.mkdir()
+    save_model(models / "warm.pth", TransformerNet(architecture("lite")), ["warm"])
+    write_manifest([manifest_entry(models / "warm.pth", name="warm", style_images=[])], models)
+    monkeypatch.setenv("STYLER_MODELS_DIR", str(models))
+    result = run_cli(*tiny_run(photos, style, tmp_path, "--init", "warm"))
+    assert result.exit_code == 0, result.stderr
+    assert load_model_file(tmp_path / "model.pth").training["init"] == "warm"
+
+
+def test_symlinked_photo_folders_are_found_and_fifos_left_out(run_cli, photos, style, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "linked").symlink_to(photos, target_is_directory=True)
+    (data / "loop").symlink_to(data, target_is_directory=True)  # a link loop must end, not recurse forever
+    os.mkfifo(data / "pipe.jpg")  # opening it would block until a writer came
+    result = run_cli(*tiny_run(data, style, tmp_path))
+    assert result.exit_code == 0, result.stderr
+    assert load_model_file(tmp_path / "model.pth").training["photos"] == 8
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        (["--vgg-weights", "{tmp}/stripes.png"], "--vgg-weights is for --loss-net vgg16"),
+        (["--data", "{tmp}/stripes.png"], "is a file; expected a folder of training photos"),
+        (["--image-size", "100000"], "lower --image-size"),
+        (["--init", "{tmp}"], "is a folder"),
+        (["--resume", "{tmp}"], "is a folder"),
+    ],
+)
+def test_more_bad_arguments_are_one_plain_line_before_any_work(run_cli, photos, style, tmp_path, changes, expected):
+    result = run_cli(*tiny_run(photos, style, tmp_path), *(change.format(tmp=tmp_path) for change in changes))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("styler: error:") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert expected in result.stderr
+    assert not (tmp_path / "model.pth").exists() and not (tmp_path / "checkpoints").exists()
