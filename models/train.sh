@@ -8,8 +8,8 @@
 # 2. each painting from recon, with a 50-step ramp of the style weight (content first: a network trained straight at
 #    full style weight from scratch paints a flat relief; from a reconstruction it keeps faces and buildings).
 #    Batch 2 at 256 px: a batch-4 step takes ~8 s on this CPU's two cores, and twice the steps at batch 2 gain more.
-# 3. the lite networks and the three-style `mix` network are distilled from the three johnson models: they learn the
-#    teachers' outputs, so no VGG16 runs (a lite step is ~0.3 s instead of ~4 s).
+# 3. mix: the three paintings in one conditional-instance-norm network, from the trained starry network.
+# 4. the lite networks are distilled from the johnson models: they learn the teachers' outputs (no VGG16 runs).
 set -eu
 STYLES=${STYLES:-../shared/data/styles}
 DATA=${DATA:-../shared/data/train}
@@ -39,11 +39,15 @@ for pair in vangogh_starry_night:starry hokusai_great_wave:wave kandinsky_compos
         --content-weight 1e5 --style-weight 3e8 --style-ramp 50 --max-steps "$STEPS"
 done
 
+# All three styles in one conditional-instance-norm network, styles taking turns, from the trained starry network.
+stage mix --style "$STYLES/vangogh_starry_night.jpg" --style "$STYLES/hokusai_great_wave.jpg" \
+    --style "$STYLES/kandinsky_composition_vii.jpg" --style-size 256 --init "$OUT/starry.pth" --batch-size 2 \
+    --content-weight 1e5 --style-weight 3e8 --style-ramp 0 --max-steps "${MIX_STEPS:-240}"
+
 for name in starry wave kandinsky; do
-    stage "$name-lite" --arch lite --teacher "$OUT/$name.pth" --lr 3e-3 --max-steps 1500 --batch-size 4
+    stage "$name-lite" --arch lite --teacher "$OUT/$name.pth" --lr 3e-3 --batch-size 2 \
+        --max-steps "${LITE_STEPS:-800}" --checkpoint-every 100 --preview-every 100
 done
-stage mix --teacher "$OUT/starry.pth" --teacher "$OUT/wave.pth" --teacher "$OUT/kandinsky.pth" \
-    --init "$OUT/recon.pth" --lr 1e-3 --max-steps 900 --batch-size 4
 
 # Into models/ (float16) with manifest entries, once benchmarks.quality says they beat what is shipped: SHIP=1.
 [ "${SHIP:-0}" = 1 ] || exit 0
