@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -705,6 +706,29 @@ def test_each_cpu_variant_matches_the_reference(variant):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == [variant]
+
+
+@pytest.mark.skipif(not (sys.platform == "linux" and os.uname().machine == "x86_64"), reason="x86-64 Linux")
+@pytest.mark.skipif(not shutil.which("objdump"), reason="needs binutils' objdump")
+def test_no_avx_instruction_outside_the_avx_variants():
+    """The library must load and run its baseline variant on any x86-64 CPU: no AVX (VEX or EVEX encoded) instruction
+    in a function outside the AVX2 / AVX512 namespaces, e.g. a std::vector member or c10 conversion that several
+    variant objects define and the linker kept from an AVX one. (Per-object clones, "[clone .constprop]", are local
+    to the object that calls them.)"""
+    library = Path(instancenorm._C.__file__)
+    listing = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(library)], capture_output=True,
+                             text=True, check=True).stdout
+    offenders, function = set(), ""
+    for line in listing.splitlines():
+        if line.endswith(">:"):
+            function = line
+        elif "%xmm" in line or "%ymm" in line or "%zmm" in line:
+            fields = line.split()
+            if len(fields) > 1 and fields[1].startswith("v") and not any(
+                tag in function for tag in ("AVX2::", "AVX512::", "4AVX2", "6AVX512", "[clone .")
+            ):
+                offenders.add(function)
+    assert not offenders, sorted(offenders)[:5]
 
 
 def test_unknown_cpu_variant_is_a_clear_error():
