@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -11,30 +13,36 @@ from instancenorm.ops import forward, instance_norm
 
 
 class _KernelInstanceNorm(_InstanceNorm):
-    """torch.nn's _InstanceNorm (constructor, parameters, state_dict keys, input checks) with our kernel inside.
+    """torch.nn's _InstanceNorm (constructor, parameters, state_dict keys, forward with its input checks, num_features
+    check and unbatched inputs) with our kernel inside: only _apply_instance_norm, the F.instance_norm call, is ours.
 
     Running statistics follow torch: in training they move towards the batch average of each instance's mean and
     unbiased variance; in eval with track_running_stats=True the input is normalized with them instead.
     """
 
-    def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
-        unbatched = input.dim() == self._get_no_batch_dim()
-        x = input.unsqueeze(0) if unbatched else input
-        if self.track_running_stats and not self.training:
-            # Fixed per-channel statistics: an affine map, which is exactly what batch_norm in eval computes.
-            y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+    def _apply_instance_norm(self, input: Tensor) -> Tensor:
+        use_input_stats = self.training or not self.track_running_stats
+        n, c = input.shape[:2]
+        if self.running_mean is not None and c != self.running_mean.numel():
+            # torch.instance_norm repeats the running statistics over the batch and hands them to batch_norm.
+            raise RuntimeError(f"running_mean should contain {n * c} elements not {n * self.running_mean.numel()}")
+        if use_input_stats:
+            F._verify_spatial_size(input.size())
         else:
-            y, mean, inv_std = forward(x, self.weight, self.bias, self.eps)
-            if self.track_running_stats:
-                self._update_running_stats(mean, inv_std, spatial=x[0, 0].numel())
-        return y.squeeze(0) if unbatched else y
+            # Fixed per-channel statistics: an affine map, which is exactly what batch_norm in eval computes.
+            return F.batch_norm(
+                input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        y, mean, _, var, _ = forward(input, self.weight, self.bias, self.eps)
+        if self.running_mean is not None:
+            self._update_running_stats(mean, var, spatial=math.prod(input.shape[2:]))
+        return y
 
     @torch.no_grad()
-    def _update_running_stats(self, mean: Tensor, inv_std: Tensor, spatial: int) -> None:
-        # As torch.nn.InstanceNorm*: momentum=None means 0 (no update) and num_batches_tracked is never advanced.
+    def _update_running_stats(self, mean: Tensor, var: Tensor, spatial: int) -> None:
+        # As torch.nn.InstanceNorm*: momentum=None means 0 (no update) and num_batches_tracked is never advanced. An
+        # empty batch averages to NaN, as torch's does.
         factor = 0.0 if self.momentum is None else self.momentum
-        var = inv_std.pow(-2) - self.eps
         unbiased = var * (spatial / max(spatial - 1, 1))
         self.running_mean.lerp_(mean.mean(dim=0).to(self.running_mean.dtype), factor)
         self.running_var.lerp_(unbiased.mean(dim=0).to(self.running_var.dtype), factor)

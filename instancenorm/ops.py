@@ -1,8 +1,13 @@
 """torch.library wiring of the compiled kernels: fake (meta) implementations, and the Python entry points.
 
 The kernels themselves are registered from C++: csrc/bindings.cpp defines the schemas, each backend file its
-implementation, and csrc/autograd.cpp the backward of `forward` (in C++ because the Python wrapper cost ~0.1 ms
-per call, see there). Here they learn to run under torch.compile / FakeTensor.
+implementation, and csrc/autograd.cpp the backward of `forward` and the version bumps and autograd refusals of the
+inference ops (in C++ because the Python wrapper cost ~0.1 ms per call, see there). Here they learn to run under
+torch.compile / FakeTensor.
+
+forward(input, weight, bias, eps) returns (y, mean, inv_std, var, mean_lo): mean + mean_lo is the mean to twice the
+statistics' precision (pass mean_lo to backward to keep a large-offset gradient as exact as the forward), var the
+biased variance.
 """
 
 from __future__ import annotations
@@ -37,13 +42,17 @@ def _like_kernel_output(x: Tensor) -> Tensor:
 
 @torch.library.register_fake("instancenorm::forward")
 def _forward_fake(input: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
-    stats = input.new_empty(input.shape[:2], dtype=stats_dtype(input.dtype))
-    return _like_kernel_output(input), stats, torch.empty_like(stats)
+    stats = [input.new_empty(input.shape[:2], dtype=stats_dtype(input.dtype)) for _ in range(4)]
+    return _like_kernel_output(input), *stats
 
 
 @torch.library.register_fake("instancenorm::backward")
-def _backward_fake(grad_output: Tensor, input: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None):
-    return _like_kernel_output(input), torch.empty_like(mean), torch.empty_like(mean)
+def _backward_fake(
+    grad_output: Tensor, input: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None,
+    mean_lo: Tensor | None = None,
+):
+    # The kernel allocates fresh contiguous (N, C) gradients whatever mean's strides are.
+    return _like_kernel_output(input), mean.new_empty(mean.shape), mean.new_empty(mean.shape)
 
 
 @torch.library.register_fake("instancenorm::normalize_")
@@ -73,7 +82,6 @@ def instance_norm(
     """
     if out is None:
         return forward(input, weight, bias, eps)[0]
-    _refuse_autograd(input, weight, bias, "instance_norm(out=...)")
     normalize_out(input, weight, bias, eps, out=out)
     return out
 
@@ -82,13 +90,8 @@ def instance_norm_(input: Tensor, weight: Tensor | None = None, bias: Tensor | N
     """In-place instance_norm for inference: overwrites input (contiguous or channels_last) and returns it.
 
     Saves allocating an output the size of the input, which for large activations costs more than the arithmetic.
-    Not differentiable: refuses an input that requires grad while autograd is recording.
+    Not differentiable: refuses an argument that requires grad while autograd is recording, and bumps input's
+    version, so a graph that saved input fails in backward as after any in-place op.
     """
-    _refuse_autograd(input, weight, bias, "instance_norm_")
     normalize_(input, weight, bias, eps)
     return input
-
-
-def _refuse_autograd(input: Tensor, weight: Tensor | None, bias: Tensor | None, name: str) -> None:
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias)):
-        raise RuntimeError(f"{name} is for inference: use instance_norm where gradients are needed")

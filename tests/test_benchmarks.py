@@ -103,3 +103,45 @@ def test_quality_figures_are_zero_and_one_for_the_painting_and_the_photo_themsel
     assert quality.structure(photo, photo) == pytest.approx(1.0)
     assert quality.structure(photo.flip(-1), photo) < 0.5  # other outlines
     assert quality.structure(photo * 0.5 + 20, photo) == pytest.approx(1.0)  # contrast and brightness do not count
+
+
+# ---------- benchmarks/gpu_check.sh, in the parts that run without a GPU ----------
+
+GPU_CHECK = ROOT / "benchmarks" / "gpu_check.sh"
+
+
+def run_gpu_check(out: Path, **env: str) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(["bash", str(GPU_CHECK), str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          check=False, env={**os.environ, "PYTHON": sys.executable, **env})
+
+
+def test_gpu_check_runs_every_step_into_its_folder(tmp_path):
+    """Its CPU mode: the same steps (but the build, done already) with the CPU kernels, logs and results in one
+    folder and a summary that names each step."""
+    out = tmp_path / "gpu-check"
+    result = run_gpu_check(out, GPU_CHECK_DEVICE="cpu", GPU_CHECK_SKIP_BUILD="1",
+                           GPU_CHECK_PYTEST_K="test_import_reports_devices or test_cpu_dispatch")
+    summary = (out / "summary.txt").read_text()
+    assert result.returncode == 0, summary + result.stderr
+    steps = [line.split()[1] for line in summary.splitlines() if line.startswith("OK")]
+    assert steps == ["environment", "devices", "tests", "check-grad", "smoke", "benchmark"]
+    assert json.loads((out / "check-grad.json").read_text())["ok"] is True
+    assert json.loads((out / "bench-cpu.json").read_text())["rows"]
+    assert "2 passed" in (out / "02-tests.log").read_text()
+    assert (out / "pytest.xml").exists() and "all steps passed" in summary
+
+
+def test_gpu_check_stops_at_its_budget(tmp_path):
+    """A step that runs past what is left of the budget is cut, the later ones are skipped, and the run fails."""
+    out = tmp_path / "gpu-check"
+    result = run_gpu_check(out, GPU_CHECK_DEVICE="cpu", GPU_CHECK_SKIP_BUILD="1", GPU_CHECK_BUDGET_S="1")
+    summary = (out / "summary.txt").read_text()
+    assert result.returncode == 1
+    assert "SKIPPED  environment (budget spent)" in summary and "later steps skipped" in summary
+
+
+def test_gpu_check_needs_its_output_folder():
+    result = subprocess.run(["bash", str(GPU_CHECK)], capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and "usage" in result.stderr

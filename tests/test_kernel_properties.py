@@ -304,7 +304,7 @@ def _check_backward(p: Problem, x, weight, dy, mean, inv_std, result) -> None:
 def _check_problem(p: Problem) -> None:
     x, weight, bias, dy = make_inputs(p)
     note(f"{p!r}; x strides {x.stride()}")
-    _, mean, inv_std = result = forward_op(x, weight, bias, p.eps)
+    _, mean, inv_std = result = forward_op(x, weight, bias, p.eps)[:3]
     _check_forward(p, x, weight, bias, result)
     _check_backward(p, x, weight, dy, mean, inv_std, backward_op(dy, x, mean, inv_std, weight))
 
@@ -321,15 +321,15 @@ def test_nan_and_inf_stay_in_their_own_plane(p):
 
 @given(problems(dtypes=[torch.float32, torch.bfloat16]))
 def test_autograd_uses_the_ops_and_sums_per_channel_gradients_over_the_batch(p):
-    """instance_norm's backward is the backward op on the statistics the forward saved, per-channel affine gradients
-    summed over N: bit for bit what calling the ops directly gives."""
+    """instance_norm's backward is the backward op on the statistics the forward saved (the mean as its float pair),
+    per-channel affine gradients summed over N: bit for bit what calling the ops directly gives."""
     note(repr(p))
     x, weight, bias, dy = make_inputs(p)
     leaves = {name: t.detach().clone().requires_grad_() for name, t in zip("xwb", (x, weight, bias)) if t is not None}
     y = instance_norm(leaves["x"], leaves.get("w"), leaves.get("b"), p.eps)
     grads = dict(zip(leaves, torch.autograd.grad(y, list(leaves.values()), dy)))
-    y_op, mean, inv_std = forward_op(x, weight, bias, p.eps)
-    dx, dweight, dbias = backward_op(dy, x, mean, inv_std, weight)
+    y_op, mean, inv_std, _, mean_lo = forward_op(x, weight, bias, p.eps)
+    dx, dweight, dbias = backward_op(dy, x, mean, inv_std, weight, mean_lo)
     assert torch.equal(y, y_op) and torch.equal(grads["x"], dx)
     for name, per_instance, param in (("w", dweight, weight), ("b", dbias, bias)):
         if param is not None:
@@ -347,7 +347,7 @@ def test_statistics_of_a_long_two_valued_plane(dtype, layout):
     p = Problem((1, 2, 51, 89), layout, "none", False, False, torch.bfloat16, 10.0, -1e4, None, None, layout, 1e-5, 0)
     x, _, _, dy = make_inputs(p)
     x, dy, p = x.to(dtype), dy.to(dtype), dataclasses.replace(p, dtype=dtype)
-    _, mean, inv_std = result = forward_op(x, None, None, p.eps)
+    _, mean, inv_std = result = forward_op(x, None, None, p.eps)[:3]
     _check_forward(p, x, None, None, result)
     _check_backward(p, x, None, dy, mean, inv_std, backward_op(dy, x, mean, inv_std, None))
 
@@ -358,7 +358,7 @@ def test_the_bounds_catch_plausible_bugs(dtype):
     dweight, or the naive per-element derivative for dx, must each fail the checks above."""
     p = Problem((2, 3, 6, 5), "contiguous", "channel", True, True, dtype, 1.0, 0.0, None, None, "contiguous", 1e-5, 0)
     x, weight, bias, dy = make_inputs(p)
-    y, mean, inv_std = forward_op(x, weight, bias, p.eps)
+    y, mean, inv_std = forward_op(x, weight, bias, p.eps)[:3]
     unbiased = inv_std * math.sqrt(29 / 30)
     y_unbiased = reference.forward(x.double(), weight.double(), bias.double(), p.eps)[0]
     y_unbiased = (y_unbiased - bias.double()[:, None, None]) * math.sqrt(29 / 30) + bias.double()[:, None, None]

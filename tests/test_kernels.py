@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +17,6 @@ import torch.nn.functional as F
 import instancenorm
 from instancenorm import reference
 from instancenorm.testing import CHECK_CASES, Case
-from styler.memory import keep_freed_memory
 
 cuda_only = pytest.mark.skipif(
     "cuda" not in instancenorm.usable_devices(), reason="needs a GPU and instancenorm built with CUDA"
@@ -66,15 +73,22 @@ def assert_close(actual, expected, tol):
 
 def _test_forward(device: str, dtype: torch.dtype, case: Case) -> None:
     x, w, b, _ = case.make(device, dtype)
-    y, mean, inv_std = torch.ops.instancenorm.forward(x, w, b, 1e-5)
+    y, mean, inv_std, var, mean_lo = torch.ops.instancenorm.forward(x, w, b, 1e-5)
     x64, w64, b64 = (None if t is None else t.double() for t in (x, w, b))
     y_ref, mean_ref, inv_std_ref = reference.forward(x64, w64, b64, 1e-5)
+    var_ref = _planes(x64).var(dim=2, unbiased=False)
     # The CPU kernel normalizes with the mean as a float pair (hi + lo): large offsets cost it no accuracy.
     tol = TOLERANCE[dtype] if device == "cpu" else output_scale(case, dtype)
     assert y.dtype == dtype and y.shape == x.shape and y.stride() == x.stride()
     assert mean.dtype == inv_std.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     assert_close(mean, mean_ref, TOLERANCE[torch.float32] * (1 + abs(case.offset)) if dtype != torch.float64 else 1e-10)
     assert_close(inv_std, inv_std_ref, 1e-4 if dtype != torch.float64 else 1e-10)
+    # The pair holds the mean with the error of sums of deviations from it, relative to the spread, not to the offset.
+    # (The float64 reference's own sum carries its rounding relative to the offset.)
+    pair_tol = (1e-12 if dtype == torch.float64 else 1e-6) * case.scale + 2.0**-50 * abs(case.offset)
+    torch.testing.assert_close(mean.double() + mean_lo.double(), mean_ref, atol=pair_tol, rtol=0, equal_nan=True)
+    assert var.dtype == mean.dtype
+    torch.testing.assert_close(var.double(), var_ref, rtol=1e-5 if dtype != torch.float64 else 1e-10, atol=0)
     assert_close(y, y_ref, tol)
 
 
@@ -88,20 +102,73 @@ def test_forward_matches_reference(device, dtype, case):
 # ---------- backward ----------
 
 
-def _test_backward(device: str, dtype: torch.dtype, case: Case) -> None:
+def _planes(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(*t.shape[:2], -1)
+
+
+# Gradient error bounds, element by element, from how the kernels compute: every sum and product in the accumulation
+# type (float32, or float64 for float64 inputs) from inputs converted exactly, and dx rounded once to the input dtype
+# at the end; dweight and dbias are returned in the accumulation type. So against the float64 reference
+#   |dx - ref| <= u(dtype) * |ref| + (ACC_DX * scale_dx) * (1 + u(dtype)) + subnormal step of dtype
+#   scale_dx    = |w| * inv_std * (|dy| + mean|dy| + |x̂| * mean|dy x̂|)   (the terms dx is made of)
+#   |dw - ref| <= ACC_SUM * (1 + log2 M) * Σ|dy x̂|,   |db - ref| <= ACC_SUM * (1 + log2 M) * Σ|dy|
+# with u the unit roundoff of the dtype and ACC_* those of tests/test_kernel_properties.py's Tolerance for the
+# accumulation type (2-5x the largest error of 5000 random problems). The float64 reference's own x - mean is
+# relative to |mean|: REFERENCE * |mean| * inv_std more for dx.
+UNIT_ROUNDOFF = {torch.float64: 2.0**-53, torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+ACC_DX = {torch.float64: 1.5e-15, torch.float32: 6e-7}
+ACC_SUM = {torch.float64: 8e-16, torch.float32: 2.5e-7}
+REFERENCE = 16 * 2.0**-53
+
+
+def gradient_bounds(dtype, x64, dy64, w64, mean64, inv_std64):
+    """(dx, dweight, dbias) bounds for the float64 reference computed from these float64 values."""
+    acc = reference.stats_dtype(dtype)
+    n, c = x64.shape[:2]
+    xhat = ((_planes(x64) - mean64[..., None]) * inv_std64[..., None]).abs()
+    dy = _planes(dy64).abs()
+    w = (torch.ones(n, c, dtype=torch.float64) if w64 is None else w64.expand(n, c)).abs()
+    scale_dx = (w * inv_std64)[..., None] * (
+        dy + dy.mean(dim=2, keepdim=True) + xhat * (dy * xhat).mean(dim=2, keepdim=True)
+    )
+    dx_abs = scale_dx * (ACC_DX[acc] * (1 + UNIT_ROUNDOFF[dtype]) + REFERENCE * (mean64.abs() * inv_std64)[..., None])
+    info = torch.finfo(dtype)
+    sums = 1 + math.log2(max(1, _planes(x64).shape[2]))
+    return (
+        lambda ref: (UNIT_ROUNDOFF[dtype] * _planes(ref).abs() + dx_abs + info.tiny * info.eps).reshape(ref.shape),
+        ACC_SUM[acc] * sums * (dy * xhat).sum(dim=2),
+        ACC_SUM[acc] * sums * dy.sum(dim=2),
+    )
+
+
+def assert_gradients_within(grads, refs, bounds) -> None:
+    for name, got, ref, bound in zip(("dx", "dweight", "dbias"), grads, refs, bounds):
+        limit = bound(ref) if callable(bound) else bound
+        err = (got.double().cpu() - ref).abs()
+        worst = (err - limit).flatten().argmax()
+        assert (err <= limit).all(), (
+            f"{name}: error {err.flatten()[worst].item():.3g} over the bound {limit.flatten()[worst].item():.3g} "
+            f"(value {ref.flatten()[worst].item():.6g})"
+        )
+
+
+def _backward_and_reference(device: str, dtype: torch.dtype, case: Case):
+    """The backward op on the statistics the forward returned (mean as its float pair), and the float64 reference
+    on those same statistics, with the bounds for them."""
     x, w, b, dy = case.make(device, dtype)
-    _, mean, inv_std = torch.ops.instancenorm.forward(x, w, b, 1e-5)
-    dx, dw, db = torch.ops.instancenorm.backward(dy, x, mean, inv_std, w)
-    x64, w64, dy64 = x.double(), None if w is None else w.double(), dy.double()
-    dx_ref, dw_ref, db_ref = reference.backward(dy64, x64, mean.double(), inv_std.double(), w64)
-    assert dx.stride() == x.stride() and dw.shape == db.shape == x.shape[:2]
-    # dx sums M terms of size |w| * inv_std * |dy|: scale the bound by that and by the plane size.
-    plane = x[0, 0].numel()
-    w_scale = 1.0 if w is None else w.abs().max().item()
-    tol = output_scale(case, dtype)
-    assert_close(dx, dx_ref, tol * w_scale * inv_std.max().item() * (1 + plane**0.5 * TOLERANCE[dtype]))
-    assert_close(dw, dw_ref, tol * plane**0.5 * 4)
-    assert_close(db, db_ref, TOLERANCE[dtype] * plane**0.5 * 4)
+    _, mean, inv_std, _, mean_lo = torch.ops.instancenorm.forward(x, w, b, 1e-5)
+    grads = torch.ops.instancenorm.backward(dy, x, mean, inv_std, w, mean_lo)
+    x64, dy64, w64 = x.double().cpu(), dy.double().cpu(), None if w is None else w.double().cpu()
+    mean64, inv_std64 = mean.double().cpu() + mean_lo.double().cpu(), inv_std.double().cpu()
+    refs = reference.backward(dy64, x64, mean64, inv_std64, w64)
+    return x, grads, refs, gradient_bounds(dtype, x64, dy64, w64, mean64, inv_std64)
+
+
+def _test_backward(device: str, dtype: torch.dtype, case: Case) -> None:
+    x, grads, refs, bounds = _backward_and_reference(device, dtype, case)
+    dx, dw, db = grads
+    assert dx.stride() == x.stride() and dw.shape == db.shape == x.shape[:2] and dx.dtype == dtype
+    assert_gradients_within(grads, refs, bounds)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -111,10 +178,50 @@ def test_backward_matches_reference(device, dtype, case):
     _test_backward(device, dtype, case)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_gradient_bounds_reject_a_one_percent_error(dtype):
+    """No vacuous bounds: dx, dweight or dbias 1 % off, or dx by the naive per-element formula, fails the check on
+    every case where that gradient is not zero."""
+    for case in CASES:
+        _, grads, refs, bounds = _backward_and_reference("cpu", dtype, case)
+        assert_gradients_within(grads, refs, bounds)
+        for k, name in enumerate(("dx", "dweight", "dbias")):
+            if not refs[k].any():  # e.g. dx and dweight of 1x1 planes
+                continue
+            wrong = list(grads)
+            wrong[k] = (grads[k].double() * 1.01).to(grads[k].dtype)
+            with pytest.raises(AssertionError, match=name):
+                assert_gradients_within(wrong, refs, bounds)
+        x_, w, _, dy = case.make("cpu", dtype)
+        _, _, inv_std, _, _ = torch.ops.instancenorm.forward(x_, w, None, 1e-5)
+        naive = reference.naive_backward(dy, inv_std, w)
+        if not torch.equal(naive, grads[0]):
+            with pytest.raises(AssertionError, match="dx"):
+                assert_gradients_within((naive, *grads[1:]), refs, bounds)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("offset", [1e4, -3e3])
+def test_backward_is_exact_against_float64_statistics(device, channels_last, offset):
+    """The gradient of a plane far from zero, x = offset + 0.01 * noise, through autograd, against the float64
+    reference on the float64 statistics of the same values: the backward gets the mean as the forward's float pair,
+    so it is as exact as the forward (with the mean rounded to float32 it was 1e-3 off)."""
+    case = Case("t", (2, 3, 16, 16), channels_last=channels_last, affine="sample", offset=offset, scale=1e-2)
+    x, w, b, dy = case.make(device, torch.float32)
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    grads = torch.autograd.grad(instancenorm.instance_norm(*leaves), leaves, dy)
+    x64, w64, dy64 = x.double().cpu(), w.double().cpu(), dy.double().cpu()
+    _, mean64, inv_std64 = reference.forward(x64, w64, None, 1e-5)
+    refs = reference.backward(dy64, x64, mean64, inv_std64, w64)
+    bounds = gradient_bounds(torch.float32, x64, dy64, w64, mean64, inv_std64)
+    assert_gradients_within(grads, refs, bounds)  # w, b are (N, C): their gradients are the per-instance ones
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_backward_accepts_gradient_in_another_layout(device):
     x, w, b, dy = Case("cl", (2, 5, 6, 7), channels_last=True).make(device, torch.float32)
-    _, mean, inv_std = torch.ops.instancenorm.forward(x, w, b, 1e-5)
+    _, mean, inv_std, _, _ = torch.ops.instancenorm.forward(x, w, b, 1e-5)
     dx_nchw_grad = torch.ops.instancenorm.backward(dy.contiguous(), x, mean, inv_std, w)[0]
     dy_cl = dy.contiguous(memory_format=torch.channels_last)
     dx_cl_grad = torch.ops.instancenorm.backward(dy_cl, x, mean, inv_std, w)[0]
@@ -219,8 +326,12 @@ def test_opcheck(device, case):
     x.requires_grad_()
     w.requires_grad_()
     torch.library.opcheck(torch.ops.instancenorm.forward.default, (x, w, b, 1e-5))
-    _, mean, inv_std = torch.ops.instancenorm.forward(x.detach(), w.detach(), b, 1e-5)
-    torch.library.opcheck(torch.ops.instancenorm.backward.default, (dy, x.detach(), mean, inv_std, w.detach()))
+    _, mean, inv_std, _, mean_lo = torch.ops.instancenorm.forward(x.detach(), w.detach(), b, 1e-5)
+    torch.library.opcheck(torch.ops.instancenorm.backward.default, (dy, x.detach(), mean, inv_std, w.detach(), mean_lo))
+    # Statistics in any layout: the gradients still come back as fresh contiguous (N, C) tensors, as the fake says.
+    mean_t = mean.t().contiguous().t()
+    assert not mean_t.is_contiguous()
+    torch.library.opcheck(torch.ops.instancenorm.backward.default, (dy, x.detach(), mean_t, inv_std, w.detach()))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -256,8 +367,8 @@ def test_empty_batch(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_empty_spatial_gives_nan_statistics(device):
-    y, mean, inv_std = torch.ops.instancenorm.forward(torch.randn(2, 3, 0, 4, device=device), None, None, 1e-5)
-    assert y.shape == (2, 3, 0, 4) and mean.isnan().all() and inv_std.isnan().all()
+    y, *stats = torch.ops.instancenorm.forward(torch.randn(2, 3, 0, 4, device=device), None, None, 1e-5)
+    assert y.shape == (2, 3, 0, 4) and all(s.isnan().all() for s in stats)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -267,7 +378,7 @@ def test_nan_and_inf_stay_in_their_plane(device, channels_last, bad):
     x, w, b, _ = Case("t", (2, 3, 8, 8), channels_last=channels_last).make(device, torch.float32)
     x = x.clone()
     x[1, 2, 3, 4] = bad
-    y, _, _ = torch.ops.instancenorm.forward(x, w, b, 1e-5)
+    y = torch.ops.instancenorm.forward(x, w, b, 1e-5)[0]
     assert y[1, 2].isnan().all()
     clean = torch.ones_like(y, dtype=torch.bool)
     clean[1, 2] = False
@@ -282,9 +393,10 @@ def test_constant_channel_gives_exactly_bias(device, channels_last, dtype, value
     x, w, b, _ = Case("t", (2, 3, 40, 60), channels_last=channels_last, affine="sample").make(device, dtype)
     x = x.clone()
     x[:, 1] = value
-    y, mean, _ = torch.ops.instancenorm.forward(x, w, b, 1e-5)
+    y, mean, _, var, mean_lo = torch.ops.instancenorm.forward(x, w, b, 1e-5)
     assert torch.equal(y[:, 1], b[:, 1, None, None].expand_as(y[:, 1]))
     assert torch.equal(mean[:, 1], torch.full_like(mean[:, 1], torch.tensor(value, dtype=dtype).item()))
+    assert not var[:, 1].any() and not mean_lo[:, 1].any()  # exactly 0, not a rounding residue
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -295,7 +407,7 @@ def test_tiny_values_with_zero_eps(device, channels_last):
     x = torch.tensor([1.0, -1.0, 3.0, -3.0, 2.0, -2.0], dtype=torch.float64).repeat(2, 4, 1).view(2, 4, 2, 3) * 1e-20
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     x32 = x.float().to(device).contiguous(memory_format=memory_format)
-    y, _, inv_std = torch.ops.instancenorm.forward(x32, None, None, 0.0)
+    y, _, inv_std, _, _ = torch.ops.instancenorm.forward(x32, None, None, 0.0)
     y_ref, _, inv_std_ref = reference.forward(x32.double(), None, None, 0.0)
     # Subnormal squares keep ~5 significant digits (their step is 1.4e-45).
     assert_close(inv_std, inv_std_ref, 1e-4)
@@ -325,8 +437,8 @@ def test_result_does_not_depend_on_thread_count():
         results = []
         for n in (1, 2, 3):
             torch.set_num_threads(n)
-            y, mean, inv_std = torch.ops.instancenorm.forward(x, w, b, 1e-5)
-            results.append((y, *torch.ops.instancenorm.backward(dy, x, mean, inv_std, w)))
+            y, mean, inv_std, _, mean_lo = torch.ops.instancenorm.forward(x, w, b, 1e-5)
+            results.append((y, *torch.ops.instancenorm.backward(dy, x, mean, inv_std, w, mean_lo)))
     finally:
         torch.set_num_threads(threads)
     for other in results[1:]:
@@ -362,10 +474,34 @@ STREAMED_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", STREAMED_CASES, ids=ids(STREAMED_CASES))
-def test_streamed_outputs_match_reference(case):
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """code in a fresh interpreter started in the repository root (so it imports this checkout's instancenorm): for
+    what must not change this process (malloc settings, the CPU variant) or may crash it."""
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=root, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+# Run in a child process: keep_freed_memory() changes malloc's settings for the rest of the process it runs in.
+STREAMED_CHILD = "INSTANCENORM_TEST_STREAMED_CHILD"
+
+
+def test_streamed_outputs_match_reference():
     """The CPU kernels write an output of 16 MiB or more with streaming stores once its memory is mapped in, which
     with malloc keeping freed memory is from the second call on."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_streamed_in_this_process"],
+        cwd=Path(__file__).resolve().parent.parent, env={**os.environ, STREAMED_CHILD: "1"}, capture_output=True,
+        text=True, timeout=900, check=False,
+    )
+    assert result.returncode == 0 and f"{len(STREAMED_CASES)} passed" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not os.environ.get(STREAMED_CHILD), reason="run by test_streamed_outputs_match_reference")
+@pytest.mark.parametrize("case", STREAMED_CASES, ids=ids(STREAMED_CASES))
+def test_streamed_in_this_process(case):
+    from styler.memory import keep_freed_memory
+
     keep_freed_memory()
     x, w, b, _ = case.make("cpu", torch.float32)
     assert x.nbytes >= 16 << 20
@@ -379,6 +515,28 @@ def test_streamed_outputs_match_reference(case):
     out = torch.full_like(x, float("nan"))
     with torch.inference_mode():
         torch.testing.assert_close(instancenorm.instance_norm(x, w, b, out=out), normalized_in_place, atol=0, rtol=0)
+
+
+def test_out_into_a_buffer_off_the_element_alignment():
+    """A 16 MiB out= buffer whose address is not a multiple of 4 (torch.frombuffer at offset 1) is above the streaming
+    threshold, but streaming stores need aligned addresses: it is written with ordinary stores, not crashed on. Run
+    in a child process, since the failure is a segfault."""
+    result = run_python("""
+        import torch, instancenorm
+        n = 4 * 1024 * 1024  # elements: 16 MiB of float32, the streaming threshold
+        x = torch.randn(1, 4, 1024, 1024)
+        expected = instancenorm.instance_norm(x)
+        for offset in (1, 2, 4):
+            out = torch.frombuffer(bytearray(4 * n + 8), dtype=torch.float32, offset=offset, count=n).view(x.shape)
+            out.fill_(float("nan"))  # mapped in: the kernel streams only into resident pages
+            assert out.data_ptr() % 4 == offset % 4
+            instancenorm.instance_norm(x, out=out)
+            assert torch.equal(out, expected), offset
+            instancenorm.instance_norm_(out)
+            assert torch.equal(out, instancenorm.instance_norm(expected)), offset
+        print("ok")
+    """)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (result.returncode, result.stderr[-2000:])
 
 
 # ---------- in place and into out=, for inference ----------
@@ -402,8 +560,12 @@ def test_in_place_matches_out_of_place(device, dtype, case):
 
 
 def test_in_place_refuses_what_it_cannot_do():
-    with pytest.raises(RuntimeError, match="for inference"):
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
         instancenorm.instance_norm_(torch.randn(2, 3, 4, 4, requires_grad=True))
+    with pytest.raises(RuntimeError, match="for inference"):  # a non-leaf: autograd would have to record it
+        instancenorm.instance_norm_(torch.randn(2, 3, 4, 4, requires_grad=True) * 2)
+    with pytest.raises(RuntimeError, match="for inference"):  # called as the op itself, not through ops.py
+        torch.ops.instancenorm.normalize_(torch.randn(2, 3, 4, 4), torch.ones(3, requires_grad=True), None, 1e-5)
     with pytest.raises(RuntimeError, match="contiguous or channels_last"):
         instancenorm.instance_norm_(torch.randn(2, 3, 8, 8)[:, :, ::2])
 
@@ -428,6 +590,10 @@ def test_out_refuses_what_it_cannot_do():
     x = torch.randn(2, 3, 8, 8)
     with pytest.raises(RuntimeError, match="for inference"):
         instancenorm.instance_norm(x.clone().requires_grad_(), out=torch.empty_like(x))
+    with pytest.raises(RuntimeError, match="for inference"):
+        torch.ops.instancenorm.normalize_out(x, None, torch.zeros(3, requires_grad=True), 1e-5, out=torch.empty_like(x))
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        instancenorm.instance_norm(x, out=torch.empty_like(x, requires_grad=True))
     bad_outs = {
         "out must be a Float tensor of shape": [torch.empty(2, 3, 8, 7), torch.empty_like(x, dtype=torch.float64)],
         "memory format the input is read in": [torch.empty_like(x, memory_format=torch.channels_last)],
@@ -441,6 +607,49 @@ def test_out_refuses_what_it_cannot_do():
         instancenorm.instance_norm(rows[:2], out=rows[1:])
 
 
+@pytest.mark.parametrize("how", ["in_place", "out"])
+def test_writes_bump_the_version_so_a_graph_that_saved_the_tensor_refuses_backward(how):
+    """As after torch's own in-place ops: the product saved a for its backward, which a later write makes wrong."""
+    a, target = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    w = torch.randn(2, 3, 4, 4, requires_grad=True)
+    written = a if how == "in_place" else target
+    loss = (a * w).sum() + (target * w).sum()
+    before = written._version
+    if how == "in_place":
+        instancenorm.instance_norm_(a)
+    else:
+        instancenorm.instance_norm(a, out=target)
+    assert written._version > before
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_writes_without_autograd_recording():
+    """Under no_grad (or inference mode) the inference ops take any tensor, a parameter included, as torch's in-place
+    ops do."""
+    p = torch.randn(2, 3, 4, 4, requires_grad=True)
+    expected = instancenorm.instance_norm(p.detach())
+    with torch.no_grad():
+        instancenorm.instance_norm_(p)
+        assert p._version == 1
+        instancenorm.instance_norm(expected.clone(), out=p)
+    torch.testing.assert_close(p.detach(), instancenorm.instance_norm(expected))
+
+
+def test_out_and_gradient_of_a_dense_slice():
+    """randn(1, 6, 8, 8)[:, :3] is contiguous with a batch stride of 384 that never moves a pointer: a fresh
+    contiguous out is its layout, and a gradient in the fresh layout is used as it is, not copied first."""
+    x = torch.randn(1, 6, 8, 8)[:, :3]
+    assert x.is_contiguous() and x.stride(0) != 3 * 64
+    out = torch.empty(1, 3, 8, 8)
+    torch.testing.assert_close(instancenorm.instance_norm(x, out=out), instancenorm.instance_norm(x.clone()))
+    _, mean, inv_std, _, mean_lo = torch.ops.instancenorm.forward(x, None, None, 1e-5)
+    dy = torch.randn(1, 3, 8, 8)
+    with torch.profiler.profile() as prof:
+        torch.ops.instancenorm.backward(dy, x, mean, inv_std, None, mean_lo)
+    assert "aten::copy_" not in {e.name for e in prof.events()}
+
+
 def test_out_opcheck():
     x, w, b, _ = Case("t", (2, 3, 5, 6), channels_last=True).make("cpu", torch.float32)
     out = torch.empty_like(x)
@@ -450,3 +659,104 @@ def test_out_opcheck():
 def test_in_place_opcheck():
     x, w, b, _ = Case("t", (2, 3, 5, 6), channels_last=True).make("cpu", torch.float32)
     torch.library.opcheck(torch.ops.instancenorm.normalize_.default, (x, w, b, 1e-5))
+
+
+# ---------- CPU variants chosen at run time ----------
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
+def best_variant(flags: set[str]) -> str:
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl", "fma"} <= flags:
+        return "avx512"
+    if {"avx2", "fma"} <= flags:
+        return "avx2"
+    return "default"
+
+
+@pytest.mark.skipif(not (sys.platform == "linux" and os.uname().machine == "x86_64"), reason="x86-64 Linux")
+def test_cpu_dispatch_picks_the_best_variant_this_cpu_runs():
+    assert torch.ops.instancenorm.cpu_capability() == best_variant(cpu_flags())
+
+
+# Each variant this CPU can run, capped by INSTANCENORM_CPU_CAPABILITY in a child process, on every kernel path.
+RUNNABLE_VARIANTS = ["default", "avx2", "avx512"][: ["default", "avx2", "avx512"].index(best_variant(cpu_flags())) + 1]
+
+
+@pytest.mark.parametrize("variant", RUNNABLE_VARIANTS)
+def test_each_cpu_variant_matches_the_reference(variant):
+    result = run_python(
+        """
+        import sys, torch
+        sys.path.insert(0, "tests")
+        import test_kernels as t
+        print(torch.ops.instancenorm.cpu_capability())
+        for case in t.CASES:
+            for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+                t._test_forward("cpu", dtype, case)
+                t._test_backward("cpu", dtype, case)
+        """,
+        INSTANCENORM_CPU_CAPABILITY=variant,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == [variant]
+
+
+@pytest.mark.skipif(not (sys.platform == "linux" and os.uname().machine == "x86_64"), reason="x86-64 Linux")
+@pytest.mark.skipif(not shutil.which("objdump"), reason="needs binutils' objdump")
+def test_no_avx_instruction_outside_the_avx_variants():
+    """The library must load and run its baseline variant on any x86-64 CPU: no AVX (VEX or EVEX encoded) instruction
+    in a function outside the AVX2 / AVX512 namespaces, e.g. a std::vector member or c10 conversion that several
+    variant objects define and the linker kept from an AVX one. (Per-object clones, "[clone .constprop]", are local
+    to the object that calls them.)"""
+    library = Path(instancenorm._C.__file__)
+    listing = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(library)], capture_output=True,
+                             text=True, check=True).stdout
+    offenders, function = set(), ""
+    for line in listing.splitlines():
+        if line.endswith(">:"):
+            function = line
+        elif "%xmm" in line or "%ymm" in line or "%zmm" in line:
+            fields = line.split()
+            if len(fields) > 1 and fields[1].startswith("v") and not any(
+                tag in function for tag in ("AVX2::", "AVX512::", "4AVX2", "6AVX512", "[clone .")
+            ):
+                offenders.add(function)
+    assert not offenders, sorted(offenders)[:5]
+
+
+def test_unknown_cpu_variant_is_a_clear_error():
+    result = run_python(
+        "import torch, instancenorm; instancenorm.instance_norm(torch.randn(1, 2, 3))",
+        INSTANCENORM_CPU_CAPABILITY="sse9",
+    )
+    assert result.returncode != 0 and "INSTANCENORM_CPU_CAPABILITY must be default, avx2 or avx512" in result.stderr
+
+
+# ---------- transforms the C++ autograd does not support ----------
+
+
+def test_forward_mode_ad_is_refused_clearly():
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.randn_like(x))
+        with pytest.raises(RuntimeError, match="forward-mode AD"):
+            instancenorm.instance_norm(dual)
+    with pytest.raises(RuntimeError, match="forward-mode AD"):
+        torch.func.jvp(instancenorm.instance_norm, (x,), (torch.randn_like(x),))
+
+
+def test_torch_func_grad_is_refused_clearly_and_vmap_runs_per_sample():
+    x = torch.randn(4, 2, 3, 5, 5, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="functorch transforms"):
+        torch.func.grad(lambda x: instancenorm.instance_norm(x).square().sum())(x[0])
+    batched = torch.func.vmap(instancenorm.instance_norm)(x)
+    torch.testing.assert_close(batched, torch.stack([reference.instance_norm(s) for s in x]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -65,6 +67,70 @@ def test_unbatched_input_and_1d():
     torch.testing.assert_close(ours(x1d[0]), theirs(x1d[0]), **TOL)
     with pytest.raises(ValueError, match="expected 2D or 3D input"):
         ours(torch.randn(2, 5, 4, 4))
+
+
+def _run(module: nn.Module, x: torch.Tensor):
+    """("ok", output, state) or (exception type, message); with the warnings it gave."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = ("ok", module(x), {k: v.clone() for k, v in module.state_dict().items()})
+        except Exception as error:  # noqa: BLE001 - the exception itself is what is compared
+            result = (type(error), str(error))
+    return result, [str(w.message) for w in caught]
+
+
+# (constructor kwargs, input shape, training): where torch.nn's modules check their input, raise, warn, or give NaN.
+EDGE_CASES = [
+    ({"num_features": 3, "affine": True}, (2, 4, 5, 5), True),  # wrong C with affine: ValueError
+    ({"num_features": 3}, (2, 4, 5, 5), True),  # wrong C without affine: a warning, then normalized
+    ({"num_features": 3, "track_running_stats": True}, (2, 1, 5, 5), True),  # C = 1 must not fill every running entry
+    ({"num_features": 3, "track_running_stats": True}, (2, 1, 5, 5), False),
+    ({"num_features": 3, "track_running_stats": True, "affine": True}, (2, 4, 5, 5), False),
+    ({"num_features": 3}, (2, 3, 1, 1), True),  # one spatial element in training: ValueError
+    ({"num_features": 3}, (2, 3, 1, 1), False),  # ... and in eval without running statistics
+    ({"num_features": 3, "track_running_stats": True}, (2, 3, 1, 1), False),  # eval with them: fine
+    ({"num_features": 3, "track_running_stats": True}, (0, 3, 5, 5), True),  # empty batch: running stats become NaN
+    ({"num_features": 3, "track_running_stats": True}, (0, 3, 5, 5), False),
+    # (Not compared: an empty batch with affine=True, where torch 2.x raises IndexError from inside
+    # torch.instance_norm; ours returns the empty output, as the functional form does.)
+    ({"num_features": 3, "affine": True}, (3, 5, 5), True),  # unbatched
+    ({"num_features": 3, "affine": True}, (4, 5, 5), True),  # unbatched, wrong C
+]
+
+
+@pytest.mark.parametrize(("kwargs", "shape", "training"), EDGE_CASES)
+@pytest.mark.parametrize("dims", [1, 2])
+def test_edge_cases_behave_as_torch(kwargs, shape, training, dims):
+    """Same exception type and message, same warnings, or the same output and state, as torch.nn.InstanceNorm1d/2d."""
+    if dims == 1:
+        shape = shape[:-2] + (shape[-2] * shape[-1],)
+    x = torch.randn(shape)
+    ours_cls, theirs_cls = (instancenorm.InstanceNorm1d, nn.InstanceNorm1d) if dims == 1 else (
+        instancenorm.InstanceNorm2d, nn.InstanceNorm2d)
+    ours, theirs = ours_cls(**kwargs).train(training), theirs_cls(**kwargs).train(training)
+    (result_ours, warned_ours), (result_theirs, warned_theirs) = _run(ours, x), _run(theirs, x)
+    assert warned_ours == warned_theirs
+    assert result_ours[0] == result_theirs[0], (result_ours, result_theirs)
+    if result_ours[0] != "ok":
+        assert result_ours[1] == result_theirs[1]
+        return
+    torch.testing.assert_close(result_ours[1], result_theirs[1], **TOL)
+    for name, value in result_theirs[2].items():
+        torch.testing.assert_close(result_ours[2][name], value, **TOL, equal_nan=True, msg=name)
+
+
+def test_running_var_is_the_variance_itself():
+    """A constant channel has running variance exactly (1 - momentum) * 1 (its batch variance is 0, not a rounding
+    residue of 1 / inv_std**2 - eps), and a variance far below eps keeps its digits."""
+    layer = instancenorm.InstanceNorm2d(2, track_running_stats=True, momentum=1.0)
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    x[:, 0] = 0.37
+    x[:, 1] *= 1e-4
+    layer(x.float())
+    assert layer.running_var[0].item() == 0.0
+    expected = x[:, 1].flatten(1).var(dim=1).mean()
+    torch.testing.assert_close(layer.running_var[1].double(), expected, rtol=1e-5, atol=0)
 
 
 def test_affine_gradients_match_torch():

@@ -11,10 +11,11 @@ PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(instancenorm, m) {
-  m.def("forward(Tensor input, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
+  // forward -> (y, mean, inv_std, var, mean_lo); see instance_norm.h.
+  m.def("forward(Tensor input, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("normalize_(Tensor(a!) input, Tensor? weight, Tensor? bias, float eps) -> ()");
   m.def("normalize_out(Tensor input, Tensor? weight, Tensor? bias, float eps, *, Tensor(a!) out) -> ()");
   m.def(
-      "backward(Tensor grad_output, Tensor input, Tensor mean, Tensor inv_std, Tensor? weight)"
+      "backward(Tensor grad_output, Tensor input, Tensor mean, Tensor inv_std, Tensor? weight, Tensor? mean_lo=None)"
       " -> (Tensor, Tensor, Tensor)");
 }

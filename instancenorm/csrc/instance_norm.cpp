@@ -20,6 +20,16 @@ bool is_channels_last(const at::Tensor& x) {
   return (x.size(1) == 1 || x.stride(1) == 1) && (x.size(0) == 1 || x.stride(0) == expected);
 }
 
+// Whether b is laid out in memory as a is: equal strides wherever a dim has more than one element (the stride of a
+// size-1 dim never moves a pointer, so a slice such as randn(1, 6, 8, 8)[:, :3] is as dense as a fresh tensor).
+bool same_layout(const at::Tensor& a, const at::Tensor& b) {
+  if (a.sizes() != b.sizes()) return false;
+  for (int64_t d = 0; d < a.dim(); ++d) {
+    if (a.size(d) != 1 && a.stride(d) != b.stride(d)) return false;
+  }
+  return true;
+}
+
 // The tensor a kernel reads: x itself when it is dense NC* or N*C, otherwise a contiguous copy.
 at::Tensor dense_layout(const at::Tensor& x, bool* channels_last) {
   if (x.is_contiguous()) {
@@ -96,14 +106,15 @@ ForwardArgs prepare_forward(const at::Tensor& input, const std::optional<at::Ten
   const auto stats_options = input.options().dtype(stats_dtype(input.scalar_type()));
   a.mean = at::empty({g.N, g.C}, stats_options);
   a.inv_std = at::empty({g.N, g.C}, stats_options);
+  a.var = at::empty({g.N, g.C}, stats_options);
+  a.mean_lo = at::empty({g.N, g.C}, stats_options);
   return a;
 }
 
 void run_forward(ForwardArgs& a, ForwardKernel kernel) {
   if (a.g.N * a.g.C == 0) return;
   if (a.g.M == 0) {  // statistics of an empty set, as torch.mean gives them
-    a.mean.fill_(std::numeric_limits<double>::quiet_NaN());
-    a.inv_std.fill_(std::numeric_limits<double>::quiet_NaN());
+    for (at::Tensor* s : {&a.mean, &a.inv_std, &a.var, &a.mean_lo}) s->fill_(std::numeric_limits<double>::quiet_NaN());
     return;
   }
   c10::OptionalDeviceGuard guard(a.x.device());
@@ -112,13 +123,12 @@ void run_forward(ForwardArgs& a, ForwardKernel kernel) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(
-    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-    double eps, ForwardKernel kernel) {
+Outputs forward_impl(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                     const std::optional<at::Tensor>& bias, double eps, ForwardKernel kernel) {
   ForwardArgs a = prepare_forward(input, weight, bias, eps, "forward");
   a.y = at::empty_like(a.x);
   run_forward(a, kernel);
-  return {a.y, a.mean, a.inv_std};
+  return {a.y, a.mean, a.inv_std, a.var, a.mean_lo};
 }
 
 void normalize_impl(const at::Tensor& input, const std::optional<at::Tensor>& weight,
@@ -139,7 +149,7 @@ void normalize_out_impl(const at::Tensor& input, const std::optional<at::Tensor>
               "instancenorm.normalize_out: out must be a ", input.scalar_type(), " tensor of shape ", input.sizes(),
               " on ", input.device(), ", got ", out.scalar_type(), " ", out.sizes(), " on ", out.device());
   // The kernels write out in the layout they read x in; a strided input is read from a contiguous copy.
-  TORCH_CHECK(out.strides() == a.x.strides(), "instancenorm.normalize_out: out must have the memory format the "
+  TORCH_CHECK(same_layout(a.x, out), "instancenorm.normalize_out: out must have the memory format the "
               "input is read in (", a.g.channels_last ? "channels_last" : "contiguous", "), got strides ",
               out.strides());
   at::assert_no_partial_overlap(out, a.x);  // out may be the input itself (in place), but not part of it
@@ -149,7 +159,7 @@ void normalize_out_impl(const at::Tensor& input, const std::optional<at::Tensor>
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
-    const std::optional<at::Tensor>& weight, BackwardKernel kernel) {
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& mean_lo, BackwardKernel kernel) {
   Geometry g = check_input(input, "backward");
   TORCH_CHECK(grad_output.sizes() == input.sizes(), "instancenorm.backward: grad_output has shape ",
               grad_output.sizes(), " but input has ", input.sizes());
@@ -159,17 +169,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
               grad_output.device(), " but input is on ", input.device());
   check_stats(mean, input, g, "mean");
   check_stats(inv_std, input, g, "inv_std");
+  const bool has_mean_lo = mean_lo.has_value() && mean_lo->defined();
+  if (has_mean_lo) check_stats(*mean_lo, input, g, "mean_lo");
   c10::OptionalDeviceGuard guard(input.device());
 
   BackwardArgs a;
   a.x = dense_layout(input, &g.channels_last);
   a.g = g;
   // dy must share x's layout; a gradient arriving in another layout is copied once.
-  a.dy = grad_output.strides() == a.x.strides() ? grad_output : at::empty_like(a.x).copy_(grad_output);
+  a.dy = same_layout(a.x, grad_output) ? grad_output : at::empty_like(a.x).copy_(grad_output);
   a.mean = mean.contiguous();
+  a.mean_lo = has_mean_lo ? mean_lo->contiguous() : at::zeros_like(a.mean);
   a.inv_std = inv_std.contiguous();
   a.weight = affine_nc(weight, input, g, 1.0, "weight");
   a.dx = at::empty_like(a.x);
+  // Fresh (N, C) contiguous tensors, whatever mean's strides (the fake implementation promises the same).
   a.dweight = at::zeros({g.N, g.C}, mean.options());
   a.dbias = at::zeros({g.N, g.C}, mean.options());
   if (g.N * g.C > 0 && g.M > 0) kernel(a);

@@ -3,6 +3,10 @@
 // For input x of shape (N, C, *spatial) with M = prod(spatial), per (n, c):
 //   mean = sum(x) / M,  var = sum((x - mean)^2) / M  (biased),  inv_std = 1 / sqrt(var + eps)
 //   y    = (x - mean) * inv_std * weight[n, c] + bias[n, c]
+// The mean is also returned as a float pair (mean + mean_lo == the exact mean to twice the stats precision): with a
+// large offset (x = 1e4 + noise) x - mean rounded to float would be wrong by up to half an ulp of the offset, far
+// more than the noise allows; the backward takes mean_lo back so it is as exact as the forward. var is the biased
+// variance itself (running_var needs it; rebuilding it from inv_std loses it below eps and around 0).
 // Backward, with xhat = (x - mean) * inv_std:
 //   dweight[n, c] = sum(dy * xhat),  dbias[n, c] = sum(dy)
 //   dx = weight * inv_std * (dy - dbias / M - xhat * dweight / M)
@@ -35,6 +39,8 @@ struct ForwardArgs {
   at::Tensor y;          // like x
   at::Tensor mean;       // (N, C) stats dtype
   at::Tensor inv_std;    // (N, C) stats dtype
+  at::Tensor var;        // (N, C) stats dtype
+  at::Tensor mean_lo;    // (N, C) stats dtype: exact mean - mean
 };
 
 struct BackwardArgs {
@@ -42,6 +48,7 @@ struct BackwardArgs {
   at::Tensor dy;         // same layout and dtype as x
   at::Tensor x;
   at::Tensor mean;       // (N, C) stats dtype
+  at::Tensor mean_lo;    // (N, C) stats dtype, zeros when the caller has none
   at::Tensor inv_std;    // (N, C) stats dtype
   at::Tensor weight;     // (N, C) contiguous, stats dtype
   at::Tensor dx;         // like x
@@ -50,12 +57,14 @@ struct BackwardArgs {
 };
 
 using ForwardKernel = void (*)(const ForwardArgs&);
+// forward's results: y, mean, inv_std, var, mean_lo.
+using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 using BackwardKernel = void (*)(const BackwardArgs&);
 
 // Statistics are kept in float for float/half/bfloat16 inputs and in double for double inputs.
 at::ScalarType stats_dtype(at::ScalarType input_dtype);
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(
+Outputs forward_impl(
     const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     double eps, ForwardKernel kernel);
 
@@ -71,11 +80,11 @@ void normalize_out_impl(const at::Tensor& input, const std::optional<at::Tensor>
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
-    const std::optional<at::Tensor>& weight, BackwardKernel kernel);
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& mean_lo, BackwardKernel kernel);
 
 // One typed entry point per op and kernel, for TORCH_LIBRARY_IMPL.
 template <ForwardKernel kernel>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_op(
+Outputs forward_op(
     const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
     double eps) {
   return forward_impl(input, weight, bias, eps, kernel);
@@ -96,10 +105,12 @@ void normalize_out_op(const at::Tensor& input, const std::optional<at::Tensor>& 
 template <BackwardKernel kernel>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_op(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
-    const std::optional<at::Tensor>& weight) {
-  return backward_impl(grad_output, input, mean, inv_std, weight, kernel);
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& mean_lo) {
+  return backward_impl(grad_output, input, mean, inv_std, weight, mean_lo, kernel);
 }
 
+// CPU: one kernel per instruction set (cpu/instance_norm_cpu.cpp compiled once per variant); forward_cpu and
+// backward_cpu call the variant cpu/dispatch.cpp chose for this CPU when the library was loaded.
 void forward_cpu(const ForwardArgs& args);
 void backward_cpu(const BackwardArgs& args);
 #ifdef INSTANCENORM_WITH_CUDA

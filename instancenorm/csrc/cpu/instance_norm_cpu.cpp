@@ -6,13 +6,12 @@
 // channels, no E[x^2] - E[x]^2 cancellation for large offsets), and chunks combine with Chan's formula in double.
 // Reduced types (half, bfloat16) are converted chunk by chunk to float, so one float kernel serves them all.
 
-// Let at::vec use the SIMD width this file is compiled for (setup.py builds with -march=native by default).
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
-#define CPU_CAPABILITY_AVX512
-#define CPU_CAPABILITY AVX512
-#elif defined(__AVX2__) && defined(__FMA__)
-#define CPU_CAPABILITY_AVX2
-#define CPU_CAPABILITY AVX2
+// This file is compiled once per instruction set (setup.py): CPU_CAPABILITY (DEFAULT, AVX2 or AVX512) names the
+// variant, CPU_CAPABILITY_AVX2 / CPU_CAPABILITY_AVX512 give at::vec its SIMD width, and the matching -m flags let the
+// compiler use those instructions. Everything here has internal linkage except instancenorm::CPU_CAPABILITY::forward
+// and ::backward, which cpu/dispatch.cpp picks from at load time by what the CPU supports.
+#ifndef CPU_CAPABILITY
+#define CPU_CAPABILITY DEFAULT
 #endif
 
 #if defined(__x86_64__)
@@ -28,7 +27,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <array>
@@ -39,6 +37,7 @@
 #include "instance_norm.h"
 
 namespace instancenorm {
+namespace CPU_CAPABILITY {
 namespace {
 
 using at::vec::Vectorized;
@@ -169,8 +168,12 @@ bool stream_output(const at::Tensor& out, const at::Tensor& in, const Geometry& 
   // In place (normalize_) the kernel has just read each line it writes, so there is no read-for-ownership to save.
   // channels_last rows are stored vector by vector from their first channel: every vector is aligned only when C
   // fills whole vectors (NCHW runs store their unaligned heads normally).
+  // NCHW stores start streaming at the first vector boundary, which elements reach only if out itself is
+  // element-aligned: a buffer such as torch.frombuffer(..., offset=1) never is, and a streaming store to an address
+  // off the vector boundary faults.
   using Vec = Vectorized<A>;
-  const bool aligned = !g.channels_last || (g.C % Vec::size() == 0 && vector_aligned(out.data_ptr(), sizeof(Vec)));
+  const bool aligned = g.channels_last ? g.C % Vec::size() == 0 && vector_aligned(out.data_ptr(), sizeof(Vec))
+                                       : vector_aligned(out.data_ptr(), sizeof(A));
   return std::is_same_v<T, A> && aligned && out.nbytes() >= kStreamMinBytes && out.data_ptr() != in.data_ptr() &&
          pages_resident(out.data_ptr(), int64_t(out.nbytes()));
 }
@@ -192,8 +195,8 @@ inline void store_vector(A* p, const Vectorized<A>& v, int64_t cnt, bool stream)
   v.store(p, cnt);
 }
 
-// out[i, i + cnt) = value(i, cnt) for i in [0, n), one vector at a time; with stream, the aligned vectors are
-// written with streaming stores.
+// out[i, i + cnt) = value(i, cnt) for i in [0, n), one vector at a time; with stream (out element-aligned, see
+// stream_output), the aligned vectors are written with streaming stores.
 template <typename A, typename F>
 void store_each_vector(A* out, int64_t n, bool stream, const F& value) {
   using Vec = Vectorized<A>;
@@ -302,20 +305,21 @@ Moments contiguous_moments(const A* x, int64_t n) {
   return chunk_moments(double(n), shift, sum, m2, mean);
 }
 
+// x - mean with the mean as the forward's pair (hi + lo): exact x - hi, then the small correction.
 template <typename A>
-GradSums contiguous_grad_sums(const A* dy, const A* x, int64_t n, A mean) {
+GradSums contiguous_grad_sums(const A* dy, const A* x, int64_t n, A hi, A lo) {
   using Vec = Vectorized<A>;
   constexpr int64_t V = Vec::size();
-  const Vec vmean(mean);
+  const Vec vhi(hi), vlo(lo);
   Vec s_dy(A(0)), s_dyx(A(0));
   int64_t i = 0;
   for (; i + V <= n; i += V) {
     const Vec g = Vec::loadu(dy + i);
     s_dy += g;
-    s_dyx = at::vec::fmadd(g, Vec::loadu(x + i) - vmean, s_dyx);
+    s_dyx = at::vec::fmadd(g, (Vec::loadu(x + i) - vhi) - vlo, s_dyx);
   }
   A sum_dy = hsum(s_dy), sum_dyx = hsum(s_dyx);
-  for (; i < n; ++i) sum_dy += dy[i], sum_dyx += dy[i] * (x[i] - mean);
+  for (; i < n; ++i) sum_dy += dy[i], sum_dyx += dy[i] * ((x[i] - hi) - lo);
   return {double(sum_dy), double(sum_dyx)};
 }
 
@@ -385,14 +389,15 @@ void rows_moments(const A* x, int64_t rows, int64_t C, ChannelMoments& acc, A* s
 
 // sum(dy) and sum(dy * (x - mean)) of a chunk, per channel, added to acc. scratch: 2 * C of A.
 template <typename A>
-void rows_grad_sums(const A* dy, const A* x, int64_t rows, int64_t C, const A* mean, std::vector<GradSums>& acc,
-                    A* scratch) {
+void rows_grad_sums(const A* dy, const A* x, int64_t rows, int64_t C, const A* hi, const A* lo,
+                    std::vector<GradSums>& acc, A* scratch) {
   using Vec = Vectorized<A>;
   A* sum_dy = scratch;
   A* sum_dyx = scratch + C;
   sum_rows<A, 2>({sum_dy, sum_dyx}, rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
     const Vec g = Vec::loadu(dy + i, cnt);
-    return std::array<Vec, 2>{g, g * (Vec::loadu(x + i, cnt) - Vec::loadu(mean + c, cnt))};
+    const Vec xc = (Vec::loadu(x + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
+    return std::array<Vec, 2>{g, g * xc};
   });
   for (int64_t c = 0; c < C; ++c) acc[c].add({double(sum_dy[c]), double(sum_dyx[c])});
 }
@@ -401,16 +406,23 @@ void rows_grad_sums(const A* dy, const A* x, int64_t rows, int64_t C, const A* m
 
 // Forward: y = ((x - mean_hi) - mean_lo) * scale + shift. The mean is kept as a float pair (hi + lo): x - mean_hi
 // is exact for x near the mean, so a large offset (x = 1e4 + noise) costs no more than the rounding of lo.
+// The pair is also returned (mean, mean_lo), with the variance itself, for the backward and running statistics.
 template <typename A>
 struct ForwardCoefficients {
   std::vector<A> mean_hi, mean_lo, scale, shift;
-  explicit ForwardCoefficients(int64_t nc) : mean_hi(nc), mean_lo(nc), scale(nc), shift(nc) {}
-  void set(int64_t i, const Moments& m, const ForwardArgs& a, A* mean_out, A* inv_std_out) {
+  A *mean_out, *mean_lo_out, *inv_std_out, *var_out;
+  ForwardCoefficients(int64_t nc, const ForwardArgs& a)
+      : mean_hi(nc), mean_lo(nc), scale(nc), shift(nc), mean_out(a.mean.mutable_data_ptr<A>()),
+        mean_lo_out(a.mean_lo.mutable_data_ptr<A>()), inv_std_out(a.inv_std.mutable_data_ptr<A>()),
+        var_out(a.var.mutable_data_ptr<A>()) {}
+  void set(int64_t i, const Moments& m, const ForwardArgs& a) {
     const A w = a.weight.data_ptr<A>()[i], b = a.bias.data_ptr<A>()[i];
-    const A inv_std = A(1) / std::sqrt(A(m.m2 / m.count) + A(a.eps));
+    const A var = A(m.m2 / m.count);
+    const A inv_std = A(1) / std::sqrt(var + A(a.eps));
     mean_out[i] = mean_hi[i] = A(m.mean);
-    mean_lo[i] = A(m.mean - double(mean_hi[i]));
+    mean_lo_out[i] = mean_lo[i] = A(m.mean - double(mean_hi[i]));
     inv_std_out[i] = inv_std;
+    var_out[i] = var;
     scale[i] = inv_std * w;
     shift[i] = b;
   }
@@ -442,9 +454,7 @@ void forward_kernel(const ForwardArgs& args) {
   const bool channels_last = args.g.channels_last;
   const T* x = args.x.const_data_ptr<T>();
   T* y = args.y.mutable_data_ptr<T>();
-  A* mean_out = args.mean.mutable_data_ptr<A>();
-  A* inv_std_out = args.inv_std.mutable_data_ptr<A>();
-  ForwardCoefficients<A> k(N * C);
+  ForwardCoefficients<A> k(N * C, args);
   constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
 
   const bool stream = stream_output<T, A>(args.y, args.x, args.g);
@@ -459,7 +469,7 @@ void forward_kernel(const ForwardArgs& args) {
           });
           return m;
         },
-        [&](int64_t p, const Moments& m) { k.set(p, m, args, mean_out, inv_std_out); },
+        [&](int64_t p, const Moments& m) { k.set(p, m, args); },
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
           const Vec hi(k.mean_hi[p]), lo(k.mean_lo[p]), scale(k.scale[p]), shift(k.shift[p]);
           for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
@@ -489,7 +499,7 @@ void forward_kernel(const ForwardArgs& args) {
         return m;
       },
       [&](int64_t n, const ChannelMoments& m) {
-        for (int64_t c = 0; c < C; ++c) k.set(n * C + c, {m.count, m.mean[c], m.m2[c]}, args, mean_out, inv_std_out);
+        for (int64_t c = 0; c < C; ++c) k.set(n * C + c, {m.count, m.mean[c], m.m2[c]}, args);
       },
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
         const A* hi = k.mean_hi.data() + n * C;
@@ -519,6 +529,7 @@ void backward_kernel(const BackwardArgs& args) {
   const T* dy = args.dy.const_data_ptr<T>();
   T* dx = args.dx.mutable_data_ptr<T>();
   const A* saved_mean = args.mean.const_data_ptr<A>();
+  const A* saved_lo = args.mean_lo.const_data_ptr<A>();
   A* dweight = args.dweight.mutable_data_ptr<A>();
   A* dbias = args.dbias.mutable_data_ptr<A>();
   BackwardCoefficients<A> k(N * C);
@@ -534,19 +545,19 @@ void backward_kernel(const BackwardArgs& args) {
           for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
             const A* ga = as_acc(dy + p * M + i, n, buf);
             const A* xa = as_acc(x + p * M + i, n, buf + kChunk);
-            s.add(contiguous_grad_sums(ga, xa, n, saved_mean[p]));
+            s.add(contiguous_grad_sums(ga, xa, n, saved_mean[p], saved_lo[p]));
           });
           return s;
         },
         [&](int64_t p, const GradSums& s) { k.set(p, s, args, dweight, dbias); },
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-          const Vec mean(saved_mean[p]), ka(k.a[p]), kb(k.b[p]), mean_dy(k.mean_dy[p]);
+          const Vec hi(saved_mean[p]), lo(saved_lo[p]), ka(k.a[p]), kb(k.b[p]), mean_dy(k.mean_dy[p]);
           for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
             const A* ga = as_acc(dy + p * M + i, n, buf);
             const A* xa = as_acc(x + p * M + i, n, buf + kChunk);
             A* out = result_ptr(dx + p * M + i, buf);
             store_each_vector(out, n, stream, [&](int64_t j, int64_t cnt) {
-              return at::vec::fmadd(kb, Vec::loadu(xa + j, cnt) - mean, ka * (Vec::loadu(ga + j, cnt) - mean_dy));
+              return at::vec::fmadd(kb, (Vec::loadu(xa + j, cnt) - hi) - lo, ka * (Vec::loadu(ga + j, cnt) - mean_dy));
             });
             store_from(out, dx + p * M + i, n);
           });
@@ -565,7 +576,7 @@ void backward_kernel(const BackwardArgs& args) {
           const int64_t offset = (n * M + r) * C;
           const A* ga = as_acc(dy + offset, rows * C, buf);
           const A* xa = as_acc(x + offset, rows * C, buf + chunk_elems);
-          rows_grad_sums(ga, xa, rows, C, saved_mean + n * C, s, scratch.data());
+          rows_grad_sums(ga, xa, rows, C, saved_mean + n * C, saved_lo + n * C, s, scratch.data());
         });
         return s;
       },
@@ -578,13 +589,14 @@ void backward_kernel(const BackwardArgs& args) {
           const A* ga = as_acc(dy + offset, rows * C, buf);
           const A* xa = as_acc(x + offset, rows * C, buf + chunk_elems);
           A* out = result_ptr(dx + offset, buf);
-          const A* mean = saved_mean + n * C;
+          const A* hi = saved_mean + n * C;
+          const A* lo = saved_lo + n * C;
           const A* ka = k.a.data() + n * C;
           const A* kb = k.b.data() + n * C;
           const A* mean_dy = k.mean_dy.data() + n * C;
           for_row_vectors<A>(rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
             const Vec g = Vec::loadu(ga + i, cnt) - Vec::loadu(mean_dy + c, cnt);
-            const Vec v = Vec::loadu(xa + i, cnt) - Vec::loadu(mean + c, cnt);
+            const Vec v = (Vec::loadu(xa + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
             store_vector(out + i, at::vec::fmadd(Vec::loadu(kb + c, cnt), v, Vec::loadu(ka + c, cnt) * g), cnt,
                          stream);
           });
@@ -595,21 +607,15 @@ void backward_kernel(const BackwardArgs& args) {
 
 }  // namespace
 
-void forward_cpu(const ForwardArgs& args) {
+void forward(const ForwardArgs& args) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.x.scalar_type(), "instancenorm_forward_cpu",
                                   [&] { forward_kernel<scalar_t>(args); });
 }
 
-void backward_cpu(const BackwardArgs& args) {
+void backward(const BackwardArgs& args) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.x.scalar_type(), "instancenorm_backward_cpu",
                                   [&] { backward_kernel<scalar_t>(args); });
 }
 
-TORCH_LIBRARY_IMPL(instancenorm, CPU, m) {
-  m.impl("forward", &forward_op<forward_cpu>);
-  m.impl("normalize_", &normalize_op<forward_cpu>);
-  m.impl("normalize_out", &normalize_out_op<forward_cpu>);
-  m.impl("backward", &backward_op<backward_cpu>);
-}
-
+}  // namespace CPU_CAPABILITY
 }  // namespace instancenorm

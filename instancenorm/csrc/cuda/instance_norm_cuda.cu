@@ -238,7 +238,8 @@ __device__ __forceinline__ double rsqrt_(double v) { return rsqrt(v); }
 template <typename T, typename A = at::opmath_type<T>>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(const T* x, T* y, const A* __restrict__ weight, const A* __restrict__ bias,
-                   A* __restrict__ mean_out, A* __restrict__ rstd_out, A* ws, Layout L, A eps, A inv_M,
+                   A* __restrict__ mean_out, A* __restrict__ rstd_out, A* __restrict__ var_out,
+                   A* __restrict__ mean_lo_out, A* ws, Layout L, A eps, A inv_M,
                    bool apply_pass) {
   constexpr int V = kBatch<T>;
   __shared__ Welford<A> red[kThreads];
@@ -271,10 +272,16 @@ __global__ void __launch_bounds__(kThreads)
       store_partial(s, ws, u, L);
       if (u.split == 0) ws[ws_at(u, L, 0, kShift)] = shift;
     } else {
-      const A rstd = rsqrt_(s.v[2] * inv_M + eps);
+      const A var = s.v[2] * inv_M;
+      const A rstd = rsqrt_(var + eps);
       if (u.split == 0) {
-        mean_out[u.nc] = shift + s.v[1];
+        // The kernel's mean is the pair shift + s.v[1]: stored as its rounded sum and that sum's rounding error
+        // (Knuth's two-sum), so the backward subtracts the same mean the forward did.
+        const A hi = shift + s.v[1], b_virtual = hi - shift;
+        mean_out[u.nc] = hi;
+        mean_lo_out[u.nc] = (shift - (hi - b_virtual)) + (s.v[1] - b_virtual);
         rstd_out[u.nc] = rstd;
+        var_out[u.nc] = var;
       }
       coef[0][threadIdx.x] = s.v[1];
       coef[1][threadIdx.x] = rstd * weight[u.nc];
@@ -298,13 +305,15 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T, typename A = at::opmath_type<T>>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
-                    const A* __restrict__ mean_in, const A* __restrict__ rstd_in, const A* __restrict__ weight,
+                    const A* __restrict__ mean_in, const A* __restrict__ mean_lo_in, const A* __restrict__ rstd_in,
+                    const A* __restrict__ weight,
                     A* __restrict__ dweight, A* __restrict__ dbias, A* ws, Layout L, A inv_M, bool apply_pass) {
   constexpr int V = kBatch<T>;
   __shared__ GradSums<A> red[kThreads];
   __shared__ A coef[3][32];
   const Unit u = make_unit<V>(L, x, apply_pass);
-  const A mean = u.valid ? mean_in[u.nc] : A(0);
+  // x - mean as (x - hi) - lo with the forward's pair: exact for x near a large mean.
+  const A mean = u.valid ? mean_in[u.nc] : A(0), mean_lo = u.valid ? mean_lo_in[u.nc] : A(0);
   GradSums<A> s{};
   if (!apply_pass) {
     visit<V>(u, [&](int64_t off, auto kk) {
@@ -315,7 +324,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int k = 0; k < K; ++k) {
         s.v[0] += g[k];
-        s.v[1] += g[k] * (v[k] - mean);
+        s.v[1] += g[k] * ((v[k] - mean) - mean_lo);
       }
     });
   } else {
@@ -349,7 +358,7 @@ __global__ void __launch_bounds__(kThreads)
     load<K>(dy, off, u.es, g);
     load<K>(x, off, u.es, v);
 #pragma unroll
-    for (int k = 0; k < K; ++k) g[k] = a * (g[k] - c - (v[k] - mean) * k_xc);
+    for (int k = 0; k < K; ++k) g[k] = a * (g[k] - c - ((v[k] - mean) - mean_lo) * k_xc);
     store<K>(dx, off, u.es, g);
   });
 }
@@ -363,8 +372,8 @@ struct Plan {
 
 // Block shape, units, split count and workspace for kernel. ptrs: every data tensor it touches (for the
 // alignment check); fields: values per partial.
-Plan make_plan(const void* kernel, const Geometry& g, int V, std::initializer_list<const void*> ptrs, int fields,
-               const at::TensorOptions& stats) {
+Plan make_plan(const void* kernel, const Geometry& g, int V, int elem_bytes, std::initializer_list<const void*> ptrs,
+               int fields, const at::TensorOptions& stats) {
   Plan p;
   Layout& L = p.L;
   // NCHW planes are independent and contiguous: index them as one sample of N * C channels.
@@ -373,8 +382,10 @@ Plan make_plan(const void* kernel, const Geometry& g, int V, std::initializer_li
   L.C = L.channels_last ? g.C : g.N * g.C;
   L.M = g.M;
   L.vec_ok = true;
+  // The scalar head reaches a batch boundary only from an element-aligned pointer (make_unit counts in elements).
   const uintptr_t phase = reinterpret_cast<uintptr_t>(*ptrs.begin()) % kBatchBytes;
   for (const void* q : ptrs) L.vec_ok &= reinterpret_cast<uintptr_t>(q) % kBatchBytes == phase;
+  L.vec_ok &= phase % elem_bytes == 0;
   // About one batch per thread along M, at most kThreads; the rest of the block spans channels: up to a
   // warp's worth of NHWC channels (coalesced), or several small NCHW planes per block instead of idle threads.
   const int64_t batches = (g.M + V - 1) / V;
@@ -417,13 +428,14 @@ void forward_cuda(const ForwardArgs& a) {
     const scalar_t* x = a.x.const_data_ptr<scalar_t>();
     scalar_t* y = a.y.mutable_data_ptr<scalar_t>();
     const Plan p = make_plan(reinterpret_cast<const void*>(&forward_kernel<scalar_t>), a.g, kBatch<scalar_t>,
-                             {x, y}, Welford<A>::K + 1, a.mean.options());
+                             sizeof(scalar_t), {x, y}, Welford<A>::K + 1, a.mean.options());
     A* ws = p.nsplit > 1 ? p.ws.mutable_data_ptr<A>() : nullptr;
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     for (int pass = 0; pass < 1 + (p.nsplit > 1); ++pass) {
       forward_kernel<scalar_t><<<p.grid, p.block, 0, stream>>>(
           x, y, a.weight.const_data_ptr<A>(), a.bias.const_data_ptr<A>(), a.mean.mutable_data_ptr<A>(),
-          a.inv_std.mutable_data_ptr<A>(), ws, p.L, static_cast<A>(a.eps),
+          a.inv_std.mutable_data_ptr<A>(), a.var.mutable_data_ptr<A>(), a.mean_lo.mutable_data_ptr<A>(), ws, p.L,
+          static_cast<A>(a.eps),
           static_cast<A>(1.0 / static_cast<double>(a.g.M)), pass == 1);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
@@ -437,12 +449,13 @@ void backward_cuda(const BackwardArgs& a) {
     const scalar_t* x = a.x.const_data_ptr<scalar_t>();
     scalar_t* dx = a.dx.mutable_data_ptr<scalar_t>();
     const Plan p = make_plan(reinterpret_cast<const void*>(&backward_kernel<scalar_t>), a.g, kBatch<scalar_t>,
-                             {x, dy, dx}, GradSums<A>::K, a.mean.options());
+                             sizeof(scalar_t), {x, dy, dx}, GradSums<A>::K, a.mean.options());
     A* ws = p.nsplit > 1 ? p.ws.mutable_data_ptr<A>() : nullptr;
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     for (int pass = 0; pass < 1 + (p.nsplit > 1); ++pass) {
       backward_kernel<scalar_t><<<p.grid, p.block, 0, stream>>>(
-          dy, x, dx, a.mean.const_data_ptr<A>(), a.inv_std.const_data_ptr<A>(), a.weight.const_data_ptr<A>(),
+          dy, x, dx, a.mean.const_data_ptr<A>(), a.mean_lo.const_data_ptr<A>(), a.inv_std.const_data_ptr<A>(),
+          a.weight.const_data_ptr<A>(),
           a.dweight.mutable_data_ptr<A>(), a.dbias.mutable_data_ptr<A>(), ws, p.L,
           static_cast<A>(1.0 / static_cast<double>(a.g.M)), pass == 1);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
