@@ -8,8 +8,9 @@
 # finished from that checkpoint (`--resume ... --max-steps` the step it reached), so every stage leaves a model.
 # Everything lands in OUT_DIR: models (*.pth), checkpoints and previews (one folder per stage) and one log per stage.
 #
-# Environment: DEVICE (cuda), SIZE (256), SCALE (1: multiplies every stage's steps), DATA, STYLES, and for a CPU
-# trial run LOSS_ARGS (e.g. "--vgg-weights FILE") and EXTRA (e.g. "--image-size 64 --workers 0").
+# Environment: DEVICE (cuda), SCALE (1: multiplies every stage's steps), DATA, STYLES, STYLER (the command), and for a
+# CPU trial run STEPS_CAP (at most this many steps a stage), LOSS_ARGS (e.g. "--vgg-weights FILE") and EXTRA (e.g.
+# "--image-size 64 --workers 0").
 set -eu
 OUT=${1:?usage: models/train_gpu.sh OUT_DIR [SECONDS]}
 BUDGET=${2:-600}
@@ -17,7 +18,7 @@ DEVICE=${DEVICE:-cuda}
 SCALE=${SCALE:-1}
 STYLES=${STYLES:-../shared/data/styles}
 DATA=${DATA:-../shared/data/train}
-STYLER=${STYLER:-.venv/bin/styler}
+STYLER=${STYLER:-.venv/bin/styler}  # may be several words, e.g. "python -m styler"
 AMP=""
 [ "$DEVICE" = cuda ] && AMP="--amp"
 mkdir -p "$OUT"
@@ -27,6 +28,7 @@ STAGES=8  # recon, three paintings, mix, three lite
 # stage NAME SHARE STEPS ARGS...: train OUT/NAME.pth for at most STEPS*SCALE steps and SHARE/STAGES of the budget.
 stage() {
     name=$1 share=$2 steps=$(($3 * SCALE))
+    [ -n "${STEPS_CAP:-}" ] && [ "$steps" -gt "$STEPS_CAP" ] && steps=$STEPS_CAP
     shift 3
     [ -f "$OUT/$name.pth" ] && return 0
     left=$((BUDGET - ($(date +%s) - START)))
@@ -38,7 +40,7 @@ stage() {
     fi
     set +e
     # shellcheck disable=SC2086
-    timeout -s TERM "$seconds" "$STYLER" train --data "$DATA" --device "$DEVICE" $AMP --channels-last \
+    timeout -s TERM "$seconds" $STYLER train --data "$DATA" --device "$DEVICE" $AMP --channels-last \
         --checkpoint-every 200 --preview-every 500 --out "$OUT/$name.pth" --checkpoint-dir "$OUT/$name" \
         --max-steps "$steps" ${EXTRA:-} "$@" > "$OUT/$name.log" 2>&1
     status=$?
@@ -50,7 +52,8 @@ stage() {
             return 0
         fi
         reached=$(basename "$last" .ckpt | sed 's/^step-0*//')
-        "$STYLER" train --resume "$last" --max-steps "${reached:-0}" >> "$OUT/$name.log" 2>&1
+        # shellcheck disable=SC2086
+        $STYLER train --resume "$last" --max-steps "${reached:-0}" >> "$OUT/$name.log" 2>&1
     fi
     echo "train_gpu: $name done ($(($(date +%s) - START)) s since start)" >&2
 }
