@@ -9,7 +9,7 @@
 #    full style weight from scratch paints a flat relief; from a reconstruction it keeps faces and buildings).
 #    Batch 2 at 256 px: a batch-4 step takes ~8 s on this CPU's two cores, and twice the steps at batch 2 gain more.
 # 3. mix: the three paintings in one conditional-instance-norm network, from the trained starry network.
-# 4. the lite networks are distilled from the johnson models: they learn the teachers' outputs (no VGG16 runs).
+# 4. lite: starry distilled into the small network, then each painting with the VGG16 loss from that start.
 set -eu
 STYLES=${STYLES:-../shared/data/styles}
 DATA=${DATA:-../shared/data/train}
@@ -44,9 +44,15 @@ stage mix --style "$STYLES/vangogh_starry_night.jpg" --style "$STYLES/hokusai_gr
     --style "$STYLES/kandinsky_composition_vii.jpg" --style-size 256 --init "$OUT/starry.pth" --batch-size 2 \
     --content-weight 1e5 --style-weight 3e8 --style-ramp 0 --max-steps "${MIX_STEPS:-240}"
 
-for name in starry wave kandinsky; do
-    stage "$name-lite" --arch lite --teacher "$OUT/$name.pth" --lr 3e-3 --batch-size 2 \
-        --max-steps "${LITE_STEPS:-800}" --checkpoint-every 100 --preview-every 100
+# lite: distil starry's palette and content mapping into the small network (pixel MSE against the johnson model's
+# outputs: cheap, but it blurs the strokes away), then give each painting its strokes with the VGG16 loss from there.
+stage starry-lite-distilled --arch lite --teacher "$OUT/starry.pth" --lr 3e-3 --batch-size 2 --max-steps 270 \
+    --checkpoint-every 100 --preview-every 100
+for pair in vangogh_starry_night:starry hokusai_great_wave:wave kandinsky_composition_vii:kandinsky; do
+    image=${pair%%:*} name=${pair##*:}
+    stage "$name-lite" --arch lite --style "$STYLES/$image.jpg" --style-size 256 \
+        --init "$OUT/starry-lite-distilled.pth" --batch-size 2 --content-weight 1e5 --style-weight 3e8 \
+        --style-ramp 20 --max-steps "${LITE_STEPS:-120}"
 done
 
 # Into models/ (float16) with manifest entries, once benchmarks.quality says they beat what is shipped: SHIP=1.
