@@ -104,8 +104,10 @@ def validation_photos(data: Path | None) -> list[Path]:
 
 
 def stylize_with_styler(model: str, photo: Tensor) -> Tensor:
-    loaded = resolve_model(model)
-    stylizer = Stylizer(loaded, choose_style(None, loaded.styles), torch.device("cpu"))
+    """`model` is a name or file, with @STYLE for one style of a multi-style model (mix@wave)."""
+    reference, _, style = model.partition("@")
+    loaded = resolve_model(reference)
+    stylizer = Stylizer(loaded, choose_style(style or None, loaded.styles), torch.device("cpu"))
     return stylizer.stylize_tensor(photo)
 
 
@@ -162,7 +164,7 @@ def evaluate(pairs: list[tuple[str, str]], styles: Path, photos: list[Path], pee
                 )
             rows.append(row)
         out.mkdir(parents=True, exist_ok=True)
-        sheet(rows).save(out / f"{Path(model).stem}.jpg", quality=90)
+        sheet(rows).save(out / f"{Path(model).stem.replace('@', '-')}.jpg", quality=90)
     return records
 
 
@@ -227,7 +229,7 @@ def draw_curve(rows: list[dict], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-m", "--model", action="append", default=[], help="MODEL=PAINTING_STEM (repeatable)")
+    parser.add_argument("-m", "--model", action="append", default=[], help="MODEL[@STYLE]=PAINTING_STEM (repeatable)")
     parser.add_argument("--curve", help="CHECKPOINT_DIR=PAINTING_STEM: every checkpoint of a run, drawn as a chart")
     parser.add_argument("--styles", type=Path, default=ROOT.parent / "shared" / "data" / "styles")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "train")
