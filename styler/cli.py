@@ -154,6 +154,12 @@ def stylize(
             help="Print one JSON record per file: input, output, size, seconds, error, skipped, styler_version.",
         ),
     ] = False,
+    recursive: Annotated[
+        bool,
+        typer.Option(
+            "--recursive", "-r", help="Folders: their subfolders too (hidden ones left out), mirrored under -d."
+        ),
+    ] = False,
 ) -> None:
     """Stylize photos with a trained model: same size out as in, alpha and ICC profile kept, never overwriting an input.
 
@@ -176,6 +182,7 @@ def stylize(
         preserve_color=preserve_color,
         max_pixels=max_pixels,
         json_output=json_output,
+        recursive=recursive,
     )
     raise typer.Exit(0 if ok else 2)
 

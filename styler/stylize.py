@@ -64,6 +64,7 @@ class StylizeOptions:
     preserve_color: bool = False
     max_pixels: int | None = None  # None: images.DEFAULT_MAX_PIXELS
     json_output: bool = False
+    recursive: bool = False  # folders: also their subfolders, mirrored under output_dir
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0:
@@ -88,6 +89,7 @@ class Job:
     output: Path | None = None
     error: str | None = None  # set when the job is refused before any work (bad input, output exists...)
     listed: bool = False  # found in a folder or by a pattern, not named: styler's own outputs are skipped
+    subfolder: Path = Path()  # where under the folder given it was found (-r): its output goes there under -d
 
     @property
     def to_stdout(self) -> bool:
@@ -124,17 +126,20 @@ class Result:
 # ------------------------------------------------------------------------------------------ inputs and outputs
 
 
-def expand_inputs(arguments: list[str]) -> list[Job]:
-    """Files as given, folders as their images (sorted, not recursive), glob patterns as their matches; a file
-    given twice (under any name) is stylized once."""
+def expand_inputs(arguments: list[str], recursive: bool = False, not_images: list[Path] | None = None) -> list[Job]:
+    """Files as given, folders as their images (sorted; with `recursive` also those in subfolders, hidden ones
+    left out), glob patterns as their matches; a file given twice (under any name) is stylized once. The other
+    files found in folders are appended to `not_images`."""
     jobs: list[Job] = []
     for argument in arguments:
         path = Path(argument).expanduser()
         if argument == "-":
             jobs.append(Job(STDIO))
         elif path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in READABLE_EXTENSIONS)
-            jobs += [Job(p, listed=True) for p in images] or [Job(path, error=f"{path}: folder holds no images")]
+            images = folder_images(path, recursive, not_images)
+            jobs += [Job(p, listed=True, subfolder=p.parent.relative_to(path)) for p in images] or [
+                Job(path, error=f"{path}: folder holds no images")
+            ]
         elif path.exists() or not glob.has_magic(argument):
             jobs.append(Job(path))
         else:
@@ -149,6 +154,21 @@ def expand_inputs(arguments: list[str]) -> list[Job]:
         if identity is not None:
             seen.add(identity)
     return unique
+
+
+def folder_images(folder: Path, recursive: bool, not_images: list[Path] | None = None) -> list[Path]:
+    """The image files (by extension) in `folder`, and with `recursive` in its subfolders, sorted; the other files
+    go to `not_images`."""
+    if not recursive:
+        candidates = [path for path in folder.iterdir() if path.is_file()]
+    else:
+        candidates = []
+        for root, directories, files in os.walk(folder):
+            directories[:] = sorted(d for d in directories if not d.startswith("."))
+            candidates += [Path(root) / name for name in files if (Path(root) / name).is_file()]
+    if not_images is not None:
+        not_images += [path for path in candidates if path.suffix.lower() not in READABLE_EXTENSIONS]
+    return sorted(path for path in candidates if path.suffix.lower() in READABLE_EXTENSIONS)
 
 
 def skip_own_outputs(jobs: list[Job], style_tag: str) -> list[Job]:
@@ -218,7 +238,8 @@ def plan_outputs(jobs: list[Job], style_tag: str, options: StylizeOptions) -> No
     for job in jobs:
         if job.error:
             continue
-        job.output = single_output or default_output(job.input, style_tag, output_dir)
+        folder = output_dir / job.subfolder if output_dir is not None else None
+        job.output = single_output or default_output(job.input, style_tag, folder)
         try:
             target = job.output.resolve()
             if _file_identity(job.output) in input_files:
@@ -230,6 +251,8 @@ def plan_outputs(jobs: list[Job], style_tag: str, options: StylizeOptions) -> No
             elif job.output.exists() and not options.overwrite:
                 job.error = f"{job.output}: exists (pass --overwrite to replace it)"
             elif job.output.parent not in folder_problems:
+                if job.subfolder != Path() and output_dir is not None:  # -r mirrors the tree under -d
+                    job.output.parent.mkdir(parents=True, exist_ok=True)
                 folder_problems[job.output.parent] = check_output_folder(job.output.parent)
             if not job.error and folder_problems.get(job.output.parent):
                 job.error = f"{job.output}: cannot write ({folder_problems[job.output.parent]})"
@@ -389,16 +412,19 @@ def target_size(size: tuple[int, int], scale: float | None, max_size: int | None
 # ----------------------------------------------------------------------------------------------- the run
 
 
-def prepare(arguments: list[str], options: StylizeOptions) -> tuple[Stylizer, list[Job], int]:
+def prepare(arguments: list[str], options: StylizeOptions) -> tuple[Stylizer, list[Job], int, int]:
     """Everything before the first photo: model, style, inputs, output names, device. User errors raise StylerError.
-    Also returns how many listed files were skipped as this style's earlier outputs."""
+    Also returns how many listed files were skipped as this style's earlier outputs, and how many files in the
+    folders given are not images."""
     model = resolve_model(options.model)
     choice = choose_style(options.style, model.styles)
-    jobs = expand_inputs(arguments)
+    not_images: list[Path] = []
+    jobs = expand_inputs(arguments, options.recursive, not_images)
     own = skip_own_outputs(jobs, choice.tag)
     jobs = [job for job in jobs if job not in own]
     plan_outputs(jobs, choice.tag, options)
-    return Stylizer(model, choice, pick_device(options.device), options.precision), jobs, len(own)
+    stylizer = Stylizer(model, choice, pick_device(options.device), options.precision)
+    return stylizer, jobs, len(own), len(not_images)
 
 
 def run_jobs(stylizer: Stylizer, jobs: list[Job], options: StylizeOptions) -> Iterator[Result]:
@@ -458,7 +484,7 @@ def main(inputs: list[str], **settings) -> bool:
     options = StylizeOptions(**settings)
     started = time.perf_counter()
     keep_freed_memory()  # measured: a 1024x768 photo through `lite` in 110 ms instead of 150 ms
-    stylizer, jobs, skipped = prepare(inputs, options)
+    stylizer, jobs, skipped, not_images = prepare(inputs, options)
     # The objects created by the imports (torch's above all) live until exit; frozen, the interpreter's final garbage
     # collections skip them, which takes 0.45 s off every run here (1.8 s -> 1.35 s for `import torch` alone).
     gc.freeze()
@@ -480,5 +506,9 @@ def main(inputs: list[str], **settings) -> bool:
     failed = f"; {failures} failed" if failures else ""
     skipped += skipped_in_run
     own = f"; skipped {skipped} files styler wrote (name one to stylize it again)" if skipped else ""
-    print(f"styler: stylized {images - failures} of {images} images in {seconds:.1f} s{failed}{own}", file=sys.stderr)
+    others = f"; left out {not_images} files that are not images" if not_images else ""
+    print(
+        f"styler: stylized {images - failures} of {images} images in {seconds:.1f} s{failed}{own}{others}",
+        file=sys.stderr,
+    )
     return failures == 0

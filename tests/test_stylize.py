@@ -622,3 +622,23 @@ def test_help_fits_80_columns_and_states_the_limits(run_cli, monkeypatch):
     text = run_cli("stylize", "--help").stdout
     assert max(map(len, text.splitlines())) <= 80 and "…" not in text  # nothing cut
     assert "--preserve-color" in text and "(0, 8]" in text and "between 0 and 1" in text
+
+
+def test_recursive_folders_mirror_their_tree_under_the_output_folder(run_cli, tiny_model, make_image, tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "2025" / "summer").mkdir(parents=True)
+    (photos / ".hidden").mkdir()
+    for name in ("top.png", "2025/a.png", "2025/summer/b.jpg", ".hidden/c.png"):
+        make_image(name.replace("/", "_"), 24, 16).rename(photos / name)
+    (photos / "2025" / "notes.txt").write_text("not an image")
+    flat = run_cli("stylize", photos, "-m", tiny_model, "-d", tmp_path / "flat")
+    assert flat.exit_code == 0, flat.stderr
+    assert sorted(p.name for p in (tmp_path / "flat").rglob("*.*")) == ["top-tiny.png"]  # not recursive by default
+    result = run_cli("stylize", photos, "-r", "-m", tiny_model, "-d", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.*"))
+    assert written == ["2025/a-tiny.png", "2025/summer/b-tiny.jpg", "top-tiny.png"]
+    assert "stylized 3 of 3 images" in result.stderr and "left out 1 files that are not images" in result.stderr
+    again = run_cli("stylize", photos, "-r", "-m", tiny_model)  # beside the inputs, in each subfolder
+    assert again.exit_code == 0, again.stderr
+    assert (photos / "2025" / "summer" / "b-tiny.jpg").is_file() and not (photos / ".hidden" / "c-tiny.png").exists()
