@@ -66,10 +66,8 @@ for pair in vangogh_starry_night:starry hokusai_great_wave:wave kandinsky_compos
     stage "$name" 1 2000 --style "$STYLES/$image.jpg" --style-size 256 --init "$OUT/recon.pth" --batch-size 4 \
         --content-weight 1e5 --style-weight 3e8 --style-ramp 200 ${LOSS_ARGS:-}
 done
-# shellcheck disable=SC2086
-stage mix 2 3000 --style "$STYLES/vangogh_starry_night.jpg" --style "$STYLES/hokusai_great_wave.jpg" \
-    --style "$STYLES/kandinsky_composition_vii.jpg" --style-size 256 --init "$OUT/starry.pth" --batch-size 4 \
-    --content-weight 1e5 --style-weight 3e8 --style-ramp 0 ${LOSS_ARGS:-}
+stage mix 2 3000 --teacher "$OUT/starry.pth" --teacher "$OUT/wave.pth" --teacher "$OUT/kandinsky.pth" \
+    --init "$OUT/recon.pth" --lr 3e-3 --batch-size 4
 for name in starry wave kandinsky; do
     stage "$name-lite" 1 4000 --arch lite --teacher "$OUT/$name.pth" --lr 3e-3 --batch-size 8
 done
