@@ -32,12 +32,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from styler.data import scan, to_uint8_tensor
-from styler.images import read_photo
+from styler.data import scan
 from styler.losses import VGG16Features, gram_matrix, load_vgg16_weights
 from styler.model_files import resolve_model
 from styler.stylize import Stylizer, choose_style, image_to_tensor, tensor_to_image
-from styler.train import PREVIEW_PHOTOS, pick_preview_photos
+from styler.train import PREVIEW_PHOTOS, load_style_image, pick_preview_photos
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_SIZE = 512
@@ -45,15 +44,9 @@ STYLE_SIZE = 256
 LUMA = (0.299, 0.587, 0.114)
 
 
-def resized(image: Image.Image, long_side: int) -> Image.Image:
-    scale = long_side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS)
-
-
 def load_rgb(path: Path, long_side: int) -> Tensor:
-    """(1, 3, H, W) float 0..255 with the long side scaled to `long_side`."""
-    return to_uint8_tensor(resized(read_photo(path).rgb, long_side)).unsqueeze(0).float()
+    """(1, 3, H, W) float 0..255 with the long side scaled to `long_side`, as training scales its paintings."""
+    return load_style_image(str(path), long_side).unsqueeze(0).float()
 
 
 class StyleDistance:
@@ -129,7 +122,8 @@ def sheet(rows: list[list[Tensor]], cell: int = 256) -> Image.Image:
     canvas = Image.new("RGB", (cell * len(rows[0]), cell * len(rows)), "white")
     for r, row in enumerate(rows):
         for c, image in enumerate(row):
-            thumb = resized(tensor_to_image(image), cell)
+            thumb = tensor_to_image(image)
+            thumb.thumbnail((cell, cell), Image.Resampling.LANCZOS)
             canvas.paste(thumb, (c * cell + (cell - thumb.width) // 2, r * cell + (cell - thumb.height) // 2))
     return canvas
 

@@ -345,8 +345,7 @@ class DistillationLoss(nn.Module):
     def forward(self, output: Tensor, content: Tensor, style: int = 0, style_scale: float = 1.0) -> LossTerms:
         with torch.no_grad():
             target = self.teachers[style](content).clamp(0, 255)
-        # summed in place: flatten() would copy channels-last maps
-        difference = ((output.float() - target.float()) / 255.0).square().mean(tuple(range(1, output.dim())))
+        difference = _squared_error(output / 255.0, target / 255.0, relative=False)  # per image, 0..1 scale
         return LossTerms(
             content=self.weights.content * difference.mean(),
             style=output.new_zeros(()),

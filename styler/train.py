@@ -34,9 +34,9 @@ from styler.images import Photo, read_photo, write_photo
 from styler.losses import (
     DEFAULT_WEIGHTS,
     LOSS_NETWORKS,
+    DistillationLoss,
     LossTerms,
     LossWeights,
-    DistillationLoss,
     PerceptualLoss,
     RandomFeatureNetwork,
     VGG16Features,
@@ -211,8 +211,7 @@ def _model_reference(name_or_path: str) -> str:
 
 def _teacher_reference(teacher: str) -> str:
     """A shipped model's name as it is, a file as an absolute path; either must load as a one-style model."""
-    path = Path(teacher).expanduser()
-    reference = str(path.resolve()) if path.exists() else teacher
+    reference = _model_reference(teacher)
     model = teacher_model(reference)
     if model.arch.num_styles != 1:
         raise StylerError(f"--teacher {teacher}: holds {model.arch.num_styles} styles; give one-style models")

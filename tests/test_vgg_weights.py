@@ -53,16 +53,6 @@ def write_wheel(path: Path, onnx_path: Path | None) -> Path:
     return path
 
 
-def run_features(layers: dict, image: torch.Tensor) -> torch.Tensor:
-    x = image
-    for key in WIDTHS:
-        weight, bias = layers[key]
-        x = F.relu(F.conv2d(x, weight, bias))  # padding done by the caller's pad function
-        if key in POOL_AFTER:
-            x = F.max_pool2d(x, 2)
-    return x
-
-
 def features(layers: dict, image: torch.Tensor, pad_value: torch.Tensor) -> torch.Tensor:
     """relu4_3 of a VGG chain where conv1_1 pads with `pad_value` (per channel) and later convolutions with 0."""
     x = image
