@@ -218,8 +218,9 @@ def train(
     teacher: Annotated[
         list[str] | None,
         typer.Option(
-            help="Distil: learn this trained model's outputs (a name or file) instead of a --style image; repeat "
-            "for several styles in one network."
+            help="Distil: learn this trained model's outputs (a name or file) instead of a --style image, pixel "
+            "by pixel, or as VGG16 features and textures with --loss-net vgg16; repeat for several styles in one "
+            "network."
         ),
     ] = None,
     style_ramp: Annotated[

@@ -294,7 +294,7 @@ class PerceptualLoss(nn.Module):
         self.weights = weights
         with torch.no_grad():
             per_style = [network(image) for image in style_images]
-            for index, layer in enumerate(network.style_layers):
+            for index, layer in enumerate(network.style_layers if per_style else ()):
                 self.register_buffer(
                     f"gram{index}", torch.cat([gram_matrix(features[layer]) for features in per_style])
                 )
@@ -305,9 +305,15 @@ class PerceptualLoss(nn.Module):
     def forward(self, output: Tensor, content: Tensor, style: int = 0, style_scale: float = 1.0) -> LossTerms:
         """output: the network's result for `content`; both (N, 3, H, W) in 0..255. style: the style index.
         style_scale: a factor on the style weight (training's content-first ramp)."""
-        relative = self.network.relative_losses
         with torch.no_grad():
             content_features = self.network(content, self.network.content_layers)
+        return self.terms(output, content_features, self.style_grams(style), style_scale)
+
+    def terms(
+        self, output: Tensor, content_features: dict[str, Tensor], style_grams: list[Tensor], style_scale: float
+    ) -> LossTerms:
+        """The weighted terms against content features and Gram matrices (each of batch 1, or one per image)."""
+        relative = self.network.relative_losses
         # With style weight 0 (reconstruction, e.g. to make an --init network) the style features are not computed:
         # with random features that is 10 of the 12 maps and every Gram matrix.
         style_weight = self.weights.style * style_scale
@@ -323,13 +329,38 @@ class PerceptualLoss(nn.Module):
                 _squared_error(
                     gram_matrix(output_features[layer]), target.expand(output.shape[0], -1, -1), relative
                 ).mean()
-                for layer, target in zip(self.network.style_layers, self.style_grams(style), strict=True)
+                for layer, target in zip(self.network.style_layers, style_grams, strict=True)
             )
         return LossTerms(
             content=self.weights.content * content_loss,
             style=style_weight * style_loss,
             tv=self.weights.tv * total_variation(output),
         )
+
+
+def _teacher_outputs(teachers: nn.ModuleList, content: Tensor, style: int) -> Tensor:
+    with torch.no_grad():
+        return teachers[style](content).clamp(0, 255)
+
+
+class FeatureDistillationLoss(PerceptualLoss):
+    """Distillation through the loss network: the student's output against a trained teacher's output for the same
+    photo, in the loss network's content features and in each image's own Gram matrices. A small student cannot
+    copy its teacher's strokes pixel for pixel, and a pixel loss then averages them away into a blur; matched as
+    texture statistics they survive. The teacher's output, not the painting, is the style target, so the student
+    is never pulled towards statistics it can only fake (with the painting as target a `lite` network answered with
+    a checkerboard)."""
+
+    def __init__(self, network: nn.Module, teachers: list[nn.Module], weights: LossWeights) -> None:
+        super().__init__(network, [], weights)
+        self.teachers = nn.ModuleList(teachers).requires_grad_(False).eval()
+
+    def forward(self, output: Tensor, content: Tensor, style: int = 0, style_scale: float = 1.0) -> LossTerms:
+        target = _teacher_outputs(self.teachers, content, style)
+        with torch.no_grad():
+            features = self.network(target)
+            grams = [gram_matrix(features[layer]) for layer in self.network.style_layers]
+        return self.terms(output, features, grams, style_scale)
 
 
 class DistillationLoss(nn.Module):
@@ -343,8 +374,7 @@ class DistillationLoss(nn.Module):
         self.weights = weights
 
     def forward(self, output: Tensor, content: Tensor, style: int = 0, style_scale: float = 1.0) -> LossTerms:
-        with torch.no_grad():
-            target = self.teachers[style](content).clamp(0, 255)
+        target = _teacher_outputs(self.teachers, content, style)
         difference = _squared_error(output / 255.0, target / 255.0, relative=False)  # per image, 0..1 scale
         return LossTerms(
             content=self.weights.content * difference.mean(),

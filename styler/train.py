@@ -35,6 +35,7 @@ from styler.losses import (
     DEFAULT_WEIGHTS,
     LOSS_NETWORKS,
     DistillationLoss,
+    FeatureDistillationLoss,
     LossTerms,
     LossWeights,
     PerceptualLoss,
@@ -105,9 +106,10 @@ class TrainConfig:
         """This config with paths made absolute, defaults filled in and every value checked (StylerError)."""
         if self.teachers and self.styles:
             raise StylerError("give --style images or --teacher models, not both (teachers carry their styles)")
-        if self.teachers and self.loss_net != "teacher":
+        if self.teachers and self.loss_net not in ("teacher", "vgg16"):
             raise StylerError(
-                f"--teacher replaces the loss network; it does not combine with --loss-net {self.loss_net}"
+                f"--teacher learns with pixels (--loss-net teacher) or VGG16 features (--loss-net vgg16), "
+                f"not with --loss-net {self.loss_net}"
             )
         if self.vgg_weights and self.loss_net != "vgg16":
             raise StylerError(f"--vgg-weights is for --loss-net vgg16; this run uses --loss-net {self.loss_net}")
@@ -137,7 +139,9 @@ class TrainConfig:
         for name, value in positive.items():
             if value is not None and value < 1:
                 raise StylerError(f"{_flag(name)} {value}: must be at least 1")
-        style_ramp = DEFAULT_STYLE_RAMP.get(self.loss_net, 0) if self.style_ramp is None else self.style_ramp
+        # A teacher's output is already stylized: there is no photo to learn first.
+        default_ramp = 0 if self.teachers else DEFAULT_STYLE_RAMP.get(self.loss_net, 0)
+        style_ramp = default_ramp if self.style_ramp is None else self.style_ramp
         at_least_zero["style_ramp"] = style_ramp
         for name, value in at_least_zero.items():
             if value < 0:
@@ -476,9 +480,13 @@ class Training:
         self.photo_count = len(photos)
 
         if config.teachers:
-            self.vgg_source = None
             teachers = [teacher_model(teacher).build() for teacher in config.teachers]
-            self.loss = DistillationLoss(teachers, config.loss_weights()).to(device)
+            if config.loss_net == "teacher":
+                self.vgg_source = None
+                self.loss = DistillationLoss(teachers, config.loss_weights()).to(device)
+            else:
+                network = self._loss_network(style_images, checkpoint)
+                self.loss = FeatureDistillationLoss(network, teachers, config.loss_weights()).to(device)
         else:
             self.loss = PerceptualLoss(
                 self._loss_network(style_images, checkpoint),

@@ -162,6 +162,25 @@ def test_distillation_loss_is_the_pixel_difference_from_the_teacher():
     assert not any(parameter.requires_grad for parameter in loss.parameters())
 
 
+def test_feature_distillation_matches_each_photo_to_its_own_teacher_output():
+    torch.manual_seed(0)
+    teacher = torch.nn.Conv2d(3, 3, 1)
+    content = torch.rand(2, 3, 48, 48) * 255
+    with torch.no_grad():
+        target = teacher(content).clamp(0, 255)
+    network = RandomFeatureNetwork()
+    network.calibrate([content])
+    loss = losses.FeatureDistillationLoss(network, [teacher], LossWeights(content=1.0, style=1.0, tv=0.0))
+    assert loss(target.clone(), content).total.item() == pytest.approx(0.0, abs=1e-6)
+    # The second photo's teacher output is the first one's target: each image has its own Gram targets, so that
+    # image's style and content terms are no longer zero.
+    swapped = loss(target.flip(0), content).as_floats()
+    assert swapped["content"] > 0 and swapped["style"] > 0
+    output = (target + torch.randn_like(target) * 20).requires_grad_()
+    loss(output, content).total.backward()
+    assert output.grad.abs().sum() > 0 and not any(p.requires_grad for p in loss.teachers.parameters())
+
+
 # ----------------------------------------------------------------------------------------------- VGG16 weights
 
 

@@ -260,6 +260,22 @@ def test_distillation_learns_a_teachers_outputs(run_cli, photos, tiny_model, tmp
     assert load_model_file(tmp_path / "s.pth").training["styles"] == [{"name": "tiny", "image": "tiny.pth"}]
 
 
+def test_distillation_through_vgg16_features(run_cli, photos, tiny_model, tmp_path):
+    layers = VGG16Features().layers.state_dict()  # random weights: the shapes are what matters here
+    torch.save({f"features.{key}": value for key, value in layers.items()}, tmp_path / "vgg16.pth")
+    result = run_cli("train", "--teacher", tiny_model, "--loss-net", "vgg16", "--vgg-weights", tmp_path / "vgg16.pth",
+                     "--data", photos, "--out", tmp_path / "m.pth", "--checkpoint-dir", tmp_path / "c",
+                     "--arch", "lite", "--image-size", "64", "--batch-size", "2", "--workers", "0",
+                     "--max-steps", "2", "--preview-every", "0")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    training = load_model_file(tmp_path / "m.pth").training
+    assert training["loss_network"] == "vgg16" and training["teachers"] == ["tiny.pth"]
+    assert training["style_ramp"] == 0  # the teacher's output is already stylized: nothing to learn first
+    refused = run_cli("train", "--teacher", tiny_model, "--loss-net", "random", "--data", photos,
+                      "--out", tmp_path / "r.pth")  # fmt: skip
+    assert refused.exit_code == 2 and "--loss-net random" in refused.stderr and refused.stderr.count("\n") == 1
+
+
 def test_a_multi_style_teacher_is_refused(run_cli, photos, tiny_multi_style_model, tmp_path):
     result = run_cli("train", "--teacher", tiny_multi_style_model, "--data", photos, "--out", tmp_path / "m.pth")
     assert result.exit_code == 2 and "one-style models" in result.stderr and result.stderr.count("\n") == 1
