@@ -33,9 +33,10 @@ from PIL import Image
 from torch import Tensor
 
 from styler.data import scan
+from styler.images import image_to_tensor, tensor_to_image
 from styler.losses import VGG16Features, gram_matrix, load_vgg16_weights
 from styler.model_files import resolve_model
-from styler.stylize import Stylizer, choose_style, image_to_tensor, tensor_to_image
+from styler.stylizer import Stylizer, choose_style
 from styler.train import PREVIEW_PHOTOS, load_style_image, pick_preview_photos
 
 ROOT = Path(__file__).resolve().parent.parent

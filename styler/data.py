@@ -18,14 +18,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from styler.errors import StylerError
-from styler.images import DEFAULT_MAX_PIXELS, read_photo
+from styler.images import DEFAULT_MAX_PIXELS, read_photo, to_uint8_tensor
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
@@ -108,11 +107,6 @@ def load_square(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     """
     photo = read_photo(path, max_pixels)
     return to_uint8_tensor(ImageOps.fit(photo.rgb, (size, size), Image.Resampling.BILINEAR, centering=(0.5, 0.5)))
-
-
-def to_uint8_tensor(image: Image.Image) -> Tensor:
-    """An RGB image as a (3, H, W) uint8 tensor."""
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
 class PhotoFolder(Dataset):

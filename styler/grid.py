@@ -15,19 +15,14 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from styler.devices import pick_device
 from styler.errors import StylerError
+from styler.files import check_output_folder, file_identity
 from styler.images import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo, writer_for
+from styler.inputs import expand_inputs
 from styler.memory import keep_freed_memory
 from styler.model_files import read_manifest, resolve_model
-from styler.stylize import (
-    Stylizer,
-    _file_identity,
-    check_output_folder,
-    choose_style,
-    expand_inputs,
-    pick_device,
-    target_size,
-)
+from styler.stylizer import Stylizer, choose_style, target_size
 
 CAPTION_HEIGHT = 28
 GAP = 6
@@ -92,9 +87,9 @@ def main(inputs: list[str], models: list[str], output: Path, cell: int, device: 
     bad = [job.error for job in jobs if job.error]
     if bad:
         raise StylerError(bad[0])
-    sheet = _file_identity(output)
+    sheet = file_identity(output)
     read = [*(job.input for job in jobs), *models]
-    if sheet is not None and any(_file_identity(Path(name)) == sheet for name in read):
+    if sheet is not None and any(file_identity(Path(name)) == sheet for name in read):
         raise StylerError(f"{output}: refusing to overwrite an input")  # --overwrite or not, as in stylize
     problem = check_output_folder(output.parent)  # a read-only folder is found before the work, not after it
     if problem:

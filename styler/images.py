@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from styler import __version__
 from styler.errors import StylerError
-from styler.model_files import os_error_text, write_atomically
+from styler.files import os_error_text, write_atomically
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default: 0.25 GiB of 24-bit pixels
 READABLE_EXTENSIONS = frozenset(
@@ -260,3 +261,21 @@ def encode_photo(photo: Photo, suffix: str) -> bytes:
         encoded = io.BytesIO()
         image.save(encoded, format=image_format, **{**options, "exif": _output_exif(None)})
     return encoded.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------- tensors
+
+
+def to_uint8_tensor(image: Image.Image) -> torch.Tensor:
+    """An RGB image as a (3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image to (1, 3, H, W) float32 in 0..255; the HWC array makes it channels_last without a copy."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).float()
+
+
+def tensor_to_image(x: torch.Tensor) -> Image.Image:
+    array = x[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(np.ascontiguousarray(array), "RGB")

@@ -146,7 +146,7 @@ def load_vgg16_weights(path: Path | None) -> tuple[dict[str, Tensor], Path]:
     """The feature-layer weights of a torchvision vgg16 state_dict, or of the file `styler weights vgg16` writes, and
     the file they came from: `path`, else that converted file, else torchvision's cache (vgg_weights.find). Missing
     or unusable weights are one StylerError line saying how to get them."""
-    from styler.model_files import foreign_file_kind, load_failure
+    from styler.files import foreign_file_kind, load_failure
     from styler.vgg_weights import FORMAT, find_vgg16_weights
 
     source = find_vgg16_weights(path)

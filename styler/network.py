@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-import instancenorm
 import torch
 from torch import Tensor, nn
 
+import instancenorm
 from styler.errors import StylerError
 
 

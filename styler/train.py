@@ -28,9 +28,11 @@ from torch import Tensor
 from tqdm import tqdm
 
 from styler import __version__
-from styler.data import PhotoFolder, ResumableSampler, Skipped, load_square, make_loader, scan, to_uint8_tensor
+from styler.data import PhotoFolder, ResumableSampler, Skipped, load_square, make_loader, scan
+from styler.devices import check_device, pick_device
 from styler.errors import StylerError
-from styler.images import Photo, read_photo, write_photo
+from styler.files import OutputExists, file_identity, foreign_file_kind, load_failure, write_atomically
+from styler.images import Photo, read_photo, tensor_to_image, to_uint8_tensor, write_photo
 from styler.losses import (
     DEFAULT_WEIGHTS,
     LOSS_NETWORKS,
@@ -44,18 +46,8 @@ from styler.losses import (
     load_vgg16_weights,
 )
 from styler.memory import keep_freed_memory
-from styler.model_files import (
-    CHECKPOINT_FORMAT,
-    OutputExists,
-    StyleModel,
-    foreign_file_kind,
-    load_failure,
-    resolve_model,
-    save_model,
-    write_atomically,
-)
+from styler.model_files import CHECKPOINT_FORMAT, StyleModel, resolve_model, save_model
 from styler.network import ARCHITECTURES, TransformerNet, architecture
-from styler.stylize import DEVICES, _file_identity, pick_device, tensor_to_image
 
 CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
@@ -123,8 +115,7 @@ class TrainConfig:
             raise StylerError(f"--arch {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
         if self.loss_net not in LOSS_NETWORKS:
             raise StylerError(f"--loss-net {self.loss_net!r}: choose one of {', '.join(LOSS_NETWORKS)}")
-        if self.device not in DEVICES:
-            raise StylerError(f"--device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        check_device(self.device)
         positive = {
             "epochs": self.epochs,
             "batch_size": self.batch_size,
@@ -853,11 +844,11 @@ def _create_folder(folder: Path, flag: str) -> None:
 
 def _refuse_out_that_is_an_input(out: Path, config: TrainConfig, photos: list[Path]) -> None:
     """--out never replaces what the run reads, under any name (symlink, hard link), --overwrite or not."""
-    target = _file_identity(out)
+    target = file_identity(out)
     if target is None:
         return
     inputs = [*config.styles, *photos, *(config.teachers or ()), config.init, config.vgg_weights]
-    if any(_file_identity(Path(path)) == target for path in inputs if path):
+    if any(file_identity(Path(path)) == target for path in inputs if path):
         raise StylerError(f"--out {out}: refusing to overwrite an input of this run; name a new model file")
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from styler.errors import StylerError
-from styler.model_files import sha256_of, write_atomically
+from styler.files import sha256_of, write_atomically
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -16,13 +16,13 @@ import torch
 
 from styler import __version__
 from styler.errors import StylerError
+from styler.files import sha256_of
 from styler.model_files import (
     load_model_file,
     manifest_entry,
     read_manifest,
     resolve_model,
     save_model,
-    sha256_of,
     write_manifest,
 )
 from styler.network import Architecture, TransformerNet, architecture
@@ -302,7 +302,7 @@ def _outline_correlation(first: torch.Tensor, second: torch.Tensor) -> float:
     """How well two (1, 3, H, W) images' outlines coincide: correlation of their luminance gradient magnitudes,
     averaged over 4x4 cells so that brush texture (which adds edges of its own) does not drown the photo's."""
 
-    from styler.stylize import LUMA
+    from styler.stylizer import LUMA
 
     def outlines(image: torch.Tensor) -> torch.Tensor:
         luma = (image * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
@@ -323,7 +323,7 @@ def _shipped_styles() -> list:
 def _sample_photo(name: str) -> torch.Tensor:
     from PIL import Image
 
-    from styler.stylize import image_to_tensor
+    from styler.images import image_to_tensor
 
     with Image.open(REPOSITORY / "samples" / "photos" / name) as photo:
         return image_to_tensor(photo.convert("RGB").resize((300, 200)))
@@ -341,7 +341,7 @@ def other_photo() -> torch.Tensor:
 
 @pytest.mark.parametrize(("name", "style"), _shipped_styles())
 def test_every_shipped_model_restyles_a_photo_and_keeps_its_outlines(name, style, sample_photo, other_photo):
-    from styler.stylize import Stylizer, choose_style
+    from styler.stylizer import Stylizer, choose_style
 
     model = resolve_model(name, REPOSITORY / "models")
     styled = Stylizer(model, choose_style(style, model.styles), torch.device("cpu"))
@@ -357,7 +357,7 @@ def test_every_shipped_model_restyles_a_photo_and_keeps_its_outlines(name, style
 
 
 def test_the_multi_style_model_gives_each_style_its_own_look(sample_photo):
-    from styler.stylize import Stylizer, choose_style
+    from styler.stylizer import Stylizer, choose_style
 
     (entry,) = [entry for entry in read_manifest(REPOSITORY / "models") if len(entry.styles) > 1]
     model = resolve_model(entry.name, REPOSITORY / "models")

@@ -215,7 +215,7 @@ def test_inference_path_computes_what_the_autograd_path_computes(arch, dtype, ba
     """Without autograd the network normalizes, rectifies and adds in place and gathers each conv's padded input,
     in bands of rows for big layers. The 70x53 photo is mirror-padded as `styler stylize` does; outputs span 0..255."""
     import styler.network
-    from styler.stylize import mirror_pad_to
+    from styler.stylizer import mirror_pad_to
 
     if band_bytes is not None:
         monkeypatch.setattr(styler.network, "WHOLE_BYTES", 0)

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from test_train import smooth_image, stripes, tiny_run  # pytest puts tests/ on sys.path
 
-from styler import model_files
+from styler import files
 from styler.data import PhotoFolder, ResumableSampler, make_loader, scan
 from styler.model_files import load_model_file, save_model
 from styler.network import Architecture, TransformerNet
@@ -192,11 +192,11 @@ def test_sigkill_mid_run_leaves_whole_checkpoints_and_resume_finishes(run_cli, p
 
 @pytest.fixture
 def full_disk(monkeypatch):
-    """Every atomic write (styler.model_files.write_atomically) meets a full disk: the temporary file is created,
+    """Every atomic write (styler.files.write_atomically) meets a full disk: the temporary file is created,
     then its descriptor is pointed at /dev/full, so each write(2), from Python or from a C encoder, fails ENOSPC."""
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full (Linux) to simulate a full disk")
-    real_open_new = model_files.open_new
+    real_open_new = files.open_new
 
     def open_new(path):
         descriptor = real_open_new(path)
@@ -205,7 +205,7 @@ def full_disk(monkeypatch):
         os.close(full)
         return descriptor
 
-    monkeypatch.setattr(model_files, "open_new", open_new)
+    monkeypatch.setattr(files, "open_new", open_new)
 
 
 @pytest.fixture
@@ -215,7 +215,7 @@ def read_only_file_system(monkeypatch):
     def open_new(path):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
-    monkeypatch.setattr(model_files, "open_new", open_new)
+    monkeypatch.setattr(files, "open_new", open_new)
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -398,13 +398,13 @@ def test_an_interrupt_just_after_the_temporary_file_is_created_removes_it(tmp_pa
 
     monkeypatch.setattr(os, "open", open_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        model_files.write_atomically(tmp_path / "out.bin", lambda file: file.write(b"data"))
+        files.write_atomically(tmp_path / "out.bin", lambda file: file.write(b"data"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_temporary_name_fits_beside_a_long_output_name(tmp_path):
     output = tmp_path / ("x" * 250 + ".png")  # a legal name; ".NAME.random.tmp" of it would not be
-    model_files.write_atomically(output, lambda file: file.write(b"data"))
+    files.write_atomically(output, lambda file: file.write(b"data"))
     assert [path.name for path in tmp_path.iterdir()] == [output.name] and output.read_bytes() == b"data"
 
 

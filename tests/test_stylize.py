@@ -14,7 +14,7 @@ from PIL import Image
 
 from styler import __version__
 from styler.errors import StylerError
-from styler.stylize import choose_style, keep_colors, mirror_pad_to, target_size
+from styler.stylizer import choose_style, keep_colors, mirror_pad_to, target_size
 
 # What each odd image must give: readable ones an output of their oriented size, the rest one error line.
 ODD_IMAGES_THAT_FAIL = {
@@ -72,7 +72,7 @@ def test_output_has_exactly_the_input_size(run_cli, tiny_model, make_image, widt
 def test_the_pipeline_gives_the_input_size_for_each_architecture(arch, height, width):
     from styler.model_files import StyleModel
     from styler.network import TransformerNet, architecture
-    from styler.stylize import StyleChoice, Stylizer
+    from styler.stylizer import StyleChoice, Stylizer
 
     network = TransformerNet(architecture(arch))
     model = StyleModel(network.arch, ["x"], network.state_dict())

@@ -1,0 +1,27 @@
+"""The device a command runs on: --device auto, cpu or cuda, checked against this build and machine."""
+
+from __future__ import annotations
+
+import torch
+
+import instancenorm
+from styler.errors import StylerError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(requested: str) -> None:
+    if requested not in DEVICES:
+        raise StylerError(f"--device {requested!r}: choose one of {', '.join(DEVICES)}")
+
+
+def pick_device(requested: str) -> torch.device:
+    cuda_ready = "cuda" in instancenorm.compiled_devices and torch.cuda.is_available()
+    if requested == "cuda" and not cuda_ready:
+        why = (
+            "no CUDA GPU is visible"
+            if "cuda" in instancenorm.compiled_devices
+            else "instancenorm was built without CUDA"
+        )
+        raise StylerError(f"--device cuda: {why}")
+    return torch.device("cuda" if requested == "cuda" or (requested == "auto" and cuda_ready) else "cpu")
