@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from styler import __version__
+from styler import __version__, checkpoints
 from styler.errors import StylerError
 from styler.files import foreign_file_kind, load_failure, sha256_of, write_atomically
 
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 FORMAT = "styler-model"
 FORMAT_VERSION = 1
-CHECKPOINT_FORMAT = "styler-checkpoint"  # written by train.py, readable here as a model
 MANIFEST_VERSION = 1
 MODELS_DIR_VARIABLE = "STYLER_MODELS_DIR"
 
@@ -140,7 +139,7 @@ def load_model_file(path: Path) -> StyleModel:
         raise StylerError(f"{path}: not a readable model file ({reason})") from None
     if isinstance(contents, dict) and contents.get("format") == FORMAT:
         model = _from_styler_dict(contents, path)
-    elif isinstance(contents, dict) and contents.get("format") == CHECKPOINT_FORMAT:
+    elif isinstance(contents, dict) and contents.get("format") == checkpoints.FORMAT:
         model = _from_checkpoint(contents, path)
     elif isinstance(contents, dict) and "conv1.conv2d.weight" in contents:
         model = _from_bare_state_dict(contents, path)
@@ -183,23 +182,18 @@ def _from_checkpoint(contents: dict, path: Path) -> StyleModel:
     """A training checkpoint as a model: try a style while its run goes on (`stylize -m .../step-0000500.ckpt`)."""
     from styler.network import architecture
 
+    checkpoint = checkpoints.Checkpoint.from_dict(contents, path, flag="")
     try:
-        config, state_dict, step = contents["config"], contents["model"], contents["step"]
-        names = contents.get("style_names") or [Path(style).stem for style in config["styles"]]
-        arch = architecture(config["arch"], len(names))
-    except (KeyError, TypeError) as missing:
-        raise StylerError(f"{path}: a training checkpoint that lacks {missing}") from None
+        arch = architecture(checkpoint.config.get("arch"), len(checkpoint.style_names))
     except StylerError as error:
         raise StylerError(f"{path}: {error}") from None
-    if not isinstance(state_dict, dict):
-        raise StylerError(f"{path}: the checkpoint's 'model' is not a dict of tensors")
-    training = {"checkpoint": path.name, "steps": step, "loss_network": config.get("loss_net")}
+    training = {"checkpoint": path.name, "steps": checkpoint.step, "loss_network": checkpoint.config.get("loss_net")}
     return StyleModel(
         arch=arch,
-        styles=list(names),
-        state_dict=_as_float32(state_dict, path),
+        styles=list(checkpoint.style_names),
+        state_dict=_as_float32(checkpoint.model, path),
         training=training,
-        styler_version=contents.get("styler_version"),
+        styler_version=checkpoint.styler_version,
         path=path,
     )
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
 import signal
 import sys
 import time
@@ -27,11 +26,12 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from styler import __version__
+from styler import checkpoints
+from styler.checkpoints import Checkpoint, checkpoint_files
 from styler.data import PhotoFolder, ResumableSampler, Skipped, load_square, make_loader, scan
 from styler.devices import check_device, pick_device
 from styler.errors import StylerError
-from styler.files import OutputExists, file_identity, foreign_file_kind, load_failure, write_atomically
+from styler.files import OutputExists, file_identity
 from styler.images import Photo, read_photo, tensor_to_image, to_uint8_tensor, write_photo
 from styler.losses import (
     DEFAULT_WEIGHTS,
@@ -46,11 +46,9 @@ from styler.losses import (
     load_vgg16_weights,
 )
 from styler.memory import keep_freed_memory
-from styler.model_files import CHECKPOINT_FORMAT, StyleModel, resolve_model, save_model
+from styler.model_files import StyleModel, resolve_model, save_model
 from styler.network import ARCHITECTURES, TransformerNet, architecture
 
-CHECKPOINT_VERSION = 1
-CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
 PREVIEW_PHOTOS = 4
 # Preview photos stay out of training (so previews show unseen photos) once that costs at most 5 % of the data.
 HOLD_OUT_FACTOR = 20
@@ -290,29 +288,7 @@ def choose_device(requested: str, processes: Processes) -> torch.device:
 # ----------------------------------------------------------------------------------------------- checkpoints
 
 
-def read_checkpoint(path: Path) -> dict:
-    """A checkpoint written by `save_checkpoint`, read without running pickled code."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise StylerError(f"--resume {path}: is a folder; expected a checkpoint file (step-NNNNNNN.ckpt in it?)")
-    if not path.is_file():
-        raise StylerError(f"--resume {path}: no such checkpoint file")
-    try:
-        contents = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types for damaged or foreign files
-        kind = foreign_file_kind(path)
-        reason = f"{kind}; expected a step-NNNNNNN.ckpt written by `styler train`" if kind else load_failure(error)
-        raise StylerError(f"--resume {path}: not a readable checkpoint ({reason[:160]})") from None
-    if not (isinstance(contents, dict) and contents.get("format") == CHECKPOINT_FORMAT):
-        raise StylerError(f"--resume {path}: not a styler training checkpoint")
-    if contents.get("version") != CHECKPOINT_VERSION:
-        raise StylerError(
-            f"--resume {path}: checkpoint version {contents.get('version')!r}; this styler reads {CHECKPOINT_VERSION}"
-        )
-    return contents
-
-
-def resolve_config(given: dict) -> tuple[TrainConfig, dict | None]:
+def resolve_config(given: dict) -> tuple[TrainConfig, Checkpoint | None]:
     """The run's config from the options given (and from the checkpoint named by `resume`), plus that checkpoint."""
     given = dict(given)
     resume = given.pop("resume", None)
@@ -327,11 +303,11 @@ def resolve_config(given: dict) -> tuple[TrainConfig, dict | None]:
         given["loss_net"] = "teacher"
     if resume is None:
         return TrainConfig(**given).checked(), None
-    checkpoint = read_checkpoint(resume)
+    checkpoint = checkpoints.read(resume)
     # Fields added since a checkpoint was written take the value that reproduces its run.
     written_before = {"style_ramp": 0, "teachers": ()}
     saved = TrainConfig(
-        **(written_before | {name: value for name, value in checkpoint["config"].items() if name in known})
+        **(written_before | {name: value for name, value in checkpoint.config.items() if name in known})
     )
     saved.styles, saved.teachers = tuple(saved.styles), tuple(saved.teachers)
     if "styles" in given:  # compare like with like: the saved styles are absolute paths
@@ -344,14 +320,6 @@ def resolve_config(given: dict) -> tuple[TrainConfig, dict | None]:
             )
     # --overwrite is a decision about this command's --out, not part of the run a checkpoint records.
     return replace(saved, **({"overwrite": False} | given)).checked(), checkpoint
-
-
-def checkpoint_files(directory: Path) -> list[Path]:
-    """This run's checkpoints, oldest first."""
-    if not directory.is_dir():
-        return []
-    found = [(int(match.group(1)), path) for path in directory.iterdir() if (match := CHECKPOINT_NAME.match(path.name))]
-    return [path for _, path in sorted(found)]
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -428,7 +396,7 @@ class Training:
     """Everything a run needs, built (and checked) before the first step."""
 
     def __init__(
-        self, config: TrainConfig, checkpoint: dict | None, processes: Processes, device: torch.device
+        self, config: TrainConfig, checkpoint: Checkpoint | None, processes: Processes, device: torch.device
     ) -> None:
         self.config, self.processes, self.device = config, processes, device
         self.out, self.checkpoint_dir = Path(config.out), Path(config.checkpoint_dir)
@@ -457,7 +425,7 @@ class Training:
         if checkpoint is None:
             style_images = [load_style_image(style, config.style_size) for style in config.styles]
         else:
-            style_images = list(checkpoint["style_images"])
+            style_images = list(checkpoint.style_images)
         photos, self.skipped = scan(Path(config.data))
         _refuse_out_that_is_an_input(self.out, config, photos)
         self.preview_paths, self.preview_photos = pick_preview_photos(photos, config.image_size)
@@ -520,7 +488,7 @@ class Training:
         self.saved_step = self.previewed_step = None
         self.reported: set[str] = {entry.path for entry in self.skipped}
 
-    def _loss_network(self, style_images: list[Tensor], checkpoint: dict | None) -> torch.nn.Module:
+    def _loss_network(self, style_images: list[Tensor], checkpoint: Checkpoint | None) -> torch.nn.Module:
         if self.config.loss_net == "vgg16":
             weights, self.vgg_source = load_vgg16_weights(
                 Path(self.config.vgg_weights) if self.config.vgg_weights else None
@@ -529,7 +497,7 @@ class Training:
         self.vgg_source = None
         network = RandomFeatureNetwork(RANDOM_LOSS_SEED)
         if checkpoint is not None:
-            network.load_state_dict(checkpoint["loss_network"])
+            network.load_state_dict(checkpoint.loss_network)
         else:  # "over the content and style images": the fixed preview photos stand for the content
             network.calibrate(
                 [image.unsqueeze(0).float() for image in style_images]
@@ -537,15 +505,15 @@ class Training:
             )
         return network
 
-    def _restore(self, checkpoint: dict) -> None:
+    def _restore(self, checkpoint: Checkpoint) -> None:
         try:
-            self.network.load_state_dict(checkpoint["model"])
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-            self.scaler.load_state_dict(checkpoint["scaler"])
-            self.step, self.seconds = int(checkpoint["step"]), float(checkpoint["seconds"])
-            torch.set_rng_state(checkpoint["rng"]["torch"])
-            if self.device.type == "cuda" and checkpoint["rng"].get("cuda"):
-                torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+            self.network.load_state_dict(checkpoint.model)
+            self.optimizer.load_state_dict(checkpoint.optimizer)
+            self.scaler.load_state_dict(checkpoint.scaler)
+            self.step, self.seconds = checkpoint.step, float(checkpoint.seconds)
+            torch.set_rng_state(checkpoint.rng["torch"])
+            if self.device.type == "cuda" and checkpoint.rng.get("cuda"):
+                torch.cuda.set_rng_state_all(checkpoint.rng["cuda"])
         except (KeyError, RuntimeError, ValueError) as error:
             raise StylerError(
                 f"--resume: the checkpoint does not fit this run ({' '.join(str(error).split())[:160]})"
@@ -694,38 +662,27 @@ class Training:
     # --------------------------------------------------------------------------------------- outputs
 
     def save_checkpoint(self) -> Path:
-        """Write step-NNNNNNN.ckpt atomically and keep the newest keep_checkpoints (rank 0 only writes)."""
-        path = self.checkpoint_dir / f"step-{self.step:07d}.ckpt"
+        """Write this step's checkpoint and keep the newest keep_checkpoints (rank 0 only writes)."""
         self.saved_step = self.step
         if not self.processes.is_main:
-            return path
-        contents = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "styler_version": __version__,
-            "config": asdict(self.config),
-            "style_names": self.config.style_names,
-            "step": self.step,
-            "epoch": self.step // self.steps_per_epoch,
-            "seconds": self.seconds,
-            "model": self.network.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "loss_network": self.loss.network.state_dict() if self.config.loss_net == "random" else {},
-            "style_images": self.style_images,
-            "rng": {
+            return checkpoints.file_for(self.checkpoint_dir, self.step)
+        checkpoint = Checkpoint(
+            config=asdict(self.config),
+            style_names=self.config.style_names,
+            step=self.step,
+            epoch=self.step // self.steps_per_epoch,
+            seconds=self.seconds,
+            model=self.network.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),
+            loss_network=self.loss.network.state_dict() if self.config.loss_net == "random" else {},
+            style_images=self.style_images,
+            rng={
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             },
-        }
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            write_atomically(path, lambda file: torch.save(contents, file))
-        except OSError as error:
-            raise StylerError(f"{path}: cannot write the checkpoint ({error.strerror or error})") from None
-        for old in checkpoint_files(self.checkpoint_dir)[: -self.config.keep_checkpoints]:
-            old.unlink(missing_ok=True)
-        return path
+        )
+        return checkpoints.write(self.checkpoint_dir, checkpoint, self.config.keep_checkpoints)
 
     @torch.no_grad()
     def write_preview(self) -> Path:

@@ -22,10 +22,10 @@ from PIL import Image
 from test_train import smooth_image, stripes, tiny_run  # pytest puts tests/ on sys.path
 
 from styler import files
+from styler.checkpoints import FILE_NAME, checkpoint_files, read
 from styler.data import PhotoFolder, ResumableSampler, make_loader, scan
 from styler.model_files import load_model_file, save_model
 from styler.network import Architecture, TransformerNet
-from styler.train import CHECKPOINT_NAME, checkpoint_files, read_checkpoint
 
 
 def styler_command() -> list[str]:
@@ -172,16 +172,16 @@ def test_sigkill_mid_run_leaves_whole_checkpoints_and_resume_finishes(run_cli, p
     assert process.returncode == -signal.SIGKILL, stderr
 
     for path in checkpoints.iterdir():  # checkpoints, or hidden temporaries that no listing picks up
-        assert CHECKPOINT_NAME.match(path.name) or (path.name.startswith(".") and path.name.endswith(".tmp")), path
+        assert FILE_NAME.match(path.name) or (path.name.startswith(".") and path.name.endswith(".tmp")), path
     kept = checkpoint_files(checkpoints)
     assert kept
     for path in kept:
-        contents = read_checkpoint(path)
-        assert f"step-{contents['step']:07d}.ckpt" == path.name
-        assert contents["model"].keys() and contents["optimizer"]["state"]
+        checkpoint = read(path)
+        assert f"step-{checkpoint.step:07d}.ckpt" == path.name
+        assert checkpoint.model.keys() and checkpoint.optimizer["state"]
     assert not (tmp_path / "model.pth").exists()
 
-    step = read_checkpoint(kept[-1])["step"]
+    step = read(kept[-1]).step
     result = run_cli("train", "--resume", kept[-1], "--max-steps", str(step + 2))
     assert result.exit_code == 0, result.stderr
     assert load_model_file(tmp_path / "model.pth").training["steps"] == step + 2

@@ -20,12 +20,13 @@ from PIL import Image
 from test_data import DAMAGED_DATA, REJECTED_BY_HEADER  # pytest puts tests/ on sys.path
 
 from styler import losses, train
+from styler.checkpoints import read as read_checkpoint
 from styler.cli import app
 from styler.data import collate
 from styler.losses import DEFAULT_WEIGHTS, VGG16Features
 from styler.model_files import load_model_file
 from styler.network import architecture
-from styler.train import Processes, TrainConfig, Training, read_checkpoint
+from styler.train import Processes, TrainConfig, Training
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # Biases that add a per-channel constant which a later instance norm subtracts again (convolutions feeding one, and
@@ -359,7 +360,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(run_cli, photos, style, t
     stopped = re.search(r"stopped at step (\d+); resume with --resume (\S+)", stderr)
     assert stopped, stderr
     step, checkpoint = int(stopped.group(1)), Path(stopped.group(2))
-    assert step >= 5 and read_checkpoint(checkpoint)["step"] == step
+    assert step >= 5 and read_checkpoint(checkpoint).step == step
     assert not (tmp_path / "model.pth").exists()
     result = run_cli("train", "--resume", checkpoint, "--max-steps", str(step + 2))
     assert result.exit_code == 0, result.stderr
@@ -379,7 +380,7 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(run_cli, pho
     error = result.stderr.strip().splitlines()[-1]
     assert "loss became non-finite at step 4" in error and "step-0000002.ckpt" in error
     assert [path.name for path in (tmp_path / "checkpoints").glob("*.ckpt")] == ["step-0000002.ckpt"]
-    assert read_checkpoint(tmp_path / "checkpoints" / "step-0000002.ckpt")["step"] == 2
+    assert read_checkpoint(tmp_path / "checkpoints" / "step-0000002.ckpt").step == 2
     assert not (tmp_path / "model.pth").exists()
 
 
