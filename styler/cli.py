@@ -11,6 +11,7 @@ from typing import Annotated, Callable, Literal
 import typer
 
 from styler.errors import StylerError
+from styler.train_config import default_text
 
 app = typer.Typer(
     name="styler",
@@ -187,6 +188,11 @@ def stylize(
     raise typer.Exit(0 if ok else 2)
 
 
+def _default(name: str) -> str:
+    """ " (default: ...)" for a train option, from TrainConfig and the loss weights, where they are defined."""
+    return f" (default: {default_text(name)})"
+
+
 @app.command("train")
 @user_errors_exit_2
 def train(
@@ -202,19 +208,19 @@ def train(
     overwrite: Annotated[
         bool | None, typer.Option("--overwrite", help="Replace an existing --out (never an input of the run).")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the photos (default: 2).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Photos per step, over all processes (default: 4).")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Side of the square training crops (default: 256).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate (default: 0.001).")] = None,
+    epochs: Annotated[int | None, typer.Option(help=f"Passes over the photos{_default('epochs')}.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help=f"Photos per step, over all processes{_default('batch_size')}.")
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help=f"Side of the square training crops{_default('image_size')}.")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help=f"Adam learning rate{_default('lr')}.")] = None,
     content_weight: Annotated[
-        float | None, typer.Option(help="Content loss weight (default: 1e5 with vgg16, 1 with random).")
+        float | None, typer.Option(help=f"Content loss weight{_default('content_weight')}.")
     ] = None,
-    style_weight: Annotated[
-        float | None, typer.Option(help="Style loss weight (default: 3e8 with vgg16, 1000 with random).")
-    ] = None,
-    tv_weight: Annotated[
-        float | None, typer.Option(help="Total-variation weight (default: 1e5 with vgg16, 10 with random).")
-    ] = None,
+    style_weight: Annotated[float | None, typer.Option(help=f"Style loss weight{_default('style_weight')}.")] = None,
+    tv_weight: Annotated[float | None, typer.Option(help=f"Total-variation weight{_default('tv_weight')}.")] = None,
     teacher: Annotated[
         list[str] | None,
         typer.Option(
@@ -226,8 +232,7 @@ def train(
     style_ramp: Annotated[
         int | None,
         typer.Option(
-            help="Raise the style weight from 0 to full over this many steps: content first "
-            "(default: 100 with vgg16, 0 with random)."
+            help=f"Raise the style weight from 0 to full over this many steps: content first{_default('style_ramp')}."
         ),
     ] = None,
     checkpoint_dir: Annotated[
@@ -236,20 +241,32 @@ def train(
     style_size: Annotated[
         int | None, typer.Option(help="Scale style images to this long side (default: their own size).")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of initial weights and photo order (default: 42).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help=f"Seed of initial weights and photo order{_default('seed')}.")
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option(help="Train exactly this many steps, however many epochs that takes.")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: auto, CUDA when present).")] = None,
+    device: Annotated[
+        Literal["auto", "cpu", "cuda"] | None, typer.Option(help=f"auto picks CUDA when present{_default('device')}.")
+    ] = None,
     channels_last: Annotated[
-        bool | None, typer.Option("--channels-last/--no-channels-last", help="NHWC memory layout (default: off).")
+        bool | None,
+        typer.Option("--channels-last/--no-channels-last", help=f"NHWC memory layout{_default('channels_last')}."),
     ] = None,
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="float16 mixed precision, CUDA only.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Photo-decoding processes per trainer (default: 2).")] = None,
-    arch: Annotated[str | None, typer.Option(help="Network: johnson or lite (default: johnson).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help=f"Photo-decoding processes per trainer{_default('workers')}.")
+    ] = None,
+    arch: Annotated[
+        Literal["johnson", "lite"] | None, typer.Option(help=f"The network: johnson or lite{_default('arch')}.")
+    ] = None,
     loss_net: Annotated[
-        str | None,
-        typer.Option(help="vgg16 (ImageNet weights needed) or random: fixed random filters, colour and texture only."),
+        Literal["vgg16", "random", "teacher"] | None,
+        typer.Option(
+            help="vgg16 (ImageNet weights needed); random: fixed random filters, colour and texture only; teacher: "
+            f"the --teacher models' pixels{_default('loss_net')}."
+        ),
     ] = None,
     vgg_weights: Annotated[
         Path | None,
@@ -257,13 +274,19 @@ def train(
     ] = None,
     preview_every: Annotated[
         int | None,
-        typer.Option(help="Write a preview grid every N steps, 0 for none, not even at the end (default: 100)."),
+        typer.Option(
+            help=f"Write a preview grid every N steps, 0 for none, not even at the end{_default('preview_every')}."
+        ),
     ] = None,
     checkpoint_every: Annotated[
         int | None,
-        typer.Option(help="Write a checkpoint every N steps, 0 for none, not even at the end (default: 100)."),
+        typer.Option(
+            help=f"Write a checkpoint every N steps, 0 for none, not even at the end{_default('checkpoint_every')}."
+        ),
     ] = None,
-    keep_checkpoints: Annotated[int | None, typer.Option(help="Recent checkpoints to keep (default: 3).")] = None,
+    keep_checkpoints: Annotated[
+        int | None, typer.Option(help=f"Recent checkpoints to keep{_default('keep_checkpoints')}.")
+    ] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue from a checkpoint; its recipe (styles, sizes, weights...) is kept.")
     ] = None,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-import instancenorm
 from styler.errors import StylerError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -16,6 +18,10 @@ def check_device(requested: str) -> None:
 
 
 def pick_device(requested: str) -> torch.device:
+    import torch
+
+    import instancenorm
+
     cuda_ready = "cuda" in instancenorm.compiled_devices and torch.cuda.is_available()
     if requested == "cuda" and not cuda_ready:
         why = (

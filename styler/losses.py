@@ -25,29 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from styler.errors import StylerError
+from styler.train_config import LossWeights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LOSS_NETWORKS = ("vgg16", "random", "teacher")
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    content: float
-    style: float
-    tv: float
-
-
-# VGG16 (activations at torchvision's scale, see vgg_weights): content as pytorch/examples; its style weight 1e10
-# paints over the photo, 3e8 after a content-first start gives Starry Night's palette and strokes with faces still
-# readable; TV around a percent of the total. Random features: losses relative to their targets, style:content
-# 1000:1 after the recipe measured in the train issue. Distillation: see DistillationLoss.
-DEFAULT_WEIGHTS = {
-    "vgg16": LossWeights(content=1e5, style=3e8, tv=1e5),
-    "random": LossWeights(content=1.0, style=1e3, tv=10.0),
-    # Distillation: the content term is the mean squared pixel difference (0..1 scale) from the teacher's output.
-    "teacher": LossWeights(content=1.0, style=0.0, tv=0.0),
-}
 
 
 def imagenet_normalize(images: Tensor) -> Tensor:

@@ -10,7 +10,6 @@ step in turn. Under torchrun every process trains on its shard of each global ba
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import signal
@@ -29,216 +28,29 @@ from tqdm import tqdm
 from styler import checkpoints
 from styler.checkpoints import Checkpoint, checkpoint_files
 from styler.data import PhotoFolder, ResumableSampler, Skipped, load_square, make_loader, scan
-from styler.devices import check_device, pick_device
+from styler.devices import pick_device
 from styler.errors import StylerError
 from styler.files import OutputExists, file_identity
 from styler.images import Photo, read_photo, tensor_to_image, to_uint8_tensor, write_photo
 from styler.losses import (
-    DEFAULT_WEIGHTS,
-    LOSS_NETWORKS,
     DistillationLoss,
     FeatureDistillationLoss,
     LossTerms,
-    LossWeights,
     PerceptualLoss,
     RandomFeatureNetwork,
     VGG16Features,
     load_vgg16_weights,
 )
 from styler.memory import keep_freed_memory
-from styler.model_files import StyleModel, resolve_model, save_model
-from styler.network import ARCHITECTURES, TransformerNet, architecture
+from styler.model_files import resolve_model, save_model
+from styler.network import TransformerNet, architecture
+from styler.train_config import RECIPE_FIELDS, TrainConfig, flag, teacher_model
 
 PREVIEW_PHOTOS = 4
 # Preview photos stay out of training (so previews show unseen photos) once that costs at most 5 % of the data.
 HOLD_OUT_FACTOR = 20
-# VGG16 from scratch at full style weight paints a flat relief over the photo; rising over 100 steps keeps it.
-DEFAULT_STYLE_RAMP = {"vgg16": 100}
 RANDOM_LOSS_SEED = 0  # the random-feature loss network is the same in every run, whatever --seed says
 EXIT_INTERRUPTED = 130
-
-
-@dataclass
-class TrainConfig:
-    """The `styler train` options; the defaults here are the command's defaults."""
-
-    styles: tuple[str, ...] = ()
-    data: str | None = None
-    out: str | None = None
-    epochs: int = 2
-    batch_size: int = 4  # global: split across processes under torchrun
-    image_size: int = 256
-    lr: float = 1e-3
-    content_weight: float | None = None  # None: losses.DEFAULT_WEIGHTS for the loss network
-    style_weight: float | None = None
-    tv_weight: float | None = None
-    checkpoint_dir: str | None = None
-    style_size: int | None = None  # long side of the style images; None: their own size
-    seed: int = 42
-    max_steps: int | None = None
-    device: str = "auto"
-    channels_last: bool = False
-    amp: bool = False
-    workers: int = 2
-    arch: str = "johnson"
-    loss_net: str = "vgg16"
-    vgg_weights: str | None = None
-    preview_every: int = 100
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 3
-    init: str | None = None  # a model file whose weights the network starts from
-    teachers: tuple[str, ...] = ()  # distillation: trained models (names or files), one per style, instead of styles
-    # Steps over which the style weight rises linearly from 0 to its value (content first); None: DEFAULT_STYLE_RAMP.
-    style_ramp: int | None = None
-    overwrite: bool = False  # replace an existing --out (never an input); not kept for a resumed run
-
-    def checked(self) -> TrainConfig:
-        """This config with paths made absolute, defaults filled in and every value checked (StylerError)."""
-        if self.teachers and self.styles:
-            raise StylerError("give --style images or --teacher models, not both (teachers carry their styles)")
-        if self.teachers and self.loss_net not in ("teacher", "vgg16"):
-            raise StylerError(
-                f"--teacher learns with pixels (--loss-net teacher) or VGG16 features (--loss-net vgg16), "
-                f"not with --loss-net {self.loss_net}"
-            )
-        if self.vgg_weights and self.loss_net != "vgg16":
-            raise StylerError(f"--vgg-weights is for --loss-net vgg16; this run uses --loss-net {self.loss_net}")
-        if self.loss_net == "teacher" and not self.teachers:
-            raise StylerError("--loss-net teacher needs --teacher MODEL (one per style)")
-        if not self.styles and not self.teachers:
-            raise StylerError("give at least one --style IMAGE (or --teacher MODEL, or --resume CHECKPOINT)")
-        if self.data is None:
-            raise StylerError("give --data FOLDER with the training photos (or --resume CHECKPOINT)")
-        if self.arch not in ARCHITECTURES:
-            raise StylerError(f"--arch {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
-        if self.loss_net not in LOSS_NETWORKS:
-            raise StylerError(f"--loss-net {self.loss_net!r}: choose one of {', '.join(LOSS_NETWORKS)}")
-        check_device(self.device)
-        positive = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "max_steps": self.max_steps,
-            "keep_checkpoints": self.keep_checkpoints,
-        }
-        at_least_zero = {
-            "workers": self.workers,
-            "preview_every": self.preview_every,
-            "checkpoint_every": self.checkpoint_every,
-        }
-        for name, value in positive.items():
-            if value is not None and value < 1:
-                raise StylerError(f"{_flag(name)} {value}: must be at least 1")
-        # A teacher's output is already stylized: there is no photo to learn first.
-        default_ramp = 0 if self.teachers else DEFAULT_STYLE_RAMP.get(self.loss_net, 0)
-        style_ramp = default_ramp if self.style_ramp is None else self.style_ramp
-        at_least_zero["style_ramp"] = style_ramp
-        for name, value in at_least_zero.items():
-            if value < 0:
-                raise StylerError(f"{_flag(name)} {value}: must be 0 or more")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise StylerError(f"--lr {self.lr}: must be a positive number")
-        weights = self.loss_weights()
-        for name in ("content", "style", "tv"):
-            value = getattr(weights, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise StylerError(f"--{name}-weight {value}: must be a non-negative number")
-        smallest = max(64, RandomFeatureNetwork.min_size)
-        multiple = architecture(self.arch).size_multiple
-        if self.image_size < smallest or self.image_size % multiple:
-            raise StylerError(
-                f"--image-size {self.image_size}: must be at least {smallest} "
-                f"and a multiple of {multiple} for --arch {self.arch}"
-            )
-        if self.style_size is not None and self.style_size < smallest:
-            raise StylerError(f"--style-size {self.style_size}: must be at least {smallest}")
-        styles = tuple(str(Path(style).expanduser().resolve()) for style in self.styles)
-        teachers = tuple(_teacher_reference(teacher) for teacher in self.teachers)
-        names = replace(self, styles=styles, teachers=teachers).style_names
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise StylerError(
-                f"{'--teacher' if teachers else '--style'}: several styles are named {duplicates[0]!r}; "
-                "styles are named after their files (or their teacher's style)"
-            )
-        out = Path(self.out or f"{'+'.join(names)}.pth").expanduser().resolve()
-        checkpoint_dir = Path(self.checkpoint_dir or Path("checkpoints") / out.stem).expanduser().resolve()
-        return replace(
-            self,
-            styles=styles,
-            teachers=teachers,
-            style_ramp=style_ramp,
-            data=str(Path(self.data).expanduser().resolve()),
-            out=str(out),
-            checkpoint_dir=str(checkpoint_dir),
-            vgg_weights=str(Path(self.vgg_weights).expanduser().resolve()) if self.vgg_weights else None,
-            init=_model_reference(self.init) if self.init else None,
-            content_weight=weights.content,
-            style_weight=weights.style,
-            tv_weight=weights.tv,
-        )
-
-    def loss_weights(self) -> LossWeights:
-        default = DEFAULT_WEIGHTS[self.loss_net]
-        return LossWeights(
-            content=default.content if self.content_weight is None else self.content_weight,
-            style=default.style if self.style_weight is None else self.style_weight,
-            tv=default.tv if self.tv_weight is None else self.tv_weight,
-        )
-
-    @property
-    def num_styles(self) -> int:
-        return len(self.teachers or self.styles)
-
-    @property
-    def style_names(self) -> list[str]:
-        if self.teachers:
-            return [teacher_model(teacher).styles[0] for teacher in self.teachers]
-        return [Path(style).stem for style in self.styles]
-
-
-def _model_reference(name_or_path: str) -> str:
-    """--init: a file as an absolute path (the run may resume from elsewhere), a shipped model's name as it is."""
-    path = Path(name_or_path).expanduser()
-    return str(path.resolve()) if path.exists() else name_or_path
-
-
-def _teacher_reference(teacher: str) -> str:
-    """A shipped model's name as it is, a file as an absolute path; either must load as a one-style model."""
-    reference = _model_reference(teacher)
-    model = teacher_model(reference)
-    if model.arch.num_styles != 1:
-        raise StylerError(f"--teacher {teacher}: holds {model.arch.num_styles} styles; give one-style models")
-    return reference
-
-
-@functools.cache
-def teacher_model(reference: str) -> StyleModel:
-    try:
-        return resolve_model(reference)
-    except StylerError as error:
-        raise StylerError(f"--teacher {reference}: {error}") from None
-
-
-# What a checkpoint fixes: a resumed run may change where files go, how long it runs and how, not what it learns.
-RECIPE_FIELDS = (
-    "styles",
-    "batch_size",
-    "image_size",
-    "lr",
-    "content_weight",
-    "style_weight",
-    "tv_weight",
-    "style_size",
-    "seed",
-    "arch",
-    "loss_net",
-    "style_ramp",
-    "teachers",
-)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 # ----------------------------------------------------------------------------------------------- processes
@@ -315,7 +127,7 @@ def resolve_config(given: dict) -> tuple[TrainConfig, Checkpoint | None]:
     for name in RECIPE_FIELDS:
         if name in given and given[name] != getattr(saved, name):
             raise StylerError(
-                f"{_flag(name)} {given[name]!r} differs from the checkpoint's {getattr(saved, name)!r}; "
+                f"{flag(name)} {given[name]!r} differs from the checkpoint's {getattr(saved, name)!r}; "
                 "a resumed run keeps what it learns (start a new run to change it)"
             )
     # --overwrite is a decision about this command's --out, not part of the run a checkpoint records.

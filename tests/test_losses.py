@@ -10,8 +10,6 @@ import torch
 from styler import losses
 from styler.errors import StylerError
 from styler.losses import (
-    DEFAULT_WEIGHTS,
-    LossWeights,
     PerceptualLoss,
     RandomFeatureNetwork,
     VGG16Features,
@@ -20,6 +18,7 @@ from styler.losses import (
     load_vgg16_weights,
     total_variation,
 )
+from styler.train_config import DEFAULT_WEIGHTS, LOSS_NETWORKS, LossWeights
 
 
 def naive_gram(features: torch.Tensor) -> torch.Tensor:
@@ -145,7 +144,7 @@ def test_relative_losses_do_not_depend_on_feature_magnitude():
 
 
 def test_default_weights_cover_every_loss_network():
-    assert set(DEFAULT_WEIGHTS) == set(losses.LOSS_NETWORKS)
+    assert set(DEFAULT_WEIGHTS) == set(LOSS_NETWORKS)
     assert DEFAULT_WEIGHTS["random"].style / DEFAULT_WEIGHTS["random"].content == 1000  # the recipe's ratio
     assert DEFAULT_WEIGHTS["teacher"].style == 0  # a teacher carries the style; there are no Gram matrices
 
