@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as torch_distributed
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from styler import checkpoints
@@ -172,6 +173,25 @@ def pick_preview_photos(paths: list[Path], size: int) -> tuple[list[Path], Tenso
     return chosen, torch.stack(crops)
 
 
+class StepClock:
+    """Training time over every part of a (resumed) run, and a smoothed time per step for the progress bar."""
+
+    def __init__(self, seconds_before: float) -> None:
+        self.before = seconds_before
+        self.started = self.last = time.perf_counter()
+        self.step_seconds: float | None = None
+
+    def total(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def tick(self) -> float:
+        """A step ended: update the smoothed step time, return the total."""
+        now = time.perf_counter()
+        lap, self.last = now - self.last, now
+        self.step_seconds = lap if self.step_seconds is None else 0.9 * self.step_seconds + 0.1 * lap
+        return self.before + now - self.started
+
+
 class StopRequest:
     """The first Ctrl-C (or SIGTERM) asks the loop to save a checkpoint after this step; a second one quits at once."""
 
@@ -204,6 +224,87 @@ class StopRequest:
             signal.signal(number, handler)
 
 
+@dataclass
+class TrainingPhotos:
+    """The photos a run trains on, those it could not read, and the few it holds out to preview progress on."""
+
+    paths: list[Path]
+    skipped: list[Skipped]
+    preview_paths: list[Path]
+    preview_crops: Tensor  # (P, 3, size, size) uint8
+    held_out: bool  # the preview photos are left out of training (see HOLD_OUT_FACTOR)
+
+
+def check_outputs(config: TrainConfig, resuming: bool) -> None:
+    """Before hours of training, not after them: --out must be new (or --overwrite) and its folder writable, and
+    --checkpoint-dir writable and free of another run's checkpoints."""
+    out, checkpoint_dir = Path(config.out), Path(config.checkpoint_dir)
+    if out.is_dir():
+        raise StylerError(f"--out {out}: is a folder; name the model file")
+    if out.exists() and not config.overwrite:
+        raise StylerError(f"--out {out}: exists (pass --overwrite to replace it)")
+    _check_can_create(out.parent, "--out")
+    _create_folder(out.parent, "--out")  # so the model, and a --resume hint's rerun, can be written there
+    _check_can_create(checkpoint_dir, "--checkpoint-dir")
+    if not resuming and checkpoint_files(checkpoint_dir):
+        # Keeping "the newest K" would otherwise weigh this run's checkpoints against another run's.
+        raise StylerError(
+            f"--checkpoint-dir {checkpoint_dir}: holds another run's checkpoints; --resume one of them, "
+            "or choose another --checkpoint-dir"
+        )
+
+
+def find_photos(config: TrainConfig) -> TrainingPhotos:
+    photos, skipped = scan(Path(config.data))
+    _refuse_out_that_is_an_input(Path(config.out), config, photos)
+    preview_paths, preview_crops = pick_preview_photos(photos, config.image_size)
+    held_out = len(photos) >= HOLD_OUT_FACTOR * len(preview_paths)
+    if held_out:
+        photos = [path for path in photos if path not in preview_paths]
+    if len(photos) < config.batch_size:
+        raise StylerError(
+            f"--data {config.data}: {len(photos)} readable photos, fewer than --batch-size {config.batch_size}"
+        )
+    return TrainingPhotos(photos, skipped, preview_paths, preview_crops, held_out)
+
+
+def build_loss(
+    config: TrainConfig, style_images: list[Tensor], preview_crops: Tensor, checkpoint: Checkpoint | None
+) -> tuple[nn.Module, Path | None]:
+    """The loss of this run's config, and the VGG16 weights file it read (None when it reads none)."""
+    vgg_source = None
+    if config.loss_net == "vgg16":
+        weights, vgg_source = load_vgg16_weights(Path(config.vgg_weights) if config.vgg_weights else None)
+        network = VGG16Features(weights)
+    elif config.loss_net == "random":
+        network = RandomFeatureNetwork(RANDOM_LOSS_SEED)
+        if checkpoint is not None:
+            network.load_state_dict(checkpoint.loss_network)
+        else:  # "over the content and style images": the fixed preview photos stand for the content
+            network.calibrate([image.unsqueeze(0).float() for image in [*style_images, *preview_crops]])
+    teachers = [teacher_model(teacher).build() for teacher in config.teachers]
+    if config.loss_net == "teacher":
+        loss = DistillationLoss(teachers, config.loss_weights())
+    elif teachers:
+        loss = FeatureDistillationLoss(network, teachers, config.loss_weights())
+    else:
+        loss = PerceptualLoss(network, [image.unsqueeze(0).float() for image in style_images], config.loss_weights())
+    return loss, vgg_source
+
+
+def build_network(config: TrainConfig) -> TransformerNet:
+    torch.manual_seed(config.seed)
+    network = TransformerNet(architecture(config.arch, config.num_styles))
+    with torch.no_grad():
+        # Start from mid-grey rather than black: a black output sits far outside the photos the random features
+        # are calibrated on (measured: a 30x larger first style loss), and the first hundreds of steps went into
+        # learning the 0..255 range instead of the style.
+        network.deconv3.conv2d.bias.fill_(127.5)
+    if config.init:
+        start_from(network, config.init)
+    return network
+
+
 class Training:
     """Everything a run needs, built (and checked) before the first step."""
 
@@ -220,65 +321,17 @@ class Training:
             )
         self.local_batch = config.batch_size // processes.world_size
         _check_memory(config, device, config.batch_size if device.type == "cpu" else self.local_batch)
-        if self.out.is_dir():
-            raise StylerError(f"--out {self.out}: is a folder; name the model file")
-        if self.out.exists() and not config.overwrite:  # before hours of training, not after them
-            raise StylerError(f"--out {self.out}: exists (pass --overwrite to replace it)")
-        _check_can_create(self.out.parent, "--out")
-        _create_folder(self.out.parent, "--out")  # so the model, and a --resume hint's rerun, can be written there
-        _check_can_create(self.checkpoint_dir, "--checkpoint-dir")
-        if checkpoint is None and checkpoint_files(self.checkpoint_dir):
-            # Keeping "the newest K" would otherwise weigh this run's checkpoints against another run's.
-            raise StylerError(
-                f"--checkpoint-dir {self.checkpoint_dir}: holds another run's checkpoints; --resume one of them, "
-                "or choose another --checkpoint-dir"
-            )
-
+        check_outputs(config, resuming=checkpoint is not None)
         if checkpoint is None:
-            style_images = [load_style_image(style, config.style_size) for style in config.styles]
+            self.style_images = [load_style_image(style, config.style_size) for style in config.styles]
         else:
-            style_images = list(checkpoint.style_images)
-        photos, self.skipped = scan(Path(config.data))
-        _refuse_out_that_is_an_input(self.out, config, photos)
-        self.preview_paths, self.preview_photos = pick_preview_photos(photos, config.image_size)
-        self.previews_held_out = len(photos) >= HOLD_OUT_FACTOR * len(self.preview_paths)
-        if self.previews_held_out:
-            photos = [path for path in photos if path not in self.preview_paths]
-        if len(photos) < config.batch_size:
-            raise StylerError(
-                f"--data {config.data}: {len(photos)} readable photos, fewer than --batch-size {config.batch_size}"
-            )
-        self.photo_count = len(photos)
-
-        if config.teachers:
-            teachers = [teacher_model(teacher).build() for teacher in config.teachers]
-            if config.loss_net == "teacher":
-                self.vgg_source = None
-                self.loss = DistillationLoss(teachers, config.loss_weights()).to(device)
-            else:
-                network = self._loss_network(style_images, checkpoint)
-                self.loss = FeatureDistillationLoss(network, teachers, config.loss_weights()).to(device)
-        else:
-            self.loss = PerceptualLoss(
-                self._loss_network(style_images, checkpoint),
-                [image.unsqueeze(0).float() for image in style_images],
-                config.loss_weights(),
-            ).to(device)
-        if config.channels_last:
-            self.loss = self.loss.to(memory_format=torch.channels_last)
-        self.style_images = style_images
-
-        torch.manual_seed(config.seed)
-        self.network = TransformerNet(architecture(config.arch, config.num_styles)).to(device)
-        with torch.no_grad():
-            # Start from mid-grey rather than black: a black output sits far outside the photos the random features
-            # are calibrated on (measured: a 30x larger first style loss), and the first hundreds of steps went into
-            # learning the 0..255 range instead of the style.
-            self.network.deconv3.conv2d.bias.fill_(127.5)
-        if config.init and checkpoint is None:
-            start_from(self.network, config.init)
-        if config.channels_last:
-            self.network = self.network.to(memory_format=torch.channels_last)
+            self.style_images = list(checkpoint.style_images)
+        self.photos = find_photos(config)
+        self.loss, self.vgg_source = build_loss(config, self.style_images, self.photos.preview_crops, checkpoint)
+        self.network = build_network(replace(config, init=None) if checkpoint else config)
+        layout = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.loss = self.loss.to(device, memory_format=layout)
+        self.network = self.network.to(device, memory_format=layout)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
         self.step, self.seconds = 0, 0.0
@@ -291,31 +344,11 @@ class Training:
             self.trained = DistributedDataParallel(
                 self.network, device_ids=[device.index] if device.type == "cuda" else None
             )
-
-        dataset = PhotoFolder(photos, config.image_size)
+        dataset = PhotoFolder(self.photos.paths, config.image_size)
         self.sampler = ResumableSampler(dataset, processes.world_size, processes.rank, config.seed)
         self.steps_per_epoch = len(self.sampler) // self.local_batch
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         self.loader = make_loader(dataset, self.local_batch, self.sampler, config.workers, device.type == "cuda")
-        self.saved_step = self.previewed_step = None
-        self.reported: set[str] = {entry.path for entry in self.skipped}
-
-    def _loss_network(self, style_images: list[Tensor], checkpoint: Checkpoint | None) -> torch.nn.Module:
-        if self.config.loss_net == "vgg16":
-            weights, self.vgg_source = load_vgg16_weights(
-                Path(self.config.vgg_weights) if self.config.vgg_weights else None
-            )
-            return VGG16Features(weights)
-        self.vgg_source = None
-        network = RandomFeatureNetwork(RANDOM_LOSS_SEED)
-        if checkpoint is not None:
-            network.load_state_dict(checkpoint.loss_network)
-        else:  # "over the content and style images": the fixed preview photos stand for the content
-            network.calibrate(
-                [image.unsqueeze(0).float() for image in style_images]
-                + [photo.unsqueeze(0).float() for photo in self.preview_photos]
-            )
-        return network
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         try:
@@ -363,119 +396,29 @@ class Training:
 
     # --------------------------------------------------------------------------------------- the loop
 
-    def run(self) -> int:
-        """Train to the last step; returns the exit code (0 done, 130 stopped by a signal after a checkpoint)."""
-        main = self.processes.is_main
-        if main:
-            self._announce()
-        started, step_started, step_seconds = time.perf_counter(), time.perf_counter(), None
-        seconds_before = self.seconds
-        with (
-            StopRequest(announce=main) as stop,
-            tqdm(
-                total=self.total_steps,
-                initial=self.step,
-                unit="step",
-                desc="train",
-                file=sys.stderr,
-                disable=not main,
-                dynamic_ncols=True,
-                mininterval=0.5,
-            ) as bar,
-        ):
-            while self.step < self.total_steps:
-                epoch, batch = divmod(self.step, self.steps_per_epoch)
-                self.sampler.start(epoch, batch * self.local_batch)
-                for photos, skipped in self.loader:
-                    self._report_skipped(skipped)
-                    terms = self.losses(photos, self.step)
-                    values = terms.as_floats()
-                    bad_loss, stopping = self.processes.any(
-                        [not math.isfinite(values["total"]), stop.requested], self.device
-                    )
-                    if bad_loss:
-                        self.seconds = seconds_before + time.perf_counter() - started
-                        raise StylerError(self._diverged_message(values))
-                    if stopping:
-                        self.seconds = seconds_before + time.perf_counter() - started
-                        path = self.save_checkpoint()
-                        if main:
-                            tqdm.write(
-                                f"styler: stopped at step {self.step}; resume with --resume {path}", file=sys.stderr
-                            )
-                        return EXIT_INTERRUPTED
-                    self.update(terms)
-                    self.step += 1
-                    now = time.perf_counter()
-                    step_seconds = (
-                        now - step_started if step_seconds is None else 0.9 * step_seconds + 0.1 * (now - step_started)
-                    )
-                    step_started = now
-                    self.seconds = seconds_before + now - started
-                    bar.update()
-                    bar.set_postfix_str(
-                        f"epoch {self.step / self.steps_per_epoch:.2f}, "
-                        f"{self.config.batch_size / step_seconds:.2f} img/s, "
-                        + ", ".join(f"{name} {value:.4g}" for name, value in values.items()),
-                        refresh=False,
-                    )
-                    self._periodic_outputs()
-                    if self.step >= self.total_steps:
-                        break
-        # 0 for --checkpoint-every / --preview-every means none, the final one included (Ctrl-C still saves one).
-        if self.saved_step != self.step and self.config.checkpoint_every:
-            self.save_checkpoint()
-        if main:
-            if self.previewed_step != self.step and self.config.preview_every:
-                self.write_preview()
-            self.write_model()
-        return 0
+    def batches(self) -> Iterator[tuple[Tensor, list[Skipped]]]:
+        """The loader's batches from this step on, epoch after epoch, up to the last step."""
+        while self.step < self.total_steps:
+            epoch, batch = divmod(self.step, self.steps_per_epoch)
+            self.sampler.start(epoch, batch * self.local_batch)
+            for item in self.loader:
+                yield item
+                if self.step >= self.total_steps:
+                    return
 
-    def _periodic_outputs(self) -> None:
-        if self.config.preview_every and self.step % self.config.preview_every == 0 and self.processes.is_main:
-            self.write_preview()
-        if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
-            self.save_checkpoint()
-
-    def _announce(self) -> None:
-        config = self.config
-        skipped = f", {len(self.skipped)} unreadable skipped (first: {self.skipped[0]})" if self.skipped else ""
-        held = f" ({len(self.preview_paths)} more held out for previews)" if self.previews_held_out else ""
-        processes = f" in {self.processes.world_size} processes" if self.processes.world_size > 1 else ""
-        start = f" from step {self.step}" if self.step else ""
-        print(
-            f"styler: training {config.arch} on {', '.join(config.style_names)} with {self.photo_count} photos from "
-            f"{config.data}{skipped}{held}; {self.total_steps} steps of {config.batch_size} at {config.image_size} px"
-            f"{start}, {config.loss_net} loss, {self.device.type}{processes}; "
-            f"checkpoints and previews in {self.checkpoint_dir}",
-            file=sys.stderr,
-        )
-
-    def _report_skipped(self, skipped: list[Skipped]) -> None:
-        for entry in skipped:
-            if entry.path not in self.reported:
-                self.reported.add(entry.path)
-                self.skipped.append(entry)
-                if self.processes.is_main:
-                    tqdm.write(
-                        f"styler: warning: skipped {entry} ({len(self.skipped)} unreadable so far)", file=sys.stderr
-                    )
-
-    def _diverged_message(self, values: dict[str, float]) -> str:
-        terms = ", ".join(f"{name} {value:.4g}" for name, value in values.items())
-        kept = checkpoint_files(self.checkpoint_dir)
-        last = (
-            f"the last good checkpoint is {kept[-1]} (--resume it with a lower --lr)"
-            if kept
-            else "no checkpoint was written yet (try a lower --lr)"
-        )
-        return f"the loss became non-finite at step {self.step + 1} ({terms}); stopped, {last}"
-
-    # --------------------------------------------------------------------------------------- outputs
+    @torch.no_grad()
+    def preview_grid(self) -> Tensor:
+        """(1, 3, H, W): one row per preview photo, the photo then the network's result in each style."""
+        photos = self.photos.preview_crops.to(self.device, torch.float32)
+        columns = [photos]
+        for index in range(self.config.num_styles):
+            style = None if self.config.num_styles == 1 else torch.full((len(photos),), index, device=self.device)
+            columns.append(self.network(photos, style).clamp(0, 255))
+        rows = torch.cat(columns, dim=3)  # each photo's row: input | style 1 | style 2 ...
+        return torch.cat(list(rows), dim=1).unsqueeze(0)
 
     def save_checkpoint(self) -> Path:
         """Write this step's checkpoint and keep the newest keep_checkpoints (rank 0 only writes)."""
-        self.saved_step = self.step
         if not self.processes.is_main:
             return checkpoints.file_for(self.checkpoint_dir, self.step)
         checkpoint = Checkpoint(
@@ -496,80 +439,198 @@ class Training:
         )
         return checkpoints.write(self.checkpoint_dir, checkpoint, self.config.keep_checkpoints)
 
-    @torch.no_grad()
-    def write_preview(self) -> Path:
-        """previews/step-NNNNNNN.png: one row per preview photo, the photo then its result in each style."""
-        photos = self.preview_photos.to(self.device, torch.float32)
-        columns = [photos]
-        for index in range(self.config.num_styles):
-            style = None if self.config.num_styles == 1 else torch.full((len(photos),), index, device=self.device)
-            columns.append(self.network(photos, style).clamp(0, 255))
-        rows = torch.cat(columns, dim=3)  # each photo's row: input | style 1 | style 2 ...
-        grid = torch.cat(list(rows), dim=1).unsqueeze(0)
-        path = self.checkpoint_dir / "previews" / f"step-{self.step:07d}.png"
-        self.previewed_step = self.step
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_photo(path, Photo(tensor_to_image(grid), None, None))
-        return path
 
-    def _style_images(self) -> list[str]:
-        """The painting behind each style: its file, or for a distilled style the painting its teacher learnt."""
-        if not self.config.teachers:
-            return [Path(style).name for style in self.config.styles]
-        images = []
-        for teacher in self.config.teachers:
-            styles = teacher_model(teacher).training.get("styles")
-            known = isinstance(styles, list) and len(styles) == 1 and isinstance(styles[0], dict)
-            images.append(str(styles[0].get("image")) if known else Path(teacher).name)
-        return images
+class TrainingRun:
+    """A Training taken to its last step: the loop, its progress bar and signals, the periodic checkpoints and
+    previews, the model file at the end, and what the user is told on the way (rank 0 alone writes and talks)."""
 
-    def write_model(self) -> None:
-        config = self.config
-        training = {
-            "styles": [
-                {"name": name, "image": image}
-                for name, image in zip(config.style_names, self._style_images(), strict=True)
-            ],
-            "image_size": config.image_size,
-            "style_size": config.style_size,
-            "loss_network": config.loss_net,
-            "vgg_weights": self.vgg_source.name if self.vgg_source else None,
-            "content_weight": config.content_weight,
-            "style_weight": config.style_weight,
-            "tv_weight": config.tv_weight,
-            "style_ramp": config.style_ramp,
-            "lr": config.lr,
-            "batch_size": config.batch_size,
-            "steps": self.step,
-            "epochs": round(self.step / self.steps_per_epoch, 3),
-            "seconds": round(self.seconds, 1),
-            "seed": config.seed,
-            "arch": config.arch,
-            "data": config.data,
-            "photos": self.photo_count,
-            "processes": self.processes.world_size,
-            "device": self.device.type,
-            "amp": config.amp,
-            "init": Path(config.init).name if config.init else None,
-            "teachers": [Path(teacher).name for teacher in config.teachers],
-        }
-        try:
-            save_model(self.out, self.network, config.style_names, training, overwrite=config.overwrite)
-        except OutputExists:  # another program wrote --out during the run: kept, and the weights are not lost
-            kept = checkpoint_files(self.checkpoint_dir)
-            saved = f"; the trained weights are in {kept[-1]}: --resume it with another --out" if kept else ""
-            raise StylerError(f"--out {self.out}: appeared during the run and is kept{saved}") from None
-        except OSError as error:  # a full disk, a folder made read-only during the run: the checkpoint is kept
-            kept = checkpoint_files(self.checkpoint_dir)
-            saved = f"; the trained weights are in {kept[-1]}: --resume it to write the model" if kept else ""
-            raise StylerError(f"--out {self.out}: cannot write the model ({error.strerror or error}){saved}") from None
-        per_step = self.seconds / max(1, self.step)
-        skipped = f"; {len(self.skipped)} unreadable files skipped" if self.skipped else ""
+    def __init__(self, training: Training) -> None:
+        self.training = training
+        self.config, self.main = training.config, training.processes.is_main
+        self.saved_step: int | None = None
+        self.previewed_step: int | None = None
+        self.reported: set[str] = {entry.path for entry in training.photos.skipped}
+
+    def run(self) -> int:
+        """Train to the last step; returns the exit code (0 done, 130 stopped by a signal after a checkpoint)."""
+        training = self.training
+        if self.main:
+            self._announce()
+        clock = StepClock(training.seconds)
+        with StopRequest(announce=self.main) as stop, self._progress_bar() as bar:
+            for photos, skipped in training.batches():
+                self._report_skipped(skipped)
+                terms = training.losses(photos, training.step)
+                values = terms.as_floats()
+                flags = [not math.isfinite(values["total"]), stop.requested]
+                bad_loss, stopping = training.processes.any(flags, training.device)
+                if bad_loss or stopping:
+                    training.seconds = clock.total()
+                    if bad_loss:
+                        raise StylerError(self._diverged_message(values))
+                    return self._stop()
+                training.update(terms)
+                training.step += 1
+                training.seconds = clock.tick()
+                bar.update()
+                bar.set_postfix_str(self._progress_text(values, clock.step_seconds), refresh=False)
+                self._periodic_outputs()
+        self._finish()
+        return 0
+
+    def _progress_bar(self) -> tqdm:
+        return tqdm(
+            total=self.training.total_steps,
+            initial=self.training.step,
+            unit="step",
+            desc="train",
+            file=sys.stderr,
+            disable=not self.main,
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
+
+    def _progress_text(self, values: dict[str, float], step_seconds: float) -> str:
+        epochs = self.training.step / self.training.steps_per_epoch
+        terms = ", ".join(f"{name} {value:.4g}" for name, value in values.items())
+        return f"epoch {epochs:.2f}, {self.config.batch_size / step_seconds:.2f} img/s, {terms}"
+
+    def _periodic_outputs(self) -> None:
+        step, config = self.training.step, self.config
+        if config.preview_every and step % config.preview_every == 0 and self.main:
+            self.write_preview()
+        if config.checkpoint_every and step % config.checkpoint_every == 0:
+            self.save_checkpoint()
+
+    def _stop(self) -> int:
+        """A signal asked to stop: checkpoint this step, so that --resume goes on from it."""
+        path = self.save_checkpoint()
+        if self.main:
+            tqdm.write(f"styler: stopped at step {self.training.step}; resume with --resume {path}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+    def _finish(self) -> None:
+        # 0 for --checkpoint-every / --preview-every means none, the final one included (Ctrl-C still saves one).
+        if self.saved_step != self.training.step and self.config.checkpoint_every:
+            self.save_checkpoint()
+        if self.main:
+            if self.previewed_step != self.training.step and self.config.preview_every:
+                self.write_preview()
+            self.write_model()
+
+    # --------------------------------------------------------------------------------------- messages
+
+    def _announce(self) -> None:
+        training, config, photos = self.training, self.config, self.training.photos
+        skipped = f", {len(photos.skipped)} unreadable skipped (first: {photos.skipped[0]})" if photos.skipped else ""
+        held = f" ({len(photos.preview_paths)} more held out for previews)" if photos.held_out else ""
+        world = training.processes.world_size
+        processes = f" in {world} processes" if world > 1 else ""
+        start = f" from step {training.step}" if training.step else ""
         print(
-            f"styler: wrote {self.out} after {self.step} steps in {self.seconds:.0f} s "
-            f"({per_step:.2f} s/step, {config.batch_size / per_step:.2f} images/s){skipped}",
+            f"styler: training {config.arch} on {', '.join(config.style_names)} with {len(photos.paths)} photos from "
+            f"{config.data}{skipped}{held}; {training.total_steps} steps of {config.batch_size} at "
+            f"{config.image_size} px{start}, {config.loss_net} loss, {training.device.type}{processes}; "
+            f"checkpoints and previews in {training.checkpoint_dir}",
             file=sys.stderr,
         )
+
+    def _report_skipped(self, skipped: list[Skipped]) -> None:
+        known = self.training.photos.skipped
+        for entry in skipped:
+            if entry.path not in self.reported:
+                self.reported.add(entry.path)
+                known.append(entry)
+                if self.main:
+                    tqdm.write(f"styler: warning: skipped {entry} ({len(known)} unreadable so far)", file=sys.stderr)
+
+    def _diverged_message(self, values: dict[str, float]) -> str:
+        terms = ", ".join(f"{name} {value:.4g}" for name, value in values.items())
+        kept = checkpoint_files(self.training.checkpoint_dir)
+        last = (
+            f"the last good checkpoint is {kept[-1]} (--resume it with a lower --lr)"
+            if kept
+            else "no checkpoint was written yet (try a lower --lr)"
+        )
+        return f"the loss became non-finite at step {self.training.step + 1} ({terms}); stopped, {last}"
+
+    # --------------------------------------------------------------------------------------- outputs
+
+    def save_checkpoint(self) -> Path:
+        self.saved_step = self.training.step
+        return self.training.save_checkpoint()
+
+    def write_preview(self) -> Path:
+        """previews/step-NNNNNNN.png: one row per preview photo, the photo then its result in each style."""
+        path = self.training.checkpoint_dir / "previews" / f"step-{self.training.step:07d}.png"
+        self.previewed_step = self.training.step
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_photo(path, Photo(tensor_to_image(self.training.preview_grid()), None, None))
+        return path
+
+    def write_model(self) -> None:
+        training, out = self.training, self.training.out
+        try:
+            record = model_record(training)
+            save_model(out, training.network, self.config.style_names, record, overwrite=self.config.overwrite)
+        except OutputExists:  # another program wrote --out during the run: kept, and the weights are not lost
+            kept = checkpoint_files(training.checkpoint_dir)
+            saved = f"; the trained weights are in {kept[-1]}: --resume it with another --out" if kept else ""
+            raise StylerError(f"--out {out}: appeared during the run and is kept{saved}") from None
+        except OSError as error:  # a full disk, a folder made read-only during the run: the checkpoint is kept
+            kept = checkpoint_files(training.checkpoint_dir)
+            saved = f"; the trained weights are in {kept[-1]}: --resume it to write the model" if kept else ""
+            raise StylerError(f"--out {out}: cannot write the model ({error.strerror or error}){saved}") from None
+        per_step = training.seconds / max(1, training.step)
+        skipped = f"; {len(training.photos.skipped)} unreadable files skipped" if training.photos.skipped else ""
+        print(
+            f"styler: wrote {out} after {training.step} steps in {training.seconds:.0f} s "
+            f"({per_step:.2f} s/step, {self.config.batch_size / per_step:.2f} images/s){skipped}",
+            file=sys.stderr,
+        )
+
+
+def painting_files(config: TrainConfig) -> list[str]:
+    """The painting behind each style: its file, or for a distilled style the painting its teacher learnt."""
+    if not config.teachers:
+        return [Path(style).name for style in config.styles]
+    images = []
+    for teacher in config.teachers:
+        styles = teacher_model(teacher).training.get("styles")
+        known = isinstance(styles, list) and len(styles) == 1 and isinstance(styles[0], dict)
+        images.append(str(styles[0].get("image")) if known else Path(teacher).name)
+    return images
+
+
+def model_record(training: Training) -> dict:
+    """How a model was trained, as its file's `training` entry (`styler models --json` shows it)."""
+    config = training.config
+    names = zip(config.style_names, painting_files(config), strict=True)
+    return {
+        "styles": [{"name": name, "image": image} for name, image in names],
+        "image_size": config.image_size,
+        "style_size": config.style_size,
+        "loss_network": config.loss_net,
+        "vgg_weights": training.vgg_source.name if training.vgg_source else None,
+        "content_weight": config.content_weight,
+        "style_weight": config.style_weight,
+        "tv_weight": config.tv_weight,
+        "style_ramp": config.style_ramp,
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "steps": training.step,
+        "epochs": round(training.step / training.steps_per_epoch, 3),
+        "seconds": round(training.seconds, 1),
+        "seed": config.seed,
+        "arch": config.arch,
+        "data": config.data,
+        "photos": len(training.photos.paths),
+        "processes": training.processes.world_size,
+        "device": training.device.type,
+        "amp": config.amp,
+        "init": Path(config.init).name if config.init else None,
+        "teachers": [Path(teacher).name for teacher in config.teachers],
+    }
 
 
 def start_from(network: TransformerNet, path: Path | str) -> None:
@@ -662,7 +723,7 @@ def main(**given) -> int:
     device = choose_device(config.device, processes)
     processes.start(device)
     try:
-        return Training(config, checkpoint, processes, device).run()
+        return TrainingRun(Training(config, checkpoint, processes, device)).run()
     finally:
         if processes.world_size > 1 and torch_distributed.is_initialized():
             torch_distributed.destroy_process_group()
