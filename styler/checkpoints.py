@@ -37,6 +37,8 @@ class Checkpoint:
     loss_network: dict[str, Any]  # the random-feature network's calibration; empty for the other loss networks
     style_images: list[Any]  # (3, H, W) uint8 tensors, as the run read them
     rng: dict[str, Any]  # {"torch": CPU RNG state, "cuda": one state per GPU, or []}
+    # The network's Architecture as a dict; None in checkpoints written before they stored it (see network.py).
+    architecture: dict[str, Any] | None = None
     styler_version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,12 +60,15 @@ class Checkpoint:
             # Written before checkpoints named their styles: styles were then always images, named after their files.
             values.setdefault("style_names", [Path(style).stem for style in config["styles"]])
         values.setdefault("epoch", 0)  # informative only
-        missing = [field.name for field in fields(cls) if field.name not in values and field.name != "styler_version"]
+        optional = ("architecture", "styler_version")
+        missing = [field.name for field in fields(cls) if field.name not in values and field.name not in optional]
         if missing:
             raise StylerError(f"{where}: a training checkpoint that lacks {', '.join(missing)}")
         kinds = {"config": dict, "model": dict, "optimizer": dict, "scaler": dict, "loss_network": dict, "rng": dict}
         kinds |= {"style_images": (list, tuple), "style_names": (list, tuple), "step": int, "seconds": (int, float)}
         wrong = [name for name, kind in kinds.items() if not isinstance(values[name], kind)]
+        if not isinstance(values.get("architecture"), (dict, type(None))):
+            wrong.append("architecture")
         if wrong:
             raise StylerError(f"{where}: a damaged training checkpoint ({', '.join(wrong)} of the wrong type)")
         values["style_images"], values["style_names"] = list(values["style_images"]), list(values["style_names"])

@@ -180,11 +180,12 @@ def _from_styler_dict(contents: dict, path: Path) -> StyleModel:
 
 def _from_checkpoint(contents: dict, path: Path) -> StyleModel:
     """A training checkpoint as a model: try a style while its run goes on (`stylize -m .../step-0000500.ckpt`)."""
-    from styler.network import architecture
+    from styler.network import checkpoint_architecture
 
     checkpoint = checkpoints.Checkpoint.from_dict(contents, path, flag="")
+    names = checkpoint.style_names
     try:
-        arch = architecture(checkpoint.config.get("arch"), len(checkpoint.style_names))
+        arch = checkpoint_architecture(checkpoint.config.get("arch"), len(names), checkpoint.architecture)
     except StylerError as error:
         raise StylerError(f"{path}: {error}") from None
     training = {"checkpoint": path.name, "steps": checkpoint.step, "loss_network": checkpoint.config.get("loss_net")}

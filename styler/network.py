@@ -12,7 +12,7 @@ instance norm, Dumoulin et al. 2017, and `forward(x, style)` picks or blends the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torch import Tensor, nn
@@ -71,9 +71,22 @@ class Architecture:
 ARCHITECTURES = {
     # The network of the paper and of pytorch/examples: 1.68M parameters.
     "johnson": Architecture(),
-    # Compact: a quarter of the channels, three residual blocks, the body at half resolution (see README timings).
-    "lite": Architecture(width=0.25, residual_blocks=3, stem_stride=2),
+    # Compact: a quarter of the channels, three residual blocks (71.5k parameters). Its stem runs at full resolution:
+    # with the stem at stride 2 the last layer upsamples 2x and a texture loss finds a checkerboard there.
+    "lite": Architecture(width=0.25, residual_blocks=3, stem_stride=1),
 }
+# What a name meant when checkpoints stored only the name (model files always stored the whole architecture).
+FORMER_ARCHITECTURES = {"lite": Architecture(width=0.25, residual_blocks=3, stem_stride=2)}
+
+
+def checkpoint_architecture(name: str, num_styles: int, saved: dict | None) -> Architecture:
+    """A checkpoint's network: the architecture it stored, or for one written before checkpoints stored it, what its
+    architecture's name meant then."""
+    if saved is not None:
+        return Architecture.from_dict({**saved, "num_styles": num_styles})
+    if name in FORMER_ARCHITECTURES:
+        return replace(FORMER_ARCHITECTURES[name], num_styles=num_styles)
+    return architecture(name, num_styles)
 
 
 def architecture(name: str, num_styles: int = 1) -> Architecture:

@@ -44,7 +44,7 @@ from styler.losses import (
 )
 from styler.memory import keep_freed_memory
 from styler.model_files import resolve_model, save_model
-from styler.network import TransformerNet, architecture
+from styler.network import TransformerNet, architecture, checkpoint_architecture
 from styler.train_config import RECIPE_FIELDS, TrainConfig, flag, teacher_model
 
 PREVIEW_PHOTOS = 4
@@ -292,15 +292,20 @@ def build_loss(
     return loss, vgg_source
 
 
-def build_network(config: TrainConfig) -> TransformerNet:
+def build_network(config: TrainConfig, checkpoint: Checkpoint | None) -> TransformerNet:
+    """The network, initialised (or from --init); a resumed run's is restored from its checkpoint afterwards."""
     torch.manual_seed(config.seed)
-    network = TransformerNet(architecture(config.arch, config.num_styles))
+    if checkpoint is None:
+        arch = architecture(config.arch, config.num_styles)
+    else:
+        arch = checkpoint_architecture(config.arch, config.num_styles, checkpoint.architecture)
+    network = TransformerNet(arch)
     with torch.no_grad():
         # Start from mid-grey rather than black: a black output sits far outside the photos the random features
         # are calibrated on (measured: a 30x larger first style loss), and the first hundreds of steps went into
         # learning the 0..255 range instead of the style.
         network.deconv3.conv2d.bias.fill_(127.5)
-    if config.init:
+    if config.init and checkpoint is None:
         start_from(network, config.init)
     return network
 
@@ -328,7 +333,7 @@ class Training:
             self.style_images = list(checkpoint.style_images)
         self.photos = find_photos(config)
         self.loss, self.vgg_source = build_loss(config, self.style_images, self.photos.preview_crops, checkpoint)
-        self.network = build_network(replace(config, init=None) if checkpoint else config)
+        self.network = build_network(config, checkpoint)
         layout = torch.channels_last if config.channels_last else torch.contiguous_format
         self.loss = self.loss.to(device, memory_format=layout)
         self.network = self.network.to(device, memory_format=layout)
@@ -436,6 +441,7 @@ class Training:
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             },
+            architecture=self.network.arch.to_dict(),
         )
         return checkpoints.write(self.checkpoint_dir, checkpoint, self.config.keep_checkpoints)
 

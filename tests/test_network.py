@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from styler.errors import StylerError
-from styler.network import ARCHITECTURES, Architecture, TransformerNet, architecture
+from styler.network import ARCHITECTURES, Architecture, TransformerNet, architecture, checkpoint_architecture
 
 
 def fast_neural_style_shapes() -> dict[str, tuple[int, ...]]:
@@ -108,10 +108,17 @@ def test_channels_last_gives_the_same_result():
         )
 
 
-def test_lite_is_smaller_than_the_peer_network_and_runs_at_half_resolution():
+def test_lite_is_smaller_than_the_peer_network():
     lite = ARCHITECTURES["lite"]
     assert sum(p.numel() for p in TransformerNet(lite).parameters()) < 166_000
-    assert lite.channels == (8, 16, 32) and lite.stem_stride == 2 and lite.size_multiple == 8
+    assert lite.channels == (8, 16, 32) and lite.stem_stride == 1 and lite.size_multiple == 4
+
+
+def test_a_checkpoint_that_names_its_architecture_only_gets_what_the_name_meant_then():
+    stored = Architecture(width=0.5, residual_blocks=2).to_dict()
+    assert checkpoint_architecture("lite", 2, stored) == Architecture(width=0.5, residual_blocks=2, num_styles=2)
+    assert checkpoint_architecture("lite", 1, None).stem_stride == 2  # before checkpoints stored it
+    assert checkpoint_architecture("johnson", 3, None) == architecture("johnson", 3)
 
 
 def test_width_and_block_count_shape_the_network():

@@ -242,7 +242,7 @@ def test_distillation_learns_a_teachers_outputs(run_cli, photos, tiny_model, tmp
     training = Training(config, None, Processes(), torch.device("cpu"))
     batch, _ = collate([training.loader.dataset[index] for index in (0, 1)])
     first = training.losses(batch, step=0).content.item()
-    for step in range(40):
+    for step in range(60):
         training.update(training.losses(batch, step))
     assert training.losses(batch, step=0).content.item() < 0.5 * first
 
@@ -296,6 +296,22 @@ def test_a_checkpoint_stylizes_like_the_model_of_the_same_step(run_cli, photos, 
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_a_checkpoint_from_before_it_stored_its_architecture_resumes_as_the_network_it_trained(
+    run_cli, photos, style, tmp_path
+):
+    result = run_cli(*tiny_run(photos, style, tmp_path, "--max-steps", "2", "--checkpoint-every", "2"))
+    assert result.exit_code == 0, result.stderr
+    path = tmp_path / "checkpoints" / "step-0000002.ckpt"
+    contents = torch.load(path, weights_only=True)
+    assert contents["architecture"] == load_model_file(tmp_path / "model.pth").arch.to_dict()
+    del contents["architecture"]  # as written before: "lite" named the network whose stem had stride 2
+    torch.save(contents, path)
+    assert load_model_file(path).arch.stem_stride == 2
+    result = run_cli("train", "--resume", path, "--max-steps", "3", "--out", tmp_path / "resumed.pth")
+    assert result.exit_code == 0, result.stderr
+    assert load_model_file(tmp_path / "resumed.pth").arch.stem_stride == 2
 
 
 def test_resume_gives_the_weights_of_an_uninterrupted_run(run_cli, photos, style, tmp_path):
@@ -412,7 +428,7 @@ BAD_ARGUMENTS = {  # case: (arguments added to a good tiny run, with {tmp} for t
     "negative lr": (["--lr", "-1"], "--lr -1.0: must be a positive number"),
     "nan weight": (["--style-weight", "nan"], "--style-weight nan: must be a non-negative number"),
     "tiny images": (["--image-size", "32"], "--image-size 32: must be at least 64"),
-    "odd image size": (["--image-size", "100"], "a multiple of 8 for --arch lite"),
+    "odd image size": (["--image-size", "102"], "a multiple of 4 for --arch lite"),
     "amp on cpu": (["--amp", "--device", "cpu"], "--amp needs a CUDA device"),
     "no vgg weights": (["--loss-net", "vgg16"], "--vgg-weights"),
     "missing checkpoint": (["--resume", "{tmp}/none.ckpt"], "no such checkpoint file"),
@@ -501,7 +517,9 @@ def test_two_processes_match_one_with_the_same_global_batch(run_cli, photos, sty
     for key in one:
         if BIAS_BEFORE_INSTANCE_NORM.fullmatch(key):
             continue  # rounding noise in place of a zero gradient, which Adam scales up to full steps
-        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+        # Adam divides each gradient by its own size: an element whose gradient is near zero (rounding decides its
+        # sign) moves by up to lr per step in either run, so weights agree to within a step; the outputs below closer.
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-3, msg=key)
     photo = torch.rand(1, 3, 64, 64) * 255
     with torch.no_grad():
         outputs = [load_model_file(tmp_path / run / "model.pth").build()(photo) for run in ("one", "two")]
