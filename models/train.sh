@@ -9,7 +9,7 @@
 #    full style weight from scratch paints a flat relief; from a reconstruction it keeps faces and buildings).
 #    Batch 2 at 256 px: a batch-4 step takes ~8 s on this CPU's two cores, and twice the steps at batch 2 gain more.
 # 3. mix: the three paintings in one conditional-instance-norm network, distilled from the three johnson models.
-# 4. lite: each painting distilled from its johnson model.
+# 4. lite: each painting distilled from its johnson model, pixel by pixel, then through VGG16 features.
 set -eu
 STYLES=${STYLES:-../shared/data/styles}
 DATA=${DATA:-../shared/data/train}
@@ -45,12 +45,14 @@ done
 stage mix --teacher "$OUT/starry.pth" --teacher "$OUT/wave.pth" --teacher "$OUT/kandinsky.pth" \
     --init "$OUT/recon.pth" --lr 3e-3 --batch-size 2 --max-steps "${MIX_STEPS:-300}"
 
-# lite: each painting distilled from its johnson model (pixel MSE against the teacher's outputs, no VGG16 in the
-# loop). Fine-tuning a lite network with the VGG16 loss at the johnson weights instead buried the photo under a
-# checkerboard of strokes within 120 steps: the small network cannot hold both at that style weight.
-for name in starry wave kandinsky; do
-    stage "$name-lite" --arch lite --teacher "$OUT/$name.pth" --lr 3e-3 --batch-size 2 --max-steps 270 \
-        --checkpoint-every 100 --preview-every 100
+# lite: each painting distilled from its johnson model. First pixel MSE against the teacher's outputs (cheap, no
+# VGG16: the palette and composition, strokes blurred), then the teacher's outputs as VGG16 content and per-image
+# Gram targets (--teacher with --loss-net vgg16), which puts the strokes back as texture the small network can make.
+# The VGG16 loss against the painting itself instead gave a lite network a checkerboard of strokes over the photo.
+for painting in starry wave kandinsky; do  # not $name: stage() sets it
+    stage "$painting-lite-pixel" --arch lite --teacher "$OUT/$painting.pth" --lr 3e-3 --batch-size 2 --max-steps 200
+    stage "$painting-lite" --arch lite --teacher "$OUT/$painting.pth" --loss-net vgg16 \
+        --init "$OUT/$painting-lite-pixel.pth" --batch-size 2 --max-steps "${LITE_STEPS:-250}"
 done
 
 # Into models/ (float16) with manifest entries, once benchmarks.quality says they beat what is shipped: SHIP=1.

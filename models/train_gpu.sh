@@ -3,7 +3,7 @@
 # slices, start-up included): models/train_gpu.sh OUT_DIR [SECONDS]
 #
 # Same recipe as models/train.sh (recon, each painting from it with a style ramp, mix, lite distilled from each
-# johnson model) at batch 4 with --amp and channels_last, and many more steps. Each stage gets its share of the
+# johnson model, first pixel by pixel, then through VGG16 features) at batch 4 with --amp and channels_last, and many more steps. Each stage gets its share of the
 # budget and is stopped with SIGTERM when it runs out, which makes styler save a checkpoint; the stage is then
 # finished from that checkpoint (`--resume ... --max-steps` the step it reached), so every stage leaves a model.
 # Everything lands in OUT_DIR: models (*.pth), checkpoints and previews (one folder per stage) and one log per stage.
@@ -23,7 +23,7 @@ AMP=""
 [ "$DEVICE" = cuda ] && AMP="--amp"
 mkdir -p "$OUT"
 START=$(date +%s)
-STAGES=8  # recon, three paintings, mix, three lite
+STAGES=11  # recon, three paintings, mix, three lite in two stages each
 
 # stage NAME SHARE STEPS ARGS...: train OUT/NAME.pth for at most STEPS*SCALE steps and SHARE/STAGES of the budget.
 stage() {
@@ -68,7 +68,10 @@ for pair in vangogh_starry_night:starry hokusai_great_wave:wave kandinsky_compos
 done
 stage mix 2 3000 --teacher "$OUT/starry.pth" --teacher "$OUT/wave.pth" --teacher "$OUT/kandinsky.pth" \
     --init "$OUT/recon.pth" --lr 3e-3 --batch-size 4
-for name in starry wave kandinsky; do
-    stage "$name-lite" 1 4000 --arch lite --teacher "$OUT/$name.pth" --lr 3e-3 --batch-size 8
+for painting in starry wave kandinsky; do  # not $name: stage() sets it
+    stage "$painting-lite-pixel" 1 2000 --arch lite --teacher "$OUT/$painting.pth" --lr 3e-3 --batch-size 8
+    # shellcheck disable=SC2086
+    stage "$painting-lite" 1 3000 --arch lite --teacher "$OUT/$painting.pth" --loss-net vgg16 \
+        --init "$OUT/$painting-lite-pixel.pth" --batch-size 4 ${LOSS_ARGS:-}
 done
 echo "train_gpu: all stages in $(($(date +%s) - START)) s; models in $OUT" >&2

@@ -32,7 +32,7 @@ def test_a_checkpoint_reads_back_as_written_with_the_keys_in_file_order(tmp_path
     raw = torch.load(path, weights_only=True)
     assert list(raw) == [
         "format", "version", "styler_version", "config", "style_names", "step", "epoch", "seconds", "model",
-        "optimizer", "scaler", "loss_network", "style_images", "rng",
+        "optimizer", "scaler", "loss_network", "style_images", "rng", "architecture",
     ]  # fmt: skip
     read = checkpoints.read(path)
     assert read.step == 3 and read.style_names == ["starry"] and torch.equal(read.model["conv.weight"], torch.ones(2))

@@ -50,13 +50,16 @@ def test_every_stage_leaves_a_model(environment, tmp_path):
     result = subprocess.run(["sh", SCRIPT, out, "900"], env=environment, cwd=REPOSITORY, capture_output=True,
                             text=True, timeout=900)
     assert result.returncode == 0, result.stderr
-    names = ["recon", "starry", "wave", "kandinsky", "mix", "starry-lite", "wave-lite", "kandinsky-lite"]
+    lite = [f"{name}-lite{stage}" for name in ("starry", "wave", "kandinsky") for stage in ("-pixel", "")]
+    names = ["recon", "starry", "wave", "kandinsky", "mix", *lite]
     for name in names:
         assert (out / name / "step-0000002.ckpt").is_file() and (out / f"{name}.log").is_file(), name
         model = load_model_file(out / f"{name}.pth")
         assert model.training["steps"] == 2 and model.training["device"] == "cpu", name
     assert load_model_file(out / "mix.pth").styles == list(PAINTINGS)
-    assert load_model_file(out / "wave-lite.pth").training["teachers"] == ["wave.pth"]
+    wave_lite = load_model_file(out / "wave-lite.pth").training
+    assert wave_lite["teachers"] == ["wave.pth"] and wave_lite["init"] == "wave-lite-pixel.pth"
+    assert wave_lite["loss_network"] == "vgg16"
     assert "all stages" in result.stderr
 
 
