@@ -53,7 +53,7 @@ def _is_channels_last(x: Tensor) -> bool:
 class _GramMatrix(torch.autograd.Function):
     """G = F Fᵀ / (C·H·W) read in the features' own layout (no copy), with a one-product backward
     dF = (dG + dGᵀ) F / (C·H·W): autograd's generic bmm backward takes two products plus transposing copies, and
-    this was a quarter of a random-feature training step."""
+    a random-feature training step takes twelve of these."""
 
     @staticmethod
     def forward(ctx, features: Tensor) -> Tensor:
@@ -210,7 +210,7 @@ class RandomFeatureNetwork(nn.Module):
         """(scale index, kernel index, name, pre-ReLU response with the calibration applied) for each wanted map.
 
         Channels-last throughout: oneDNN's convolutions from 3 channels and the Gram matrices of their 128-channel
-        outputs run ~25 % faster so on the CPU (measured here at 256 px), and this network dominates a step.
+        outputs run faster so on the CPU, and this network dominates a step.
         """
         x = imagenet_normalize(images).contiguous(memory_format=torch.channels_last)
         for s, scale in enumerate(self.SCALES):

@@ -142,7 +142,7 @@ def normalize(norm: nn.Module, x: Tensor, style: Tensor | None, relu: bool = Tru
 # Outside autograd, a convolution whose padded (and upsampled) input or output is bigger than WHOLE_BYTES runs a band
 # of output rows at a time, each band's input and output about BAND_BYTES, so the full-size padded copy never exists:
 # at 4000x3000 johnson's deconv2 input would be 3.1 GB upsampled and again padded. Smaller layers (all of johnson's at
-# 1024x768) run whole, as each band costs a weight reorder and an output copy (+6% at 1024x768 with 32 MiB bands).
+# 1024x768) run whole, as each band costs a weight reorder and an output copy (docs/reliability.md).
 WHOLE_BYTES = 256 * 2**20
 BAND_BYTES = 32 * 2**20
 
