@@ -527,7 +527,7 @@ def test_two_processes_match_one_with_the_same_global_batch(run_cli, photos, sty
     assert load_model_file(tmp_path / "two" / "model.pth").training["processes"] == 2
 
 
-# ----------------------------------------------------------------- issue 16: --out, folders, odd inputs, limits
+# --------------------------------------------------------------------------- --out, folders, odd inputs, limits
 
 
 def test_an_existing_out_is_refused_before_training_unless_overwrite(run_cli, photos, style, tmp_path):
