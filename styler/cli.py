@@ -168,8 +168,7 @@ def stylize(
     """
     from styler import stylize as run
 
-    ok = run.main(
-        inputs,
+    options = run.StylizeOptions(
         model=model,
         output=output,
         output_dir=output_dir,
@@ -185,7 +184,7 @@ def stylize(
         json_output=json_output,
         recursive=recursive,
     )
-    raise typer.Exit(0 if ok else 2)
+    raise typer.Exit(0 if run.main(inputs, options) else 2)
 
 
 def _default(name: str) -> str:
@@ -331,7 +330,8 @@ def grid(
     for a multi-style model)."""
     from styler import grid as run
 
-    run.main(inputs, model or [], output, cell, device, overwrite)
+    options = run.GridOptions(output=output, models=tuple(model or ()), cell=cell, device=device, overwrite=overwrite)
+    run.main(inputs, options)
 
 
 @app.command("weights")

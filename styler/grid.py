@@ -28,6 +28,21 @@ CAPTION_HEIGHT = 28
 GAP = 6
 
 
+@dataclass(frozen=True)
+class GridOptions:
+    """`styler grid`'s options, as the command line gives them (its defaults are stated there)."""
+
+    output: Path
+    models: tuple[str, ...]  # names or files; none: every shipped model
+    cell: int
+    device: str
+    overwrite: bool
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.cell <= 2048:
+            raise StylerError(f"--cell {self.cell}: pick a cell size between 16 and 2048 pixels")
+
+
 @dataclass
 class Column:
     caption: str
@@ -73,13 +88,12 @@ def assemble(cells: list[list[Image.Image]], captions: list[str], cell: int) -> 
     return sheet
 
 
-def main(inputs: list[str], models: list[str], output: Path, cell: int, device: str, overwrite: bool) -> None:
-    if not 16 <= cell <= 2048:
-        raise StylerError(f"--cell {cell}: pick a cell size between 16 and 2048 pixels")
+def main(inputs: list[str], options: GridOptions) -> None:
+    output, cell, overwrite = options.output, options.cell, options.overwrite
     writer_for(output)  # an unwritable extension fails before any work
     if output.exists() and not overwrite:
         raise StylerError(f"{output}: exists (pass --overwrite to replace it)")
-    models = models or [entry.name for entry in read_manifest()]
+    models = list(options.models) or [entry.name for entry in read_manifest()]
     if not models:
         raise StylerError("no shipped models; name model files with --model")
     keep_freed_memory()
@@ -94,7 +108,7 @@ def main(inputs: list[str], models: list[str], output: Path, cell: int, device: 
     problem = check_output_folder(output.parent)  # a read-only folder is found before the work, not after it
     if problem:
         raise StylerError(f"{output}: cannot write ({problem})")
-    columns = columns_for(models, pick_device(device))
+    columns = columns_for(models, pick_device(options.device))
     photos = [read_photo(job.input, DEFAULT_MAX_PIXELS) for job in jobs]
     cells = [
         [render_cell(photo, column, cell) for column in columns]

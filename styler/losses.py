@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,7 @@ def _is_channels_last(x: Tensor) -> bool:
 class _GramMatrix(torch.autograd.Function):
     """G = F Fᵀ / (C·H·W) read in the features' own layout (no copy), with a one-product backward
     dF = (dG + dGᵀ) F / (C·H·W): autograd's generic bmm backward takes two products plus transposing copies, and
-    this was a quarter of a random-feature training step."""
+    a random-feature training step takes twelve of these."""
 
     @staticmethod
     def forward(ctx, features: Tensor) -> Tensor:
@@ -81,6 +82,18 @@ def total_variation(images: Tensor) -> Tensor:
     vertical = (pixels[..., 1:, :] - pixels[..., :-1, :]).square().flatten(1).mean(1)
     horizontal = (pixels[..., :, 1:] - pixels[..., :, :-1]).square().flatten(1).mean(1)
     return (vertical + horizontal).mean()
+
+
+class FeatureNetwork(Protocol):
+    """What the losses need of a loss network (VGG16Features, RandomFeatureNetwork): a frozen nn.Module, so it moves
+    with the loss that holds it, mapping images to named feature maps."""
+
+    content_layers: tuple[str, ...]  # the maps the content loss compares
+    style_layers: tuple[str, ...]  # the maps whose Gram matrices the style loss compares, in this order
+    relative_losses: bool  # each loss divided by its target's squared size instead of a plain mean squared error
+
+    def __call__(self, images: Tensor, layers: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+        """The named feature maps of (N, 3, H, W) images in 0..255: `layers`, default all the network has."""
 
 
 # ----------------------------------------------------------------------------------------------- VGG16
@@ -197,7 +210,7 @@ class RandomFeatureNetwork(nn.Module):
         """(scale index, kernel index, name, pre-ReLU response with the calibration applied) for each wanted map.
 
         Channels-last throughout: oneDNN's convolutions from 3 channels and the Gram matrices of their 128-channel
-        outputs run ~25 % faster so on the CPU (measured here at 256 px), and this network dominates a step.
+        outputs run faster so on the CPU, and this network dominates a step.
         """
         x = imagenet_normalize(images).contiguous(memory_format=torch.channels_last)
         for s, scale in enumerate(self.SCALES):
@@ -268,7 +281,7 @@ def _squared_error(output: Tensor, target: Tensor, relative: bool) -> Tensor:
 class PerceptualLoss(nn.Module):
     """Content, style and total-variation losses of a transformer network's output, for one or more styles."""
 
-    def __init__(self, network: nn.Module, style_images: list[Tensor], weights: LossWeights) -> None:
+    def __init__(self, network: FeatureNetwork, style_images: list[Tensor], weights: LossWeights) -> None:
         """style_images: (1, 3, H, W) tensors in 0..255, one per style index (sizes may differ)."""
         super().__init__()
         self.network = network
@@ -332,7 +345,7 @@ class FeatureDistillationLoss(PerceptualLoss):
     is never pulled towards statistics it can only fake (with the painting as target a `lite` network answered with
     a checkerboard)."""
 
-    def __init__(self, network: nn.Module, teachers: list[nn.Module], weights: LossWeights) -> None:
+    def __init__(self, network: FeatureNetwork, teachers: list[nn.Module], weights: LossWeights) -> None:
         super().__init__(network, [], weights)
         self.teachers = nn.ModuleList(teachers).requires_grad_(False).eval()
 

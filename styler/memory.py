@@ -1,9 +1,9 @@
 """Keep freed memory in the process: big tensors are then recycled instead of page-faulted in anew.
 
 glibc serves every allocation above its mmap threshold (at most 32 MiB by default) with a fresh mmap, and each
-page of that memory faults on first touch: a (4, 32, 256, 256) float32 activation (33.5 MB) costs ~17 ms to
-allocate and fill that way against ~3 ms from recycled memory. Raising the threshold, the trim threshold and the
-top pad through mallopt() makes malloc keep and reuse it, the in-process equivalent of setting
+page of that memory faults on first touch: filling an activation-sized tensor that way costs several times what
+filling recycled memory does (docs/benchmarks.md, the default-malloc rows). Raising the threshold, the trim
+threshold and the top pad through mallopt() makes malloc keep and reuse it, the in-process equivalent of setting
 MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ / MALLOC_TOP_PAD_.
 """
 

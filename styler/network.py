@@ -115,11 +115,21 @@ def normalization(channels: int, num_styles: int) -> nn.Module:
     return instancenorm.ConditionalInstanceNorm2d(channels, num_styles)
 
 
+def _inference_in_place() -> bool:
+    """Whether the network may work in place: true outside autograd, where no op's input is kept for a backward pass.
+
+    Then a conv output that no one else holds may be overwritten: instance norm and ReLU write into it (normalize), a
+    residual block adds its input into it (ResidualBlock), and a convolution gathers its upsampled, reflection-padded
+    input in one pass, band by band for large layers (ConvLayer), instead of materializing each intermediate. With
+    autograd every op is the ordinary out-of-place one, as the backward pass needs their inputs.
+    """
+    return not torch.is_grad_enabled()
+
+
 def normalize(norm: nn.Module, x: Tensor, style: Tensor | None, relu: bool = True) -> Tensor:
-    """norm(x, style), then ReLU. Outside autograd, x being a conv output no one else holds, both overwrite it, which
-    saves two activation-sized allocations per layer (a norm module other than ours, as the benchmarks swap in, runs
-    out of place); with autograd they are the ordinary out-of-place ops."""
-    if torch.is_grad_enabled():
+    """norm(x, style), then ReLU; in place on x where _inference_in_place() allows, which saves two activation-sized
+    allocations per layer (a norm module other than ours, as the benchmarks swap in, runs out of place)."""
+    if not _inference_in_place():
         y = norm(x, style)
         return torch.relu(y) if relu else y
     if isinstance(norm, (InstanceNorm, instancenorm.ConditionalInstanceNorm2d)):
@@ -132,7 +142,7 @@ def normalize(norm: nn.Module, x: Tensor, style: Tensor | None, relu: bool = Tru
 # Outside autograd, a convolution whose padded (and upsampled) input or output is bigger than WHOLE_BYTES runs a band
 # of output rows at a time, each band's input and output about BAND_BYTES, so the full-size padded copy never exists:
 # at 4000x3000 johnson's deconv2 input would be 3.1 GB upsampled and again padded. Smaller layers (all of johnson's at
-# 1024x768) run whole, as each band costs a weight reorder and an output copy (+6% at 1024x768 with 32 MiB bands).
+# 1024x768) run whole, as each band costs a weight reorder and an output copy (docs/reliability.md).
 WHOLE_BYTES = 256 * 2**20
 BAND_BYTES = 32 * 2**20
 
@@ -165,9 +175,9 @@ class ConvLayer(nn.Module):
         self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled():
-            return self.conv2d(self.reflection_pad(self.upsample(x)))
-        return self._banded(x)
+        if _inference_in_place():
+            return self._banded(x)
+        return self.conv2d(self.reflection_pad(self.upsample(x)))
 
     def _banded(self, x: Tensor) -> Tensor:
         """The same convolution with its padded input gathered (one pass instead of upsample + pad), for large
@@ -209,7 +219,7 @@ class ResidualBlock(nn.Module):
     def forward(self, x: Tensor, style: Tensor | None = None) -> Tensor:
         y = normalize(self.in1, self.conv1(x), style)
         y = normalize(self.in2, self.conv2(y), style, relu=False)
-        return x + y if torch.is_grad_enabled() else y.add_(x)
+        return y.add_(x) if _inference_in_place() else x + y
 
 
 class TransformerNet(nn.Module):

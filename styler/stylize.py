@@ -72,6 +72,7 @@ class StylizeOptions:
         if self.output is not None and self.output_dir is not None:
             raise StylerError("give either --output or --output-dir, not both")
 
+
 STDOUT_SUFFIX = ".png"
 
 
@@ -136,7 +137,7 @@ def plan_outputs(jobs: list[Job], style_tag: str, options: StylizeOptions) -> No
         if len(jobs) != 1:
             raise StylerError(f"--output names one file but there are {len(jobs)} inputs; use --output-dir")
         writer_for(single_output)
-    # Every output folder is created and tried before any work (a read-only -d was found after the first photo).
+    # Every output folder is created and tried before any work: a read-only -d is refused before the first photo.
     for folder, flag in ((output_dir, "--output-dir"), (single_output and single_output.parent, "--output")):
         if folder is None:
             continue
@@ -240,7 +241,7 @@ def _stylize_one(job: Job, stylizer: Stylizer, options: StylizeOptions) -> tuple
             f"{job.input}: not enough memory for {photo.size[0]}x{photo.size[1]}; try --max-size"
         ) from None
     # Without --overwrite the file is put in place only if the name is still free: another run may have written it
-    # since the check before the work (issue 16: two runs at once, one silently replacing the other).
+    # since the check before the work, and two runs at once must not silently replace each other's outputs.
     if job.to_stdout:
         sys.stdout.buffer.write(encode_photo(result, STDOUT_SUFFIX))
         sys.stdout.buffer.flush()
@@ -249,17 +250,16 @@ def _stylize_one(job: Job, stylizer: Stylizer, options: StylizeOptions) -> tuple
     return result.size
 
 
-def main(inputs: list[str], **settings) -> bool:
+def main(inputs: list[str], options: StylizeOptions) -> bool:
     """The command: stdout gets each output path (or a JSON line per file), stderr one line per failure and a summary.
 
     Returns True when every file was stylized.
     """
-    options = StylizeOptions(**settings)
     started = time.perf_counter()
-    keep_freed_memory()  # measured: a 1024x768 photo through `lite` in 110 ms instead of 150 ms
+    keep_freed_memory()  # each layer's output reuses freed memory instead of page-faulting (docs/benchmarks.md)
     stylizer, jobs, skipped, not_images = prepare(inputs, options)
     # The objects created by the imports (torch's above all) live until exit; frozen, the interpreter's final garbage
-    # collections skip them, which takes 0.45 s off every run here (1.8 s -> 1.35 s for `import torch` alone).
+    # collections skip them instead of walking all of torch once more on the way out.
     gc.freeze()
     failures = skipped_in_run = 0
     # disable=None: the bar shows only on a terminal, so pipes and logs get clean lines.

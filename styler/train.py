@@ -302,7 +302,7 @@ def build_network(config: TrainConfig, checkpoint: Checkpoint | None) -> Transfo
     network = TransformerNet(arch)
     with torch.no_grad():
         # Start from mid-grey rather than black: a black output sits far outside the photos the random features
-        # are calibrated on (measured: a 30x larger first style loss), and the first hundreds of steps went into
+        # are calibrated on, so the first style losses are huge and the first hundreds of steps would go into
         # learning the 0..255 range instead of the style.
         network.deconv3.conv2d.bias.fill_(127.5)
     if config.init and checkpoint is None:
@@ -389,7 +389,7 @@ class Training:
 
     def style_scale(self, step: int) -> float:
         """The content-first ramp: the style weight grows from 0 at step 0 to full at step style_ramp, so the network
-        first learns to keep the photo (measured: straight in at full weight it paints a flat relief instead)."""
+        first learns to keep the photo; at full weight from the start it paints a flat relief (docs/training.md)."""
         ramp = self.config.style_ramp
         return 1.0 if not ramp else min(1.0, step / ramp)
 

@@ -49,7 +49,7 @@ def test_refuses_to_overwrite_and_bad_cells(run_cli, make_image, tiny_model):
 
 
 def test_the_sheet_never_replaces_an_input_photo(run_cli, make_image, tiny_model):
-    """Issue 16: `grid a.jpg -o a.jpg --overwrite` replaced the photo with the sheet."""
+    """`grid a.jpg -o a.jpg --overwrite` is refused: the sheet would replace the photo."""
     source = make_image("a.jpg", 32, 24)
     before = source.read_bytes()
     result = run_cli("grid", source, "-m", tiny_model, "-o", source, "--overwrite", "--cell", "16")

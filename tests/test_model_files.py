@@ -369,7 +369,7 @@ def test_the_multi_style_model_gives_each_style_its_own_look(sample_photo):
         assert (a - b).abs().mean() > 10, (first, second)
 
 
-# ------------------------------------------------------------------ issue 16: plain reasons for the wrong file
+# ---------------------------------------------------------------------------- plain reasons for the wrong file
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""Reliability (issue #8): hostile model files through the real command, a training run killed with SIGKILL, full
-disks and read-only folders, and the odd-images corpus through the training loader.
+"""Reliability: hostile model files through the real command, a training run killed with SIGKILL, full disks and
+read-only folders, and the odd-images corpus through the training loader.
 
 The numbers these tests pin are the ones docs/reliability.md states.
 """
@@ -379,7 +379,7 @@ def test_a_12_megapixel_photo_through_lite_stays_under_2_gib(tmp_path):
     assert peak_gib < 2.0, f"peak RSS {peak_gib:.2f} GiB"
 
 
-# ---------------------------------------------------------------------- issue 16: interrupts and temporary files
+# -------------------------------------------------------------------------------- interrupts and temporary files
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 

@@ -392,7 +392,7 @@ def test_a_multi_style_model_needs_a_style_and_can_blend(run_cli, tiny_multi_sty
         ("starry=abc", "is not a number"),
         ("starry=-1,wave=2", "non-negative"),
         ("starry=0", "positive sum"),
-        ("starry=1e308,wave=1e308", "positive sum"),  # each finite, the sum not: a flat grey "a-.jpg" (issue 16)
+        ("starry=1e308,wave=1e308", "positive sum"),  # each finite, the sum not: else a flat grey "a-.jpg"
     ],
 )
 def test_bad_style_choices_are_user_errors(spec, message):
@@ -494,7 +494,7 @@ def _oriented_size(path: Path) -> tuple[int, int]:
             return ImageOps.exif_transpose(image).size
 
 
-# ------------------------------------------------------------------------------ issue 16: never destroy a file
+# ---------------------------------------------------------------------------------------- never destroy a file
 
 
 def test_an_output_that_appears_during_the_work_is_not_replaced(run_cli, tiny_model, make_image, monkeypatch):
@@ -520,7 +520,7 @@ def test_an_output_that_appears_during_the_work_is_not_replaced(run_cli, tiny_mo
     assert Image.open(output).size == (16, 16)
 
 
-# ---------------------------------------------------------------- issue 16: names, re-runs, folders, metadata
+# -------------------------------------------------------------------------- names, re-runs, folders, metadata
 
 
 def test_a_name_too_long_for_the_output_fails_alone_and_the_batch_goes_on(run_cli, tiny_model, make_image, tmp_path):

@@ -250,7 +250,7 @@ def test_distillation_learns_a_teachers_outputs(run_cli, photos, tiny_model, tmp
     assert result.exit_code == 2 and "not both" in result.stderr  # --style and --teacher
     result = run_cli("train", "--teacher", tiny_model, "--data", photos, "--out", tmp_path / "cli" / "m.pth",
                      "--checkpoint-dir", tmp_path / "cli" / "c", "--arch", "lite", "--image-size", "64",
-                     "--batch-size", "2", "--workers", "0", "--max-steps", "2", "--preview-every", "0")
+                     "--batch-size", "2", "--workers", "0", "--max-steps", "2", "--preview-every", "0")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     model = load_model_file(tmp_path / "cli" / "m.pth")
     assert model.styles == ["tiny"] and model.training["loss_network"] == "teacher"
@@ -258,7 +258,7 @@ def test_distillation_learns_a_teachers_outputs(run_cli, photos, tiny_model, tmp
     assert model.training["styles"] == [{"name": "tiny", "image": "tiny.pth"}]  # the teacher names no painting
     student = run_cli("train", "--teacher", tmp_path / "cli" / "m.pth", "--data", photos, "--out", tmp_path / "s.pth",
                       "--checkpoint-dir", tmp_path / "s", "--arch", "lite", "--image-size", "64",
-                      "--batch-size", "2", "--workers", "0", "--max-steps", "1", "--preview-every", "0")
+                      "--batch-size", "2", "--workers", "0", "--max-steps", "1", "--preview-every", "0")  # fmt: skip
     assert student.exit_code == 0, student.stderr
     assert load_model_file(tmp_path / "s.pth").training["styles"] == [{"name": "tiny", "image": "tiny.pth"}]
 
@@ -527,7 +527,7 @@ def test_two_processes_match_one_with_the_same_global_batch(run_cli, photos, sty
     assert load_model_file(tmp_path / "two" / "model.pth").training["processes"] == 2
 
 
-# ----------------------------------------------------------------- issue 16: --out, folders, odd inputs, limits
+# --------------------------------------------------------------------------- --out, folders, odd inputs, limits
 
 
 def test_an_existing_out_is_refused_before_training_unless_overwrite(run_cli, photos, style, tmp_path):
