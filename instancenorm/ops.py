@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from instancenorm.reference import stats_dtype
+from instancenorm.dtypes import stats_dtype
 
 forward = torch.ops.instancenorm.forward.default
 backward = torch.ops.instancenorm.backward.default
