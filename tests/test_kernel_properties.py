@@ -23,10 +23,7 @@ from hypothesis import strategies as st
 
 from instancenorm import reference
 from instancenorm.dtypes import stats_dtype
-from instancenorm.ops import instance_norm, is_channels_last
-
-forward_op = torch.ops.instancenorm.forward
-backward_op = torch.ops.instancenorm.backward
+from instancenorm.ops import backward_op, forward_op, instance_norm, is_channels_last
 
 
 @dataclass(frozen=True)
