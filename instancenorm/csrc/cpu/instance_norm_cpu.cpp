@@ -428,20 +428,21 @@ struct ForwardCoefficients {
   }
 };
 
-// Backward: dx = a * (dy - mean_dy) + b * (x - mean), i.e. w * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)).
+// Backward: dx = dy_scale * (dy - mean_dy) + xc_scale * (x - mean), i.e.
+// w * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)).
 // Subtracting mean_dy before scaling keeps dx exactly 0 where dy is constant over the plane (H*W = 1 included).
 template <typename A>
 struct BackwardCoefficients {
-  std::vector<A> a, b, mean_dy;
-  explicit BackwardCoefficients(int64_t nc) : a(nc), b(nc), mean_dy(nc) {}
+  std::vector<A> dy_scale, xc_scale, mean_dy;
+  explicit BackwardCoefficients(int64_t nc) : dy_scale(nc), xc_scale(nc), mean_dy(nc) {}
   void set(int64_t i, const GradSums& s, const BackwardArgs& args, A* dweight, A* dbias) {
     const A inv_std = args.inv_std.data_ptr<A>()[i], w = args.weight.data_ptr<A>()[i];
     const A M = A(args.g.M);
     const A sum_dy_xhat = A(s.dy_xc) * inv_std;
     dweight[i] = sum_dy_xhat;
     dbias[i] = A(s.dy);
-    a[i] = w * inv_std;
-    b[i] = -a[i] * inv_std * sum_dy_xhat / M;
+    dy_scale[i] = w * inv_std;
+    xc_scale[i] = -dy_scale[i] * inv_std * sum_dy_xhat / M;
     mean_dy[i] = A(s.dy) / M;
   }
 };
@@ -454,7 +455,7 @@ void forward_kernel(const ForwardArgs& args) {
   const bool channels_last = args.g.channels_last;
   const T* x = args.x.const_data_ptr<T>();
   T* y = args.y.mutable_data_ptr<T>();
-  ForwardCoefficients<A> k(N * C, args);
+  ForwardCoefficients<A> coef(N * C, args);
   constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
 
   const bool stream = stream_output<T, A>(args.y, args.x, args.g);
@@ -469,16 +470,16 @@ void forward_kernel(const ForwardArgs& args) {
           });
           return m;
         },
-        [&](int64_t p, const Moments& m) { k.set(p, m, args); },
+        [&](int64_t p, const Moments& m) { coef.set(p, m, args); },
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-          const Vec hi(k.mean_hi[p]), lo(k.mean_lo[p]), scale(k.scale[p]), shift(k.shift[p]);
+          const Vec hi(coef.mean_hi[p]), lo(coef.mean_lo[p]), scale(coef.scale[p]), shift(coef.shift[p]);
           for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-            const A* xa = as_acc(x + p * M + i, n, buf);
-            A* ya = result_ptr(y + p * M + i, buf);
-            store_each_vector(ya, n, stream, [&](int64_t j, int64_t cnt) {
-              return at::vec::fmadd((Vec::loadu(xa + j, cnt) - hi) - lo, scale, shift);
+            const A* x_acc = as_acc(x + p * M + i, n, buf);
+            A* y_acc = result_ptr(y + p * M + i, buf);
+            store_each_vector(y_acc, n, stream, [&](int64_t j, int64_t cnt) {
+              return at::vec::fmadd((Vec::loadu(x_acc + j, cnt) - hi) - lo, scale, shift);
             });
-            store_from(ya, y + p * M + i, n);
+            store_from(y_acc, y + p * M + i, n);
           });
         });
     return;
@@ -493,28 +494,28 @@ void forward_kernel(const ForwardArgs& args) {
         std::vector<A> scratch(3 * C);
         std::vector<double> chunk(2 * C);
         for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
-          const A* xa = as_acc(x + (n * M + r) * C, rows * C, buf);
-          rows_moments(xa, rows, C, m, scratch.data(), chunk.data());
+          const A* x_acc = as_acc(x + (n * M + r) * C, rows * C, buf);
+          rows_moments(x_acc, rows, C, m, scratch.data(), chunk.data());
         });
         return m;
       },
       [&](int64_t n, const ChannelMoments& m) {
-        for (int64_t c = 0; c < C; ++c) k.set(n * C + c, {m.count, m.mean[c], m.m2[c]}, args);
+        for (int64_t c = 0; c < C; ++c) coef.set(n * C + c, {m.count, m.mean[c], m.m2[c]}, args);
       },
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
-        const A* hi = k.mean_hi.data() + n * C;
-        const A* lo = k.mean_lo.data() + n * C;
-        const A* scale = k.scale.data() + n * C;
-        const A* shift = k.shift.data() + n * C;
+        const A* hi = coef.mean_hi.data() + n * C;
+        const A* lo = coef.mean_lo.data() + n * C;
+        const A* scale = coef.scale.data() + n * C;
+        const A* shift = coef.shift.data() + n * C;
         for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
-          const A* xa = as_acc(x + (n * M + r) * C, rows * C, buf);
-          A* ya = result_ptr(y + (n * M + r) * C, buf);
+          const A* x_acc = as_acc(x + (n * M + r) * C, rows * C, buf);
+          A* y_acc = result_ptr(y + (n * M + r) * C, buf);
           for_row_vectors<A>(rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
-            const Vec v = (Vec::loadu(xa + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
+            const Vec v = (Vec::loadu(x_acc + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
             const Vec out = at::vec::fmadd(v, Vec::loadu(scale + c, cnt), Vec::loadu(shift + c, cnt));
-            store_vector(ya + i, out, cnt, stream);
+            store_vector(y_acc + i, out, cnt, stream);
           });
-          store_from(ya, y + (n * M + r) * C, rows * C);
+          store_from(y_acc, y + (n * M + r) * C, rows * C);
         });
       });
 }
@@ -532,7 +533,7 @@ void backward_kernel(const BackwardArgs& args) {
   const A* saved_lo = args.mean_lo.const_data_ptr<A>();
   A* dweight = args.dweight.mutable_data_ptr<A>();
   A* dbias = args.dbias.mutable_data_ptr<A>();
-  BackwardCoefficients<A> k(N * C);
+  BackwardCoefficients<A> coef(N * C);
   constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 2;
 
   const bool stream = stream_output<T, A>(args.dx, args.x, args.g);
@@ -543,23 +544,25 @@ void backward_kernel(const BackwardArgs& args) {
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
           GradSums s;
           for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-            const A* ga = as_acc(dy + p * M + i, n, buf);
-            const A* xa = as_acc(x + p * M + i, n, buf + kChunk);
-            s.add(contiguous_grad_sums(ga, xa, n, saved_mean[p], saved_lo[p]));
+            const A* dy_acc = as_acc(dy + p * M + i, n, buf);
+            const A* x_acc = as_acc(x + p * M + i, n, buf + kChunk);
+            s.add(contiguous_grad_sums(dy_acc, x_acc, n, saved_mean[p], saved_lo[p]));
           });
           return s;
         },
-        [&](int64_t p, const GradSums& s) { k.set(p, s, args, dweight, dbias); },
+        [&](int64_t p, const GradSums& s) { coef.set(p, s, args, dweight, dbias); },
         [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-          const Vec hi(saved_mean[p]), lo(saved_lo[p]), ka(k.a[p]), kb(k.b[p]), mean_dy(k.mean_dy[p]);
+          const Vec hi(saved_mean[p]), lo(saved_lo[p]), mean_dy(coef.mean_dy[p]);
+          const Vec dy_scale(coef.dy_scale[p]), xc_scale(coef.xc_scale[p]);
           for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-            const A* ga = as_acc(dy + p * M + i, n, buf);
-            const A* xa = as_acc(x + p * M + i, n, buf + kChunk);
-            A* out = result_ptr(dx + p * M + i, buf);
-            store_each_vector(out, n, stream, [&](int64_t j, int64_t cnt) {
-              return at::vec::fmadd(kb, (Vec::loadu(xa + j, cnt) - hi) - lo, ka * (Vec::loadu(ga + j, cnt) - mean_dy));
+            const A* dy_acc = as_acc(dy + p * M + i, n, buf);
+            const A* x_acc = as_acc(x + p * M + i, n, buf + kChunk);
+            A* dx_acc = result_ptr(dx + p * M + i, buf);
+            store_each_vector(dx_acc, n, stream, [&](int64_t j, int64_t cnt) {
+              return at::vec::fmadd(xc_scale, (Vec::loadu(x_acc + j, cnt) - hi) - lo,
+                                    dy_scale * (Vec::loadu(dy_acc + j, cnt) - mean_dy));
             });
-            store_from(out, dx + p * M + i, n);
+            store_from(dx_acc, dx + p * M + i, n);
           });
         });
     return;
@@ -574,33 +577,33 @@ void backward_kernel(const BackwardArgs& args) {
         std::vector<A> scratch(2 * C);
         for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
           const int64_t offset = (n * M + r) * C;
-          const A* ga = as_acc(dy + offset, rows * C, buf);
-          const A* xa = as_acc(x + offset, rows * C, buf + chunk_elems);
-          rows_grad_sums(ga, xa, rows, C, saved_mean + n * C, saved_lo + n * C, s, scratch.data());
+          const A* dy_acc = as_acc(dy + offset, rows * C, buf);
+          const A* x_acc = as_acc(x + offset, rows * C, buf + chunk_elems);
+          rows_grad_sums(dy_acc, x_acc, rows, C, saved_mean + n * C, saved_lo + n * C, s, scratch.data());
         });
         return s;
       },
       [&](int64_t n, const std::vector<GradSums>& s) {
-        for (int64_t c = 0; c < C; ++c) k.set(n * C + c, s[c], args, dweight, dbias);
+        for (int64_t c = 0; c < C; ++c) coef.set(n * C + c, s[c], args, dweight, dbias);
       },
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
         for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
           const int64_t offset = (n * M + r) * C;
-          const A* ga = as_acc(dy + offset, rows * C, buf);
-          const A* xa = as_acc(x + offset, rows * C, buf + chunk_elems);
-          A* out = result_ptr(dx + offset, buf);
+          const A* dy_acc = as_acc(dy + offset, rows * C, buf);
+          const A* x_acc = as_acc(x + offset, rows * C, buf + chunk_elems);
+          A* dx_acc = result_ptr(dx + offset, buf);
           const A* hi = saved_mean + n * C;
           const A* lo = saved_lo + n * C;
-          const A* ka = k.a.data() + n * C;
-          const A* kb = k.b.data() + n * C;
-          const A* mean_dy = k.mean_dy.data() + n * C;
+          const A* dy_scale = coef.dy_scale.data() + n * C;
+          const A* xc_scale = coef.xc_scale.data() + n * C;
+          const A* mean_dy = coef.mean_dy.data() + n * C;
           for_row_vectors<A>(rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
-            const Vec g = Vec::loadu(ga + i, cnt) - Vec::loadu(mean_dy + c, cnt);
-            const Vec v = (Vec::loadu(xa + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
-            store_vector(out + i, at::vec::fmadd(Vec::loadu(kb + c, cnt), v, Vec::loadu(ka + c, cnt) * g), cnt,
-                         stream);
+            const Vec g = Vec::loadu(dy_acc + i, cnt) - Vec::loadu(mean_dy + c, cnt);
+            const Vec v = (Vec::loadu(x_acc + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
+            const Vec out = at::vec::fmadd(Vec::loadu(xc_scale + c, cnt), v, Vec::loadu(dy_scale + c, cnt) * g);
+            store_vector(dx_acc + i, out, cnt, stream);
           });
-          store_from(out, dx + offset, rows * C);
+          store_from(dx_acc, dx + offset, rows * C);
         });
       });
 }
