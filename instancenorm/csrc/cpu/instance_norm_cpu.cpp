@@ -360,12 +360,15 @@ struct BackwardCoefficients {
   }
 };
 
+// ---- The kernels, one per direction and memory layout. ----
+// Contiguous (N, C, M): a unit is one (n, c) plane, walked in chunks of kChunk elements.
+// channels_last (N, M, C): a unit is one sample's (M, C) block, walked in chunks of whole rows.
+
 template <typename T>
-void forward_kernel(const ForwardArgs& args) {
+void forward_contiguous(const ForwardArgs& args) {
   using A = at::opmath_type<T>;
   using Vec = Vectorized<A>;
   const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
-  const bool channels_last = args.g.channels_last;
   const T* x = args.x.const_data_ptr<T>();
   T* y = args.y.mutable_data_ptr<T>();
   ForwardCoefficients<A> coef(N * C, args);
@@ -373,30 +376,40 @@ void forward_kernel(const ForwardArgs& args) {
 
   const bool stream = stream_output<T, A>(args.y, args.x, args.g);
 
-  if (!channels_last) {
-    reduce_then_map<A, Moments>(
-        N * C, M, 1, kChunk, buffers * kChunk,
-        [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-          Moments m;
-          for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-            m.add(contiguous_moments(as_acc(x + p * M + i, n, buf), n));
-          });
-          return m;
-        },
-        [&](int64_t p, const Moments& m) { coef.set(p, m, args); },
-        [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-          const Vec hi(coef.mean_hi[p]), lo(coef.mean_lo[p]), scale(coef.scale[p]), shift(coef.shift[p]);
-          for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-            const A* x_acc = as_acc(x + p * M + i, n, buf);
-            A* y_acc = result_ptr(y + p * M + i, buf);
-            store_each_vector(y_acc, n, stream, [&](int64_t j, int64_t cnt) {
-              return at::vec::fmadd((Vec::loadu(x_acc + j, cnt) - hi) - lo, scale, shift);
-            });
-            store_from(y_acc, y + p * M + i, n);
-          });
+  reduce_then_map<A, Moments>(
+      N * C, M, 1, kChunk, buffers * kChunk,
+      [&](int64_t p, int64_t begin, int64_t end, A* buf) {
+        Moments m;
+        for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
+          m.add(contiguous_moments(as_acc(x + p * M + i, n, buf), n));
         });
-    return;
-  }
+        return m;
+      },
+      [&](int64_t p, const Moments& m) { coef.set(p, m, args); },
+      [&](int64_t p, int64_t begin, int64_t end, A* buf) {
+        const Vec hi(coef.mean_hi[p]), lo(coef.mean_lo[p]), scale(coef.scale[p]), shift(coef.shift[p]);
+        for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
+          const A* x_acc = as_acc(x + p * M + i, n, buf);
+          A* y_acc = result_ptr(y + p * M + i, buf);
+          store_each_vector(y_acc, n, stream, [&](int64_t j, int64_t cnt) {
+            return at::vec::fmadd((Vec::loadu(x_acc + j, cnt) - hi) - lo, scale, shift);
+          });
+          store_from(y_acc, y + p * M + i, n);
+        });
+      });
+}
+
+template <typename T>
+void forward_channels_last(const ForwardArgs& args) {
+  using A = at::opmath_type<T>;
+  using Vec = Vectorized<A>;
+  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
+  const T* x = args.x.const_data_ptr<T>();
+  T* y = args.y.mutable_data_ptr<T>();
+  ForwardCoefficients<A> coef(N * C, args);
+  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
+
+  const bool stream = stream_output<T, A>(args.y, args.x, args.g);
 
   const int64_t rows_per_chunk = nhwc_rows_per_chunk(C);
   const int64_t chunk_elems = rows_per_chunk * C;
@@ -434,11 +447,10 @@ void forward_kernel(const ForwardArgs& args) {
 }
 
 template <typename T>
-void backward_kernel(const BackwardArgs& args) {
+void backward_contiguous(const BackwardArgs& args) {
   using A = at::opmath_type<T>;
   using Vec = Vectorized<A>;
   const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
-  const bool channels_last = args.g.channels_last;
   const T* x = args.x.const_data_ptr<T>();
   const T* dy = args.dy.const_data_ptr<T>();
   T* dx = args.dx.mutable_data_ptr<T>();
@@ -451,35 +463,50 @@ void backward_kernel(const BackwardArgs& args) {
 
   const bool stream = stream_output<T, A>(args.dx, args.x, args.g);
 
-  if (!channels_last) {
-    reduce_then_map<A, GradSums>(
-        N * C, M, 1, kChunk, buffers * kChunk,
-        [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-          GradSums s;
-          for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-            const A* dy_acc = as_acc(dy + p * M + i, n, buf);
-            const A* x_acc = as_acc(x + p * M + i, n, buf + kChunk);
-            s.add(contiguous_grad_sums(dy_acc, x_acc, n, saved_mean[p], saved_lo[p]));
-          });
-          return s;
-        },
-        [&](int64_t p, const GradSums& s) { coef.set(p, s, args, dweight, dbias); },
-        [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-          const Vec hi(saved_mean[p]), lo(saved_lo[p]), mean_dy(coef.mean_dy[p]);
-          const Vec dy_scale(coef.dy_scale[p]), xc_scale(coef.xc_scale[p]);
-          for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-            const A* dy_acc = as_acc(dy + p * M + i, n, buf);
-            const A* x_acc = as_acc(x + p * M + i, n, buf + kChunk);
-            A* dx_acc = result_ptr(dx + p * M + i, buf);
-            store_each_vector(dx_acc, n, stream, [&](int64_t j, int64_t cnt) {
-              return at::vec::fmadd(xc_scale, (Vec::loadu(x_acc + j, cnt) - hi) - lo,
-                                    dy_scale * (Vec::loadu(dy_acc + j, cnt) - mean_dy));
-            });
-            store_from(dx_acc, dx + p * M + i, n);
-          });
+  reduce_then_map<A, GradSums>(
+      N * C, M, 1, kChunk, buffers * kChunk,
+      [&](int64_t p, int64_t begin, int64_t end, A* buf) {
+        GradSums s;
+        for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
+          const A* dy_acc = as_acc(dy + p * M + i, n, buf);
+          const A* x_acc = as_acc(x + p * M + i, n, buf + kChunk);
+          s.add(contiguous_grad_sums(dy_acc, x_acc, n, saved_mean[p], saved_lo[p]));
         });
-    return;
-  }
+        return s;
+      },
+      [&](int64_t p, const GradSums& s) { coef.set(p, s, args, dweight, dbias); },
+      [&](int64_t p, int64_t begin, int64_t end, A* buf) {
+        const Vec hi(saved_mean[p]), lo(saved_lo[p]), dy_scale(coef.dy_scale[p]), xc_scale(coef.xc_scale[p]),
+            mean_dy(coef.mean_dy[p]);
+        for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
+          const A* dy_acc = as_acc(dy + p * M + i, n, buf);
+          const A* x_acc = as_acc(x + p * M + i, n, buf + kChunk);
+          A* dx_acc = result_ptr(dx + p * M + i, buf);
+          store_each_vector(dx_acc, n, stream, [&](int64_t j, int64_t cnt) {
+            return at::vec::fmadd(xc_scale, (Vec::loadu(x_acc + j, cnt) - hi) - lo,
+                                  dy_scale * (Vec::loadu(dy_acc + j, cnt) - mean_dy));
+          });
+          store_from(dx_acc, dx + p * M + i, n);
+        });
+      });
+}
+
+template <typename T>
+void backward_channels_last(const BackwardArgs& args) {
+  using A = at::opmath_type<T>;
+  using Vec = Vectorized<A>;
+  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
+  const T* x = args.x.const_data_ptr<T>();
+  const T* dy = args.dy.const_data_ptr<T>();
+  T* dx = args.dx.mutable_data_ptr<T>();
+  const A* saved_mean = args.mean.const_data_ptr<A>();
+  const A* saved_lo = args.mean_lo.const_data_ptr<A>();
+  A* dweight = args.dweight.mutable_data_ptr<A>();
+  A* dbias = args.dbias.mutable_data_ptr<A>();
+  BackwardCoefficients<A> coef(N * C);
+  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 2;
+
+  const bool stream = stream_output<T, A>(args.dx, args.x, args.g);
 
   const int64_t rows_per_chunk = nhwc_rows_per_chunk(C);
   const int64_t chunk_elems = rows_per_chunk * C;
@@ -513,8 +540,9 @@ void backward_kernel(const BackwardArgs& args) {
           for_row_vectors<A>(rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
             const Vec g = Vec::loadu(dy_acc + i, cnt) - Vec::loadu(mean_dy + c, cnt);
             const Vec v = (Vec::loadu(x_acc + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
-            const Vec out = at::vec::fmadd(Vec::loadu(xc_scale + c, cnt), v, Vec::loadu(dy_scale + c, cnt) * g);
-            store_vector(dx_acc + i, out, cnt, stream);
+            store_vector(dx_acc + i,
+                         at::vec::fmadd(Vec::loadu(xc_scale + c, cnt), v, Vec::loadu(dy_scale + c, cnt) * g), cnt,
+                         stream);
           });
           store_from(dx_acc, dx + offset, rows * C);
         });
@@ -523,14 +551,25 @@ void backward_kernel(const BackwardArgs& args) {
 
 }  // namespace
 
+// One kernel per memory layout, chosen once per call.
 void forward(const ForwardArgs& args) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.x.scalar_type(), "instancenorm_forward_cpu",
-                                  [&] { forward_kernel<scalar_t>(args); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.x.scalar_type(), "instancenorm_forward_cpu", [&] {
+    if (args.g.channels_last) {
+      forward_channels_last<scalar_t>(args);
+    } else {
+      forward_contiguous<scalar_t>(args);
+    }
+  });
 }
 
 void backward(const BackwardArgs& args) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.x.scalar_type(), "instancenorm_backward_cpu",
-                                  [&] { backward_kernel<scalar_t>(args); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.x.scalar_type(), "instancenorm_backward_cpu", [&] {
+    if (args.g.channels_last) {
+      backward_channels_last<scalar_t>(args);
+    } else {
+      backward_contiguous<scalar_t>(args);
+    }
+  });
 }
 
 }  // namespace CPU_CAPABILITY
