@@ -2,8 +2,8 @@
 
 The kernels themselves are registered from C++: csrc/bindings.cpp defines the schemas, each backend file its
 implementation, and csrc/autograd.cpp the backward of `forward` and the version bumps and autograd refusals of the
-inference ops (in C++ because the Python wrapper cost ~0.1 ms per call, see there). Here they learn to run under
-torch.compile / FakeTensor.
+inference ops (in C++ because a Python wrapper's fixed cost per call is a large share of a small call, see there).
+Here they learn to run under torch.compile / FakeTensor.
 
 forward_op(input, weight, bias, eps) returns (y, mean, inv_std, var, mean_lo): mean + mean_lo is the mean to twice
 the statistics' precision (pass mean_lo to backward_op to keep a large-offset gradient as exact as the forward), var

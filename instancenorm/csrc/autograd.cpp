@@ -3,9 +3,9 @@
 // normalize_ and normalize_out: they bump the version of what they write, so a graph that saved it fails in backward
 // as after any in-place op, and they refuse to run where autograd would need to record them.
 //
-// Why C++ and not torch.library.register_autograd in Python: the Python wrapper costs ~0.1 ms per forward+backward
-// (a 1x4x2x2 input: 0.134 ms through it, 0.075 ms here, torch's own instance norm 0.117 ms), and at 8 MB
-// activations ~0.15 ms, 12 % of the whole call (16x128x32x32 at 2 threads: 1.34 -> 1.21 ms).
+// Why C++ and not torch.library.register_autograd in Python: the Python wrapper's fixed cost per forward+backward
+// is more than the kernels' own time on small inputs, and still a noticeable share of a memory-bound call on the
+// network's activations (docs/benchmarks.md has the measurements).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/VariableTypeUtils.h>

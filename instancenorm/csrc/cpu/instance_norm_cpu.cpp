@@ -36,12 +36,12 @@ namespace {
 using at::vec::Vectorized;
 
 constexpr int64_t kChunk = 2048;        // elements per chunk: 8 KiB of float stays in L1 between passes
-// NHWC chunks are bigger: their per-channel work (a division and a merge per channel) is paid once per chunk, so
-// with C = 128 an L1-sized chunk of 16 rows spent more time there than on the data. 64 KiB stays in L2.
+// NHWC chunks are bigger: their per-channel work (a division and a merge per channel) is paid once per chunk, and
+// an L1-sized chunk of many channels has so few rows that this work would outweigh the data's. 64 KiB stays in L2.
 constexpr int64_t kRowsChunk = 16384;
 // ...but each channel sums its rows of a chunk one after another in float: with few channels an uncapped chunk is
-// thousands of rows long, and near a large offset (rows of -1e4) that lost 7e-6 of inv_std. 256 rows keep the
-// rounding at the NCHW path's level.
+// thousands of rows long, and a float sum that long loses digits near a large offset. 256 rows keep the rounding at
+// the NCHW path's level.
 constexpr int64_t kMaxRowsPerChunk = 256;
 
 int64_t nhwc_rows_per_chunk(int64_t C) { return std::clamp<int64_t>(kRowsChunk / C, 1, kMaxRowsPerChunk); }
@@ -245,8 +245,8 @@ void for_channel_vectors(int64_t C, const F& f) {
 }
 
 // f(i, c, cnt) for every channel vector of every row, in memory order (i = r * C + c). Streaming the rows lets the
-// hardware prefetcher run ahead; walking one channel vector down the rows (stride C) left every load waiting on
-// memory (channels_last backward 2-4x slower).
+// hardware prefetcher run ahead; walking one channel vector down the rows (stride C) would leave every load waiting
+// on memory.
 template <typename A, typename F>
 void for_row_vectors(int64_t rows, int64_t C, const F& f) {
   for (int64_t r = 0; r < rows; ++r) for_channel_vectors<A>(C, [&](int64_t c, int64_t cnt) { f(r * C + c, c, cnt); });

@@ -33,16 +33,14 @@ using at::vec::Vectorized;
 
 // Outputs at least this big are written with streaming (non-temporal) stores when nothing in the kernel reads them
 // back. A normal store first reads each line from memory (read-for-ownership), a third more traffic for a
-// memory-bound pass. Measured here (2-core Xeon VM, 2 MiB L2 per core), forward+backward of a 33.5 MB activation:
-// NCHW 6.8 -> 5.0 ms, channels_last 8.8-9.1 -> 6.4-6.8 ms; of 16.8 MB in NCHW 2.6-3.3 -> 2.5 ms. At 8.4 MB
-// streaming was no faster and up to 10 % slower: there the output still fits in a cache the next layer reads it
-// from.
+// memory-bound pass. A smaller output still fits in a cache that the next layer reads it from, and streaming it
+// past that cache is no faster, sometimes slower (docs/benchmarks.md has the measurements behind this size).
 constexpr int64_t kStreamMinBytes = int64_t(16) << 20;
 
 // Whether every page of [p, p + n) is mapped in. A fresh mapping is not (glibc's default for allocations above
 // 32 MiB, or a heap grown after a trim): the kernel zeroes each page on first touch, which leaves it in cache, and
-// streaming stores then also pay for writing those zeros back (a default-malloc forward of 33.5 MB went 15 -> 26
-// ms). Checking costs one mincore call, microseconds against the milliseconds of such a pass.
+// streaming stores then also pay for writing those zeros back, which makes them slower than normal stores there.
+// Checking costs one mincore call, microseconds against the milliseconds of such a pass.
 bool pages_resident(const void* p, int64_t n) {
 #if defined(__linux__)
   static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
