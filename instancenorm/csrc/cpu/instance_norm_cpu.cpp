@@ -35,7 +35,7 @@ namespace {
 
 using at::vec::Vectorized;
 
-constexpr int64_t kChunk = 2048;        // elements per chunk: 8 KiB of float stays in L1 between passes
+constexpr int64_t kChunk = 2048;  // elements per chunk: 8 KiB of float stays in L1 between passes
 // NHWC chunks are bigger: their per-channel work (a division and a merge per channel) is paid once per chunk, and
 // an L1-sized chunk of many channels has so few rows that this work would outweigh the data's. 64 KiB stays in L2.
 constexpr int64_t kRowsChunk = 16384;
@@ -119,7 +119,8 @@ const A* as_acc(const T* src, int64_t n, A* buf) {
 // Where a chunk's result goes before it lands in out: out itself, or buf to be converted by store_from.
 template <typename T, typename A>
 A* result_ptr(T* out, A* buf) {
-  if constexpr (std::is_same_v<T, A>) return out; else return buf;
+  if constexpr (std::is_same_v<T, A>) return out;
+  else return buf;
 }
 template <typename T, typename A>
 void store_from(const A* result, T* out, int64_t n) {
@@ -380,9 +381,8 @@ void forward_contiguous(const ForwardArgs& args) {
       N * C, M, 1, kChunk, buffers * kChunk,
       [&](int64_t p, int64_t begin, int64_t end, A* buf) {
         Moments m;
-        for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-          m.add(contiguous_moments(as_acc(x + p * M + i, n, buf), n));
-        });
+        for_chunks(begin, end, kChunk,
+                   [&](int64_t i, int64_t n) { m.add(contiguous_moments(as_acc(x + p * M + i, n, buf), n)); });
         return m;
       },
       [&](int64_t p, const Moments& m) { coef.set(p, m, args); },

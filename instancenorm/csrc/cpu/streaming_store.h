@@ -79,9 +79,11 @@ inline void store_vector(A* p, const Vectorized<A>& v, int64_t cnt, bool stream)
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
   if (stream && cnt == Vectorized<A>::size()) {
 #if defined(CPU_CAPABILITY_AVX512)
-    if constexpr (std::is_same_v<A, float>) _mm512_stream_ps(p, v); else _mm512_stream_pd(p, v);
+    if constexpr (std::is_same_v<A, float>) _mm512_stream_ps(p, v);
+    else _mm512_stream_pd(p, v);
 #else
-    if constexpr (std::is_same_v<A, float>) _mm256_stream_ps(p, v); else _mm256_stream_pd(p, v);
+    if constexpr (std::is_same_v<A, float>) _mm256_stream_ps(p, v);
+    else _mm256_stream_pd(p, v);
 #endif
     return;
   }

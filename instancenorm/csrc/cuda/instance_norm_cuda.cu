@@ -34,8 +34,8 @@
 namespace instancenorm {
 namespace {
 
-constexpr int kThreads = 256;     // per block, in every launch (bx * by)
-constexpr int kBatchBytes = 32;   // per thread and step: two 16-byte loads in flight per thread, not one
+constexpr int kThreads = 256;    // per block, in every launch (bx * by)
+constexpr int kBatchBytes = 32;  // per thread and step: two 16-byte loads in flight per thread, not one
 
 template <typename T>
 constexpr int kBatch = kBatchBytes / sizeof(T);
@@ -47,7 +47,10 @@ struct Moments {
   A v[K];  // count, mean, m2
   __device__ void merge(const Moments& o) {
     if (o.v[0] == A(0)) return;  // also keeps 0 * inf (huge means) out of empty merges
-    if (v[0] == A(0)) { *this = o; return; }
+    if (v[0] == A(0)) {
+      *this = o;
+      return;
+    }
     const A n = v[0] + o.v[0];
     const A w = o.v[0] / n;
     const A d = o.v[1] - v[1];
@@ -97,7 +100,9 @@ __device__ __forceinline__ Moments<A> moments(const A (&x)[K]) {
 }
 
 template <typename T, int K>
-struct alignas(sizeof(T) * K) Pack { T v[K]; };
+struct alignas(sizeof(T) * K) Pack {
+  T v[K];
+};
 
 // K elements at off, off + stride, ...; stride == 1 means contiguous and aligned to the pack (see make_unit).
 template <int K, typename T, typename A>
@@ -237,10 +242,9 @@ __device__ __forceinline__ double rsqrt_(double v) { return rsqrt(v); }
 // apply_pass == false: reduce (and, when gridDim.y == 1, finalize and apply); true: combine partials, apply.
 template <typename T, typename A = at::opmath_type<T>>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const T* x, T* y, const A* __restrict__ weight, const A* __restrict__ bias,
-                   A* __restrict__ mean_out, A* __restrict__ rstd_out, A* __restrict__ var_out,
-                   A* __restrict__ mean_lo_out, A* workspace, IndexMap map, A eps, A inv_M,
-                   bool apply_pass) {
+    forward_kernel(const T* x, T* y, const A* __restrict__ weight, const A* __restrict__ bias, A* __restrict__ mean_out,
+                   A* __restrict__ rstd_out, A* __restrict__ var_out, A* __restrict__ mean_lo_out, A* workspace,
+                   IndexMap map, A eps, A inv_M, bool apply_pass) {
   constexpr int V = kBatch<T>;
   __shared__ Moments<A> warp_partials[kThreads];
   __shared__ A coef[3][32];
@@ -306,9 +310,8 @@ template <typename T, typename A = at::opmath_type<T>>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
                     const A* __restrict__ mean_in, const A* __restrict__ mean_lo_in, const A* __restrict__ rstd_in,
-                    const A* __restrict__ weight,
-                    A* __restrict__ dweight, A* __restrict__ dbias, A* workspace, IndexMap map, A inv_M,
-                    bool apply_pass) {
+                    const A* __restrict__ weight, A* __restrict__ dweight, A* __restrict__ dbias, A* workspace,
+                    IndexMap map, A inv_M, bool apply_pass) {
   constexpr int V = kBatch<T>;
   __shared__ GradSums<A> warp_partials[kThreads];
   __shared__ A coef[3][32];
@@ -436,8 +439,7 @@ void forward_cuda(const ForwardArgs& a) {
       forward_kernel<scalar_t><<<p.grid, p.block, 0, stream>>>(
           x, y, a.weight.const_data_ptr<A>(), a.bias.const_data_ptr<A>(), a.mean.mutable_data_ptr<A>(),
           a.inv_std.mutable_data_ptr<A>(), a.var.mutable_data_ptr<A>(), a.mean_lo.mutable_data_ptr<A>(), workspace,
-          p.map, static_cast<A>(a.eps),
-          static_cast<A>(1.0 / static_cast<double>(a.g.M)), pass == 1);
+          p.map, static_cast<A>(a.eps), static_cast<A>(1.0 / static_cast<double>(a.g.M)), pass == 1);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
@@ -456,9 +458,8 @@ void backward_cuda(const BackwardArgs& a) {
     for (int pass = 0; pass < 1 + (p.nsplit > 1); ++pass) {
       backward_kernel<scalar_t><<<p.grid, p.block, 0, stream>>>(
           dy, x, dx, a.mean.const_data_ptr<A>(), a.mean_lo.const_data_ptr<A>(), a.inv_std.const_data_ptr<A>(),
-          a.weight.const_data_ptr<A>(),
-          a.dweight.mutable_data_ptr<A>(), a.dbias.mutable_data_ptr<A>(), workspace, p.map,
-          static_cast<A>(1.0 / static_cast<double>(a.g.M)), pass == 1);
+          a.weight.const_data_ptr<A>(), a.dweight.mutable_data_ptr<A>(), a.dbias.mutable_data_ptr<A>(), workspace,
+          p.map, static_cast<A>(1.0 / static_cast<double>(a.g.M)), pass == 1);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
