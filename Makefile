@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch/torchvision pinned to the releases this project is built and measured with.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
-KERNEL_SOURCES := setup.py pyproject.toml $(wildcard instancenorm/csrc/*.h instancenorm/csrc/*.cpp instancenorm/csrc/*/*.cpp instancenorm/csrc/*/*.cu)
+KERNEL_SOURCES := setup.py pyproject.toml $(wildcard instancenorm/csrc/*.h instancenorm/csrc/*.cpp instancenorm/csrc/*/*.h instancenorm/csrc/*/*.cpp instancenorm/csrc/*/*.cu)
 
 .PHONY: setup demo samples test check-grad weights clean
 

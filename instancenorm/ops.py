@@ -2,12 +2,13 @@
 
 The kernels themselves are registered from C++: csrc/bindings.cpp defines the schemas, each backend file its
 implementation, and csrc/autograd.cpp the backward of `forward` and the version bumps and autograd refusals of the
-inference ops (in C++ because the Python wrapper cost ~0.1 ms per call, see there). Here they learn to run under
-torch.compile / FakeTensor.
+inference ops (in C++ because a Python wrapper's fixed cost per call is a large share of a small call, see there).
+Here they learn to run under torch.compile / FakeTensor.
 
-forward(input, weight, bias, eps) returns (y, mean, inv_std, var, mean_lo): mean + mean_lo is the mean to twice the
-statistics' precision (pass mean_lo to backward to keep a large-offset gradient as exact as the forward), var the
-biased variance.
+forward_op(input, weight, bias, eps) returns (y, mean, inv_std, var, mean_lo): mean + mean_lo is the mean to twice
+the statistics' precision (pass mean_lo to backward_op to keep a large-offset gradient as exact as the forward), var
+the biased variance. The *_op names are the handles of the ops instancenorm::forward, backward, normalize_ and
+normalize_out.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from instancenorm.reference import stats_dtype
+from instancenorm.dtypes import stats_dtype
 
-forward = torch.ops.instancenorm.forward.default
-backward = torch.ops.instancenorm.backward.default
-normalize_ = torch.ops.instancenorm.normalize_.default
-normalize_out = torch.ops.instancenorm.normalize_out.default
+forward_op = torch.ops.instancenorm.forward.default
+backward_op = torch.ops.instancenorm.backward.default
+normalize_op_ = torch.ops.instancenorm.normalize_.default
+normalize_out_op = torch.ops.instancenorm.normalize_out.default
 
 
 def is_channels_last(x: Tensor) -> bool:
@@ -81,8 +82,8 @@ def instance_norm(
     buffer saves allocating (and page-faulting in) an output per call.
     """
     if out is None:
-        return forward(input, weight, bias, eps)[0]
-    normalize_out(input, weight, bias, eps, out=out)
+        return forward_op(input, weight, bias, eps)[0]
+    normalize_out_op(input, weight, bias, eps, out=out)
     return out
 
 
@@ -93,5 +94,5 @@ def instance_norm_(input: Tensor, weight: Tensor | None = None, bias: Tensor | N
     Not differentiable: refuses an argument that requires grad while autograd is recording, and bumps input's
     version, so a graph that saved input fails in backward as after any in-place op.
     """
-    normalize_(input, weight, bias, eps)
+    normalize_op_(input, weight, bias, eps)
     return input

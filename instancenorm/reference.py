@@ -9,17 +9,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from instancenorm.dtypes import stats_dtype
+
 
 def _per_instance(param: Tensor | None, n: int, c: int, fill: float, like: Tensor) -> Tensor:
     """weight/bias as an (N, C) tensor: per-channel parameters are shared by every sample."""
     if param is None:
         return torch.full((n, c), fill, dtype=like.dtype, device=like.device)
     return param.to(like.dtype).expand(n, c)
-
-
-def stats_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of mean / inv_std for an input dtype: float64 stays, everything else accumulates in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:

@@ -91,9 +91,12 @@ def check_grad(
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON for scripts.")] = False,
 ) -> None:
     """Prove the instance-norm kernels: gradcheck in float64 and comparison with a float64 reference."""
-    from styler import check_grad as run
+    from instancenorm import check
 
-    ok = run.main(device=device, json_output=json_output)
+    try:
+        ok = check.print_report(device=device, json_output=json_output)
+    except check.DeviceError as error:
+        raise StylerError(str(error)) from None
     raise typer.Exit(0 if ok else 1)
 
 

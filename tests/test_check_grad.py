@@ -1,16 +1,18 @@
-"""`styler check-grad`: its verdicts, its output formats and its errors."""
+"""instancenorm.check and `styler check-grad`, which prints it: verdicts, output formats and errors."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 import instancenorm
-from instancenorm import reference
-from styler import check_grad
+from instancenorm import check, reference
 from styler.cli import app
 
 runner = CliRunner()
@@ -55,10 +57,21 @@ class NaiveGradient(torch.autograd.Function):
 
 def test_check_grad_fails_on_a_wrong_backward(monkeypatch):
     monkeypatch.setattr(instancenorm, "instance_norm", lambda x, *affine, eps: NaiveGradient.apply(x, *affine))
-    rows = check_grad.run_checks("cpu")
+    rows = check.run_checks("cpu")
     failed = {row.check for row in rows if not row.passed}
     assert "gradcheck (x, w, b)" in failed and "backward (dx, dw, db) vs reference" in failed
     assert runner.invoke(app, ["check-grad", "--device", "cpu"]).exit_code == 1
+
+
+def test_bad_device_is_a_plain_error():
+    with pytest.raises(check.DeviceError, match="must be cpu, cuda or all, not 'tpu'"):
+        check.run_checks("tpu")
+
+
+def test_check_does_not_import_styler():
+    """instancenorm sits below styler: its check runs without styler."""
+    code = "import sys, instancenorm.check; assert not any(m.startswith('styler') for m in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
 
 def test_bad_device_is_a_user_error():

@@ -22,10 +22,8 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 from instancenorm import reference
-from instancenorm.ops import instance_norm, is_channels_last
-
-forward_op = torch.ops.instancenorm.forward
-backward_op = torch.ops.instancenorm.backward
+from instancenorm.dtypes import stats_dtype
+from instancenorm.ops import backward_op, forward_op, instance_norm, is_channels_last
 
 
 @dataclass(frozen=True)
@@ -237,8 +235,7 @@ def _check_forward(p: Problem, x, weight, bias, result) -> None:
         assert is_channels_last(y)
     else:
         assert y.is_contiguous()
-    stats_dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
-    assert mean.dtype == inv_std.dtype == stats_dtype and mean.shape == inv_std.shape == x.shape[:2]
+    assert mean.dtype == inv_std.dtype == stats_dtype(p.dtype) and mean.shape == inv_std.shape == x.shape[:2]
 
     x64 = x.double()
     w64, b64 = (None if t is None else t.double() for t in (weight, bias))

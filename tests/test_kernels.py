@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import instancenorm
 from instancenorm import reference
+from instancenorm.dtypes import stats_dtype
 from instancenorm.testing import CHECK_CASES, Case
 
 cuda_only = pytest.mark.skipif(
@@ -123,7 +124,7 @@ REFERENCE = 16 * 2.0**-53
 
 def gradient_bounds(dtype, x64, dy64, w64, mean64, inv_std64):
     """(dx, dweight, dbias) bounds for the float64 reference computed from these float64 values."""
-    acc = reference.stats_dtype(dtype)
+    acc = stats_dtype(dtype)
     n, c = x64.shape[:2]
     xhat = ((_planes(x64) - mean64[..., None]) * inv_std64[..., None]).abs()
     dy = _planes(dy64).abs()

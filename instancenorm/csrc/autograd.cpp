@@ -3,9 +3,9 @@
 // normalize_ and normalize_out: they bump the version of what they write, so a graph that saved it fails in backward
 // as after any in-place op, and they refuse to run where autograd would need to record them.
 //
-// Why C++ and not torch.library.register_autograd in Python: the Python wrapper costs ~0.1 ms per forward+backward
-// (a 1x4x2x2 input: 0.134 ms through it, 0.075 ms here, torch's own instance norm 0.117 ms), and at 8 MB
-// activations ~0.15 ms, 12 % of the whole call (16x128x32x32 at 2 threads: 1.34 -> 1.21 ms).
+// Why C++ and not torch.library.register_autograd in Python: the Python wrapper's fixed cost per forward+backward
+// is more than the kernels' own time on small inputs, and still a noticeable share of a memory-bound call on the
+// network's activations (docs/benchmarks.md has the measurements).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/VariableTypeUtils.h>
@@ -27,10 +27,9 @@ using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using OptionalTensor = std::optional<at::Tensor>;
 
 Outputs call_forward(const at::Tensor& input, const OptionalTensor& weight, const OptionalTensor& bias, double eps) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("instancenorm::forward", "")
-          .typed<Outputs(const at::Tensor&, const OptionalTensor&, const OptionalTensor&, double)>();
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("instancenorm::forward", "")
+                             .typed<Outputs(const at::Tensor&, const OptionalTensor&, const OptionalTensor&, double)>();
   return op.call(input, weight, bias, eps);
 }
 
@@ -44,10 +43,9 @@ Grads call_backward(const at::Tensor& grad_output, const at::Tensor& input, cons
 }
 
 void call_normalize_(const at::Tensor& input, const OptionalTensor& weight, const OptionalTensor& bias, double eps) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("instancenorm::normalize_", "")
-          .typed<void(const at::Tensor&, const OptionalTensor&, const OptionalTensor&, double)>();
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("instancenorm::normalize_", "")
+                             .typed<void(const at::Tensor&, const OptionalTensor&, const OptionalTensor&, double)>();
   op.call(input, weight, bias, eps);
 }
 
@@ -92,8 +90,7 @@ class InstanceNormFunction : public torch::autograd::Function<InstanceNormFuncti
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &input = saved[0], &weight = saved[1], &mean = saved[2], &inv_std = saved[3],
-                     &mean_lo = saved[4];
+    const at::Tensor &input = saved[0], &weight = saved[1], &mean = saved[2], &inv_std = saved[3], &mean_lo = saved[4];
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     const at::Tensor& grad_y = grads[0];
     if (!grad_y.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};  // y was not used
@@ -125,7 +122,8 @@ class InstanceNormBackwardFunction : public torch::autograd::Function<InstanceNo
   }
 
   static variable_list backward(AutogradContext* /*ctx*/, variable_list /*grads*/) {
-    TORCH_CHECK(false, "instancenorm: double backward (differentiating a gradient of instance_norm) is not "
+    TORCH_CHECK(false,
+                "instancenorm: double backward (differentiating a gradient of instance_norm) is not "
                 "supported");
   }
 };
@@ -148,7 +146,8 @@ bool has_forward_grad(const T& arg) {
 // output with its tangent silently dropped.
 template <typename... Args>
 void refuse_forward_ad(const char* op, const Args&... args) {
-  TORCH_CHECK(!(has_forward_grad(args) || ...), "instancenorm.", op, ": forward-mode AD (torch.autograd.forward_ad, "
+  TORCH_CHECK(!(has_forward_grad(args) || ...), "instancenorm.", op,
+              ": forward-mode AD (torch.autograd.forward_ad, "
               "torch.func.jvp / jacfwd) is not supported; use instancenorm.reference.instance_norm for it");
 }
 
@@ -162,7 +161,12 @@ Result record_or_call(const Call& call, const Args&... args) {
   }
   const variable_list outputs = Function::apply(args...);
   Result result;
-  std::apply([&](auto&... out) { size_t i = 0; ((out = outputs[i++]), ...); }, result);
+  std::apply(
+      [&](auto&... out) {
+        size_t i = 0;
+        ((out = outputs[i++]), ...);
+      },
+      result);
   return result;
 }
 
@@ -193,12 +197,12 @@ void refuse_autograd(const char* op, const at::Tensor& input, const OptionalTens
                      const OptionalTensor& bias) {
   refuse_forward_ad(op, input, weight, bias);
   TORCH_CHECK(!(at::GradMode::is_enabled() && (wants_grad(input) || wants_grad(weight) || wants_grad(bias))),
-              "instancenorm.", op, " is for inference and not differentiable, but an argument requires grad: use "
+              "instancenorm.", op,
+              " is for inference and not differentiable, but an argument requires grad: use "
               "instancenorm.instance_norm (without out=) where gradients are needed");
 }
 
-void normalize_autograd(const at::Tensor& input, const OptionalTensor& weight, const OptionalTensor& bias,
-                        double eps) {
+void normalize_autograd(const at::Tensor& input, const OptionalTensor& weight, const OptionalTensor& bias, double eps) {
   check_writable(input, "normalize_");
   refuse_autograd("normalize_", input, weight, bias);
   c10::impl::ExcludeDispatchKeyGuard no_autograd(c10::autograd_dispatch_keyset);

@@ -45,8 +45,10 @@ at::Tensor dense_layout(const at::Tensor& x, bool* channels_last) {
 }
 
 Geometry check_input(const at::Tensor& x, const char* op) {
-  TORCH_CHECK(x.dim() >= 3, "instancenorm.", op, ": expected input of shape (N, C, *spatial) with at least 3 "
-              "dims, got ", x.sizes());
+  TORCH_CHECK(x.dim() >= 3, "instancenorm.", op,
+              ": expected input of shape (N, C, *spatial) with at least 3 "
+              "dims, got ",
+              x.sizes());
   const auto dtype = x.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
               "instancenorm.", op, ": expected a float32, float64, float16 or bfloat16 input, got ", dtype);
@@ -64,20 +66,19 @@ at::Tensor affine_nc(const std::optional<at::Tensor>& param, const at::Tensor& x
   const auto options = x.options().dtype(stats_dtype(x.scalar_type()));
   if (!param.has_value() || !param->defined()) return at::full({g.N, g.C}, fill, options);
   const at::Tensor& p = *param;
-  TORCH_CHECK(p.device() == x.device(), "instancenorm: ", name, " is on ", p.device(), " but input is on ",
-              x.device());
+  TORCH_CHECK(p.device() == x.device(), "instancenorm: ", name, " is on ", p.device(), " but input is on ", x.device());
   TORCH_CHECK(at::isFloatingType(p.scalar_type()), "instancenorm: ", name, " must be floating point, got ",
               p.scalar_type());
   const bool per_channel = p.dim() == 1 && p.size(0) == g.C;
   const bool per_sample = p.dim() == 2 && p.size(0) == g.N && p.size(1) == g.C;
-  TORCH_CHECK(per_channel || per_sample, "instancenorm: ", name, " must have shape (C,) = (", g.C,
-              ",) or (N, C) = (", g.N, ", ", g.C, "), got ", p.sizes());
+  TORCH_CHECK(per_channel || per_sample, "instancenorm: ", name, " must have shape (C,) = (", g.C, ",) or (N, C) = (",
+              g.N, ", ", g.C, "), got ", p.sizes());
   return p.to(options.dtype()).expand({g.N, g.C}).contiguous();
 }
 
 void check_stats(const at::Tensor& s, const at::Tensor& x, const Geometry& g, const char* name) {
-  TORCH_CHECK(s.device() == x.device(), "instancenorm.backward: ", name, " is on ", s.device(),
-              " but input is on ", x.device());
+  TORCH_CHECK(s.device() == x.device(), "instancenorm.backward: ", name, " is on ", s.device(), " but input is on ",
+              x.device());
   TORCH_CHECK(s.dim() == 2 && s.size(0) == g.N && s.size(1) == g.C, "instancenorm.backward: ", name,
               " must have shape (N, C) = (", g.N, ", ", g.C, "), got ", s.sizes());
   TORCH_CHECK(s.scalar_type() == stats_dtype(x.scalar_type()), "instancenorm.backward: ", name, " must be ",
@@ -86,9 +87,7 @@ void check_stats(const at::Tensor& s, const at::Tensor& x, const Geometry& g, co
 
 }  // namespace
 
-at::ScalarType stats_dtype(at::ScalarType input_dtype) {
-  return input_dtype == at::kDouble ? at::kDouble : at::kFloat;
-}
+at::ScalarType stats_dtype(at::ScalarType input_dtype) { return input_dtype == at::kDouble ? at::kDouble : at::kFloat; }
 
 namespace {
 
@@ -134,7 +133,8 @@ Outputs forward_impl(const at::Tensor& input, const std::optional<at::Tensor>& w
 void normalize_impl(const at::Tensor& input, const std::optional<at::Tensor>& weight,
                     const std::optional<at::Tensor>& bias, double eps, ForwardKernel kernel) {
   ForwardArgs a = prepare_forward(input, weight, bias, eps, "normalize_");
-  TORCH_CHECK(a.x.is_same(input), "instancenorm.normalize_: input must be contiguous or channels_last to be "
+  TORCH_CHECK(a.x.is_same(input),
+              "instancenorm.normalize_: input must be contiguous or channels_last to be "
               "normalized in place");
   a.y = a.x;  // every kernel reads an element (or its chunk) before writing the same place
   run_forward(a, kernel);
@@ -144,29 +144,32 @@ void normalize_out_impl(const at::Tensor& input, const std::optional<at::Tensor>
                         const std::optional<at::Tensor>& bias, double eps, const at::Tensor& out,
                         ForwardKernel kernel) {
   ForwardArgs a = prepare_forward(input, weight, bias, eps, "normalize_out");
-  TORCH_CHECK(out.sizes() == input.sizes() && out.scalar_type() == input.scalar_type() &&
-                  out.device() == input.device(),
-              "instancenorm.normalize_out: out must be a ", input.scalar_type(), " tensor of shape ", input.sizes(),
-              " on ", input.device(), ", got ", out.scalar_type(), " ", out.sizes(), " on ", out.device());
+  TORCH_CHECK(
+      out.sizes() == input.sizes() && out.scalar_type() == input.scalar_type() && out.device() == input.device(),
+      "instancenorm.normalize_out: out must be a ", input.scalar_type(), " tensor of shape ", input.sizes(), " on ",
+      input.device(), ", got ", out.scalar_type(), " ", out.sizes(), " on ", out.device());
   // The kernels write out in the layout they read x in; a strided input is read from a contiguous copy.
-  TORCH_CHECK(same_layout(a.x, out), "instancenorm.normalize_out: out must have the memory format the "
-              "input is read in (", a.g.channels_last ? "channels_last" : "contiguous", "), got strides ",
-              out.strides());
+  TORCH_CHECK(same_layout(a.x, out),
+              "instancenorm.normalize_out: out must have the memory format the "
+              "input is read in (",
+              a.g.channels_last ? "channels_last" : "contiguous", "), got strides ", out.strides());
   at::assert_no_partial_overlap(out, a.x);  // out may be the input itself (in place), but not part of it
   a.y = out;
   run_forward(a, kernel);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
-    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& mean_lo, BackwardKernel kernel) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_output, const at::Tensor& input,
+                                                             const at::Tensor& mean, const at::Tensor& inv_std,
+                                                             const std::optional<at::Tensor>& weight,
+                                                             const std::optional<at::Tensor>& mean_lo,
+                                                             BackwardKernel kernel) {
   Geometry g = check_input(input, "backward");
   TORCH_CHECK(grad_output.sizes() == input.sizes(), "instancenorm.backward: grad_output has shape ",
               grad_output.sizes(), " but input has ", input.sizes());
   TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), "instancenorm.backward: grad_output is ",
               grad_output.scalar_type(), " but input is ", input.scalar_type());
-  TORCH_CHECK(grad_output.device() == input.device(), "instancenorm.backward: grad_output is on ",
-              grad_output.device(), " but input is on ", input.device());
+  TORCH_CHECK(grad_output.device() == input.device(), "instancenorm.backward: grad_output is on ", grad_output.device(),
+              " but input is on ", input.device());
   check_stats(mean, input, g, "mean");
   check_stats(inv_std, input, g, "inv_std");
   const bool has_mean_lo = mean_lo.has_value() && mean_lo->defined();

@@ -32,28 +32,28 @@ struct Geometry {
 
 struct ForwardArgs {
   Geometry g;
-  at::Tensor x;          // dense in g's layout, dtype T
-  at::Tensor weight;     // (N, C) contiguous, stats dtype
-  at::Tensor bias;       // (N, C) contiguous, stats dtype
+  at::Tensor x;       // dense in g's layout, dtype T
+  at::Tensor weight;  // (N, C) contiguous, stats dtype
+  at::Tensor bias;    // (N, C) contiguous, stats dtype
   double eps;
-  at::Tensor y;          // like x
-  at::Tensor mean;       // (N, C) stats dtype
-  at::Tensor inv_std;    // (N, C) stats dtype
-  at::Tensor var;        // (N, C) stats dtype
-  at::Tensor mean_lo;    // (N, C) stats dtype: exact mean - mean
+  at::Tensor y;        // like x
+  at::Tensor mean;     // (N, C) stats dtype
+  at::Tensor inv_std;  // (N, C) stats dtype
+  at::Tensor var;      // (N, C) stats dtype
+  at::Tensor mean_lo;  // (N, C) stats dtype: exact mean - mean
 };
 
 struct BackwardArgs {
   Geometry g;
-  at::Tensor dy;         // same layout and dtype as x
+  at::Tensor dy;  // same layout and dtype as x
   at::Tensor x;
-  at::Tensor mean;       // (N, C) stats dtype
-  at::Tensor mean_lo;    // (N, C) stats dtype, zeros when the caller has none
-  at::Tensor inv_std;    // (N, C) stats dtype
-  at::Tensor weight;     // (N, C) contiguous, stats dtype
-  at::Tensor dx;         // like x
-  at::Tensor dweight;    // (N, C) stats dtype: sum(dy * xhat) per instance
-  at::Tensor dbias;      // (N, C) stats dtype: sum(dy) per instance
+  at::Tensor mean;     // (N, C) stats dtype
+  at::Tensor mean_lo;  // (N, C) stats dtype, zeros when the caller has none
+  at::Tensor inv_std;  // (N, C) stats dtype
+  at::Tensor weight;   // (N, C) contiguous, stats dtype
+  at::Tensor dx;       // like x
+  at::Tensor dweight;  // (N, C) stats dtype: sum(dy * xhat) per instance
+  at::Tensor dbias;    // (N, C) stats dtype: sum(dy) per instance
 };
 
 using ForwardKernel = void (*)(const ForwardArgs&);
@@ -64,9 +64,8 @@ using BackwardKernel = void (*)(const BackwardArgs&);
 // Statistics are kept in float for float/half/bfloat16 inputs and in double for double inputs.
 at::ScalarType stats_dtype(at::ScalarType input_dtype);
 
-Outputs forward_impl(
-    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-    double eps, ForwardKernel kernel);
+Outputs forward_impl(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                     const std::optional<at::Tensor>& bias, double eps, ForwardKernel kernel);
 
 // In place, for inference: input is overwritten with the output; the statistics are not returned.
 void normalize_impl(const at::Tensor& input, const std::optional<at::Tensor>& weight,
@@ -75,18 +74,18 @@ void normalize_impl(const at::Tensor& input, const std::optional<at::Tensor>& we
 // Into out, for inference: out has the input's shape, dtype, device and (dense) memory format, and is either the
 // input itself or does not overlap it; the statistics are not returned.
 void normalize_out_impl(const at::Tensor& input, const std::optional<at::Tensor>& weight,
-                        const std::optional<at::Tensor>& bias, double eps, const at::Tensor& out,
-                        ForwardKernel kernel);
+                        const std::optional<at::Tensor>& bias, double eps, const at::Tensor& out, ForwardKernel kernel);
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
-    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& mean_lo, BackwardKernel kernel);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_output, const at::Tensor& input,
+                                                             const at::Tensor& mean, const at::Tensor& inv_std,
+                                                             const std::optional<at::Tensor>& weight,
+                                                             const std::optional<at::Tensor>& mean_lo,
+                                                             BackwardKernel kernel);
 
 // One typed entry point per op and kernel, for TORCH_LIBRARY_IMPL.
 template <ForwardKernel kernel>
-Outputs forward_op(
-    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-    double eps) {
+Outputs forward_op(const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                   const std::optional<at::Tensor>& bias, double eps) {
   return forward_impl(input, weight, bias, eps, kernel);
 }
 
@@ -103,9 +102,10 @@ void normalize_out_op(const at::Tensor& input, const std::optional<at::Tensor>& 
 }
 
 template <BackwardKernel kernel>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_op(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
-    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& mean_lo) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_op(const at::Tensor& grad_output, const at::Tensor& input,
+                                                           const at::Tensor& mean, const at::Tensor& inv_std,
+                                                           const std::optional<at::Tensor>& weight,
+                                                           const std::optional<at::Tensor>& mean_lo) {
   return backward_impl(grad_output, input, mean, inv_std, weight, mean_lo, kernel);
 }
 

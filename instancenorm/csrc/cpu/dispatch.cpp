@@ -16,10 +16,10 @@
 
 namespace instancenorm {
 
-#define INSTANCENORM_DECLARE_VARIANT(name)   \
-  namespace name {                           \
-  void forward(const ForwardArgs& args);     \
-  void backward(const BackwardArgs& args);   \
+#define INSTANCENORM_DECLARE_VARIANT(name) \
+  namespace name {                         \
+  void forward(const ForwardArgs& args);   \
+  void backward(const BackwardArgs& args); \
   }
 INSTANCENORM_DECLARE_VARIANT(DEFAULT)
 #ifdef INSTANCENORM_CPU_AVX2
@@ -46,8 +46,8 @@ Capability supported() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
 #ifdef INSTANCENORM_CPU_AVX512
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma")) {
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma")) {
     return Capability::kAvx512;
   }
 #endif
@@ -95,9 +95,7 @@ std::string cpu_capability() { return variant().name; }
 void forward_cpu(const ForwardArgs& args) { variant().forward(args); }
 void backward_cpu(const BackwardArgs& args) { variant().backward(args); }
 
-TORCH_LIBRARY_FRAGMENT(instancenorm, m) {
-  m.def("cpu_capability() -> str", &cpu_capability);
-}
+TORCH_LIBRARY_FRAGMENT(instancenorm, m) { m.def("cpu_capability() -> str", &cpu_capability); }
 
 TORCH_LIBRARY_IMPL(instancenorm, CPU, m) {
   m.impl("forward", &forward_op<forward_cpu>);

@@ -14,14 +14,6 @@
 #define CPU_CAPABILITY DEFAULT
 #endif
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-#if defined(__linux__)
-#include <sys/mman.h>
-#include <unistd.h>
-#endif
-
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -34,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/streaming_store.h"
 #include "instance_norm.h"
 
 namespace instancenorm {
@@ -42,13 +35,13 @@ namespace {
 
 using at::vec::Vectorized;
 
-constexpr int64_t kChunk = 2048;        // elements per chunk: 8 KiB of float stays in L1 between passes
-// NHWC chunks are bigger: their per-channel work (a division and a merge per channel) is paid once per chunk, so
-// with C = 128 an L1-sized chunk of 16 rows spent more time there than on the data. 64 KiB stays in L2.
+constexpr int64_t kChunk = 2048;  // elements per chunk: 8 KiB of float stays in L1 between passes
+// NHWC chunks are bigger: their per-channel work (a division and a merge per channel) is paid once per chunk, and
+// an L1-sized chunk of many channels has so few rows that this work would outweigh the data's. 64 KiB stays in L2.
 constexpr int64_t kRowsChunk = 16384;
 // ...but each channel sums its rows of a chunk one after another in float: with few channels an uncapped chunk is
-// thousands of rows long, and near a large offset (rows of -1e4) that lost 7e-6 of inv_std. 256 rows keep the
-// rounding at the NCHW path's level.
+// thousands of rows long, and a float sum that long loses digits near a large offset. 256 rows keep the rounding at
+// the NCHW path's level.
 constexpr int64_t kMaxRowsPerChunk = 256;
 
 int64_t nhwc_rows_per_chunk(int64_t C) { return std::clamp<int64_t>(kRowsChunk / C, 1, kMaxRowsPerChunk); }
@@ -126,7 +119,8 @@ const A* as_acc(const T* src, int64_t n, A* buf) {
 // Where a chunk's result goes before it lands in out: out itself, or buf to be converted by store_from.
 template <typename T, typename A>
 A* result_ptr(T* out, A* buf) {
-  if constexpr (std::is_same_v<T, A>) return out; else return buf;
+  if constexpr (std::is_same_v<T, A>) return out;
+  else return buf;
 }
 template <typename T, typename A>
 void store_from(const A* result, T* out, int64_t n) {
@@ -134,86 +128,6 @@ void store_from(const A* result, T* out, int64_t n) {
 }
 
 int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Outputs at least this big are written with streaming (non-temporal) stores when nothing in the kernel reads them
-// back. A normal store first reads each line from memory (read-for-ownership), a third more traffic for a
-// memory-bound pass. Measured here (2-core Xeon VM, 2 MiB L2 per core), forward+backward of a 33.5 MB activation:
-// NCHW 6.8 -> 5.0 ms, channels_last 8.8-9.1 -> 6.4-6.8 ms; of 16.8 MB in NCHW 2.6-3.3 -> 2.5 ms. At 8.4 MB
-// streaming was no faster and up to 10 % slower: there the output still fits in a cache the next layer reads it
-// from.
-constexpr int64_t kStreamMinBytes = int64_t(16) << 20;
-
-// Whether every page of [p, p + n) is mapped in. A fresh mapping is not (glibc's default for allocations above
-// 32 MiB, or a heap grown after a trim): the kernel zeroes each page on first touch, which leaves it in cache, and
-// streaming stores then also pay for writing those zeros back (a default-malloc forward of 33.5 MB went 15 -> 26
-// ms). Checking costs one mincore call, microseconds against the milliseconds of such a pass.
-bool pages_resident(const void* p, int64_t n) {
-#if defined(__linux__)
-  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
-  const uintptr_t end = reinterpret_cast<uintptr_t>(p) + uintptr_t(n);
-  std::vector<unsigned char> resident((end - begin + page - 1) / page);
-  if (mincore(reinterpret_cast<void*>(begin), end - begin, resident.data()) != 0) return false;
-  return std::all_of(resident.begin(), resident.end(), [](unsigned char r) { return r & 1; });
-#else
-  (void)p, (void)n;
-  return false;
-#endif
-}
-
-bool vector_aligned(const void* p, size_t vector_bytes) { return reinterpret_cast<uintptr_t>(p) % vector_bytes == 0; }
-
-template <typename T, typename A>
-bool stream_output(const at::Tensor& out, const at::Tensor& in, const Geometry& g) {
-  // In place (normalize_) the kernel has just read each line it writes, so there is no read-for-ownership to save.
-  // channels_last rows are stored vector by vector from their first channel: every vector is aligned only when C
-  // fills whole vectors (NCHW runs store their unaligned heads normally).
-  // NCHW stores start streaming at the first vector boundary, which elements reach only if out itself is
-  // element-aligned: a buffer such as torch.frombuffer(..., offset=1) never is, and a streaming store to an address
-  // off the vector boundary faults.
-  using Vec = Vectorized<A>;
-  const bool aligned = g.channels_last ? g.C % Vec::size() == 0 && vector_aligned(out.data_ptr(), sizeof(Vec))
-                                       : vector_aligned(out.data_ptr(), sizeof(A));
-  return std::is_same_v<T, A> && aligned && out.nbytes() >= kStreamMinBytes && out.data_ptr() != in.data_ptr() &&
-         pages_resident(out.data_ptr(), int64_t(out.nbytes()));
-}
-
-// v (cnt lanes) to p: a full vector with a streaming store when stream (p is then on a vector boundary), else a
-// normal store.
-template <typename A>
-inline void store_vector(A* p, const Vectorized<A>& v, int64_t cnt, bool stream) {
-#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-  if (stream && cnt == Vectorized<A>::size()) {
-#if defined(CPU_CAPABILITY_AVX512)
-    if constexpr (std::is_same_v<A, float>) _mm512_stream_ps(p, v); else _mm512_stream_pd(p, v);
-#else
-    if constexpr (std::is_same_v<A, float>) _mm256_stream_ps(p, v); else _mm256_stream_pd(p, v);
-#endif
-    return;
-  }
-#endif
-  v.store(p, cnt);
-}
-
-// out[i, i + cnt) = value(i, cnt) for i in [0, n), one vector at a time; with stream (out element-aligned, see
-// stream_output), the aligned vectors are written with streaming stores.
-template <typename A, typename F>
-void store_each_vector(A* out, int64_t n, bool stream, const F& value) {
-  using Vec = Vectorized<A>;
-  constexpr int64_t V = Vec::size();
-  const int64_t misaligned = int64_t(reinterpret_cast<uintptr_t>(out) % sizeof(Vec)) / int64_t(sizeof(A));
-  int64_t i = misaligned == 0 ? 0 : std::min(n, V - misaligned);
-  if (i > 0) value(0, i).store(out, i);
-  for (; i + V <= n; i += V) store_vector(out + i, value(i, V), V, stream);
-  if (i < n) value(i, n - i).store(out + i, n - i);
-}
-
-// Streaming stores are weakly ordered: each thread fences them before the threads join and others read the output.
-void fence_streaming_stores() {
-#if defined(__x86_64__)
-  _mm_sfence();
-#endif
-}
 
 // f(start, count) over [begin, end) in pieces of at most step: the L1-sized chunks every pass walks.
 template <typename F>
@@ -332,8 +246,8 @@ void for_channel_vectors(int64_t C, const F& f) {
 }
 
 // f(i, c, cnt) for every channel vector of every row, in memory order (i = r * C + c). Streaming the rows lets the
-// hardware prefetcher run ahead; walking one channel vector down the rows (stride C) left every load waiting on
-// memory (channels_last backward 2-4x slower).
+// hardware prefetcher run ahead; walking one channel vector down the rows (stride C) would leave every load waiting
+// on memory.
 template <typename A, typename F>
 void for_row_vectors(int64_t rows, int64_t C, const F& f) {
   for (int64_t r = 0; r < rows; ++r) for_channel_vectors<A>(C, [&](int64_t c, int64_t cnt) { f(r * C + c, c, cnt); });
@@ -428,61 +342,74 @@ struct ForwardCoefficients {
   }
 };
 
-// Backward: dx = a * (dy - mean_dy) + b * (x - mean), i.e. w * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)).
+// Backward: dx = dy_scale * (dy - mean_dy) + xc_scale * (x - mean), i.e.
+// w * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)).
 // Subtracting mean_dy before scaling keeps dx exactly 0 where dy is constant over the plane (H*W = 1 included).
 template <typename A>
 struct BackwardCoefficients {
-  std::vector<A> a, b, mean_dy;
-  explicit BackwardCoefficients(int64_t nc) : a(nc), b(nc), mean_dy(nc) {}
+  std::vector<A> dy_scale, xc_scale, mean_dy;
+  explicit BackwardCoefficients(int64_t nc) : dy_scale(nc), xc_scale(nc), mean_dy(nc) {}
   void set(int64_t i, const GradSums& s, const BackwardArgs& args, A* dweight, A* dbias) {
     const A inv_std = args.inv_std.data_ptr<A>()[i], w = args.weight.data_ptr<A>()[i];
     const A M = A(args.g.M);
     const A sum_dy_xhat = A(s.dy_xc) * inv_std;
     dweight[i] = sum_dy_xhat;
     dbias[i] = A(s.dy);
-    a[i] = w * inv_std;
-    b[i] = -a[i] * inv_std * sum_dy_xhat / M;
+    dy_scale[i] = w * inv_std;
+    xc_scale[i] = -dy_scale[i] * inv_std * sum_dy_xhat / M;
     mean_dy[i] = A(s.dy) / M;
   }
 };
 
+// ---- The kernels, one per direction and memory layout. ----
+// Contiguous (N, C, M): a unit is one (n, c) plane, walked in chunks of kChunk elements.
+// channels_last (N, M, C): a unit is one sample's (M, C) block, walked in chunks of whole rows.
+
 template <typename T>
-void forward_kernel(const ForwardArgs& args) {
+void forward_contiguous(const ForwardArgs& args) {
   using A = at::opmath_type<T>;
   using Vec = Vectorized<A>;
   const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
-  const bool channels_last = args.g.channels_last;
   const T* x = args.x.const_data_ptr<T>();
   T* y = args.y.mutable_data_ptr<T>();
-  ForwardCoefficients<A> k(N * C, args);
+  ForwardCoefficients<A> coef(N * C, args);
   constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
 
   const bool stream = stream_output<T, A>(args.y, args.x, args.g);
 
-  if (!channels_last) {
-    reduce_then_map<A, Moments>(
-        N * C, M, 1, kChunk, buffers * kChunk,
-        [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-          Moments m;
-          for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-            m.add(contiguous_moments(as_acc(x + p * M + i, n, buf), n));
+  reduce_then_map<A, Moments>(
+      N * C, M, 1, kChunk, buffers * kChunk,
+      [&](int64_t p, int64_t begin, int64_t end, A* buf) {
+        Moments m;
+        for_chunks(begin, end, kChunk,
+                   [&](int64_t i, int64_t n) { m.add(contiguous_moments(as_acc(x + p * M + i, n, buf), n)); });
+        return m;
+      },
+      [&](int64_t p, const Moments& m) { coef.set(p, m, args); },
+      [&](int64_t p, int64_t begin, int64_t end, A* buf) {
+        const Vec hi(coef.mean_hi[p]), lo(coef.mean_lo[p]), scale(coef.scale[p]), shift(coef.shift[p]);
+        for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
+          const A* x_acc = as_acc(x + p * M + i, n, buf);
+          A* y_acc = result_ptr(y + p * M + i, buf);
+          store_each_vector(y_acc, n, stream, [&](int64_t j, int64_t cnt) {
+            return at::vec::fmadd((Vec::loadu(x_acc + j, cnt) - hi) - lo, scale, shift);
           });
-          return m;
-        },
-        [&](int64_t p, const Moments& m) { k.set(p, m, args); },
-        [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-          const Vec hi(k.mean_hi[p]), lo(k.mean_lo[p]), scale(k.scale[p]), shift(k.shift[p]);
-          for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-            const A* xa = as_acc(x + p * M + i, n, buf);
-            A* ya = result_ptr(y + p * M + i, buf);
-            store_each_vector(ya, n, stream, [&](int64_t j, int64_t cnt) {
-              return at::vec::fmadd((Vec::loadu(xa + j, cnt) - hi) - lo, scale, shift);
-            });
-            store_from(ya, y + p * M + i, n);
-          });
+          store_from(y_acc, y + p * M + i, n);
         });
-    return;
-  }
+      });
+}
+
+template <typename T>
+void forward_channels_last(const ForwardArgs& args) {
+  using A = at::opmath_type<T>;
+  using Vec = Vectorized<A>;
+  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
+  const T* x = args.x.const_data_ptr<T>();
+  T* y = args.y.mutable_data_ptr<T>();
+  ForwardCoefficients<A> coef(N * C, args);
+  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
+
+  const bool stream = stream_output<T, A>(args.y, args.x, args.g);
 
   const int64_t rows_per_chunk = nhwc_rows_per_chunk(C);
   const int64_t chunk_elems = rows_per_chunk * C;
@@ -493,38 +420,37 @@ void forward_kernel(const ForwardArgs& args) {
         std::vector<A> scratch(3 * C);
         std::vector<double> chunk(2 * C);
         for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
-          const A* xa = as_acc(x + (n * M + r) * C, rows * C, buf);
-          rows_moments(xa, rows, C, m, scratch.data(), chunk.data());
+          const A* x_acc = as_acc(x + (n * M + r) * C, rows * C, buf);
+          rows_moments(x_acc, rows, C, m, scratch.data(), chunk.data());
         });
         return m;
       },
       [&](int64_t n, const ChannelMoments& m) {
-        for (int64_t c = 0; c < C; ++c) k.set(n * C + c, {m.count, m.mean[c], m.m2[c]}, args);
+        for (int64_t c = 0; c < C; ++c) coef.set(n * C + c, {m.count, m.mean[c], m.m2[c]}, args);
       },
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
-        const A* hi = k.mean_hi.data() + n * C;
-        const A* lo = k.mean_lo.data() + n * C;
-        const A* scale = k.scale.data() + n * C;
-        const A* shift = k.shift.data() + n * C;
+        const A* hi = coef.mean_hi.data() + n * C;
+        const A* lo = coef.mean_lo.data() + n * C;
+        const A* scale = coef.scale.data() + n * C;
+        const A* shift = coef.shift.data() + n * C;
         for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
-          const A* xa = as_acc(x + (n * M + r) * C, rows * C, buf);
-          A* ya = result_ptr(y + (n * M + r) * C, buf);
+          const A* x_acc = as_acc(x + (n * M + r) * C, rows * C, buf);
+          A* y_acc = result_ptr(y + (n * M + r) * C, buf);
           for_row_vectors<A>(rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
-            const Vec v = (Vec::loadu(xa + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
+            const Vec v = (Vec::loadu(x_acc + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
             const Vec out = at::vec::fmadd(v, Vec::loadu(scale + c, cnt), Vec::loadu(shift + c, cnt));
-            store_vector(ya + i, out, cnt, stream);
+            store_vector(y_acc + i, out, cnt, stream);
           });
-          store_from(ya, y + (n * M + r) * C, rows * C);
+          store_from(y_acc, y + (n * M + r) * C, rows * C);
         });
       });
 }
 
 template <typename T>
-void backward_kernel(const BackwardArgs& args) {
+void backward_contiguous(const BackwardArgs& args) {
   using A = at::opmath_type<T>;
   using Vec = Vectorized<A>;
   const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
-  const bool channels_last = args.g.channels_last;
   const T* x = args.x.const_data_ptr<T>();
   const T* dy = args.dy.const_data_ptr<T>();
   T* dx = args.dx.mutable_data_ptr<T>();
@@ -532,38 +458,55 @@ void backward_kernel(const BackwardArgs& args) {
   const A* saved_lo = args.mean_lo.const_data_ptr<A>();
   A* dweight = args.dweight.mutable_data_ptr<A>();
   A* dbias = args.dbias.mutable_data_ptr<A>();
-  BackwardCoefficients<A> k(N * C);
+  BackwardCoefficients<A> coef(N * C);
   constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 2;
 
   const bool stream = stream_output<T, A>(args.dx, args.x, args.g);
 
-  if (!channels_last) {
-    reduce_then_map<A, GradSums>(
-        N * C, M, 1, kChunk, buffers * kChunk,
-        [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-          GradSums s;
-          for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-            const A* ga = as_acc(dy + p * M + i, n, buf);
-            const A* xa = as_acc(x + p * M + i, n, buf + kChunk);
-            s.add(contiguous_grad_sums(ga, xa, n, saved_mean[p], saved_lo[p]));
-          });
-          return s;
-        },
-        [&](int64_t p, const GradSums& s) { k.set(p, s, args, dweight, dbias); },
-        [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-          const Vec hi(saved_mean[p]), lo(saved_lo[p]), ka(k.a[p]), kb(k.b[p]), mean_dy(k.mean_dy[p]);
-          for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-            const A* ga = as_acc(dy + p * M + i, n, buf);
-            const A* xa = as_acc(x + p * M + i, n, buf + kChunk);
-            A* out = result_ptr(dx + p * M + i, buf);
-            store_each_vector(out, n, stream, [&](int64_t j, int64_t cnt) {
-              return at::vec::fmadd(kb, (Vec::loadu(xa + j, cnt) - hi) - lo, ka * (Vec::loadu(ga + j, cnt) - mean_dy));
-            });
-            store_from(out, dx + p * M + i, n);
-          });
+  reduce_then_map<A, GradSums>(
+      N * C, M, 1, kChunk, buffers * kChunk,
+      [&](int64_t p, int64_t begin, int64_t end, A* buf) {
+        GradSums s;
+        for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
+          const A* dy_acc = as_acc(dy + p * M + i, n, buf);
+          const A* x_acc = as_acc(x + p * M + i, n, buf + kChunk);
+          s.add(contiguous_grad_sums(dy_acc, x_acc, n, saved_mean[p], saved_lo[p]));
         });
-    return;
-  }
+        return s;
+      },
+      [&](int64_t p, const GradSums& s) { coef.set(p, s, args, dweight, dbias); },
+      [&](int64_t p, int64_t begin, int64_t end, A* buf) {
+        const Vec hi(saved_mean[p]), lo(saved_lo[p]), dy_scale(coef.dy_scale[p]), xc_scale(coef.xc_scale[p]),
+            mean_dy(coef.mean_dy[p]);
+        for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
+          const A* dy_acc = as_acc(dy + p * M + i, n, buf);
+          const A* x_acc = as_acc(x + p * M + i, n, buf + kChunk);
+          A* dx_acc = result_ptr(dx + p * M + i, buf);
+          store_each_vector(dx_acc, n, stream, [&](int64_t j, int64_t cnt) {
+            return at::vec::fmadd(xc_scale, (Vec::loadu(x_acc + j, cnt) - hi) - lo,
+                                  dy_scale * (Vec::loadu(dy_acc + j, cnt) - mean_dy));
+          });
+          store_from(dx_acc, dx + p * M + i, n);
+        });
+      });
+}
+
+template <typename T>
+void backward_channels_last(const BackwardArgs& args) {
+  using A = at::opmath_type<T>;
+  using Vec = Vectorized<A>;
+  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
+  const T* x = args.x.const_data_ptr<T>();
+  const T* dy = args.dy.const_data_ptr<T>();
+  T* dx = args.dx.mutable_data_ptr<T>();
+  const A* saved_mean = args.mean.const_data_ptr<A>();
+  const A* saved_lo = args.mean_lo.const_data_ptr<A>();
+  A* dweight = args.dweight.mutable_data_ptr<A>();
+  A* dbias = args.dbias.mutable_data_ptr<A>();
+  BackwardCoefficients<A> coef(N * C);
+  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 2;
+
+  const bool stream = stream_output<T, A>(args.dx, args.x, args.g);
 
   const int64_t rows_per_chunk = nhwc_rows_per_chunk(C);
   const int64_t chunk_elems = rows_per_chunk * C;
@@ -574,47 +517,59 @@ void backward_kernel(const BackwardArgs& args) {
         std::vector<A> scratch(2 * C);
         for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
           const int64_t offset = (n * M + r) * C;
-          const A* ga = as_acc(dy + offset, rows * C, buf);
-          const A* xa = as_acc(x + offset, rows * C, buf + chunk_elems);
-          rows_grad_sums(ga, xa, rows, C, saved_mean + n * C, saved_lo + n * C, s, scratch.data());
+          const A* dy_acc = as_acc(dy + offset, rows * C, buf);
+          const A* x_acc = as_acc(x + offset, rows * C, buf + chunk_elems);
+          rows_grad_sums(dy_acc, x_acc, rows, C, saved_mean + n * C, saved_lo + n * C, s, scratch.data());
         });
         return s;
       },
       [&](int64_t n, const std::vector<GradSums>& s) {
-        for (int64_t c = 0; c < C; ++c) k.set(n * C + c, s[c], args, dweight, dbias);
+        for (int64_t c = 0; c < C; ++c) coef.set(n * C + c, s[c], args, dweight, dbias);
       },
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
         for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
           const int64_t offset = (n * M + r) * C;
-          const A* ga = as_acc(dy + offset, rows * C, buf);
-          const A* xa = as_acc(x + offset, rows * C, buf + chunk_elems);
-          A* out = result_ptr(dx + offset, buf);
+          const A* dy_acc = as_acc(dy + offset, rows * C, buf);
+          const A* x_acc = as_acc(x + offset, rows * C, buf + chunk_elems);
+          A* dx_acc = result_ptr(dx + offset, buf);
           const A* hi = saved_mean + n * C;
           const A* lo = saved_lo + n * C;
-          const A* ka = k.a.data() + n * C;
-          const A* kb = k.b.data() + n * C;
-          const A* mean_dy = k.mean_dy.data() + n * C;
+          const A* dy_scale = coef.dy_scale.data() + n * C;
+          const A* xc_scale = coef.xc_scale.data() + n * C;
+          const A* mean_dy = coef.mean_dy.data() + n * C;
           for_row_vectors<A>(rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
-            const Vec g = Vec::loadu(ga + i, cnt) - Vec::loadu(mean_dy + c, cnt);
-            const Vec v = (Vec::loadu(xa + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
-            store_vector(out + i, at::vec::fmadd(Vec::loadu(kb + c, cnt), v, Vec::loadu(ka + c, cnt) * g), cnt,
+            const Vec g = Vec::loadu(dy_acc + i, cnt) - Vec::loadu(mean_dy + c, cnt);
+            const Vec v = (Vec::loadu(x_acc + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
+            store_vector(dx_acc + i,
+                         at::vec::fmadd(Vec::loadu(xc_scale + c, cnt), v, Vec::loadu(dy_scale + c, cnt) * g), cnt,
                          stream);
           });
-          store_from(out, dx + offset, rows * C);
+          store_from(dx_acc, dx + offset, rows * C);
         });
       });
 }
 
 }  // namespace
 
+// One kernel per memory layout, chosen once per call.
 void forward(const ForwardArgs& args) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.x.scalar_type(), "instancenorm_forward_cpu",
-                                  [&] { forward_kernel<scalar_t>(args); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.x.scalar_type(), "instancenorm_forward_cpu", [&] {
+    if (args.g.channels_last) {
+      forward_channels_last<scalar_t>(args);
+    } else {
+      forward_contiguous<scalar_t>(args);
+    }
+  });
 }
 
 void backward(const BackwardArgs& args) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.x.scalar_type(), "instancenorm_backward_cpu",
-                                  [&] { backward_kernel<scalar_t>(args); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.x.scalar_type(), "instancenorm_backward_cpu", [&] {
+    if (args.g.channels_last) {
+      backward_channels_last<scalar_t>(args);
+    } else {
+      backward_contiguous<scalar_t>(args);
+    }
+  });
 }
 
 }  // namespace CPU_CAPABILITY

@@ -34,20 +34,23 @@
 namespace instancenorm {
 namespace {
 
-constexpr int kThreads = 256;     // per block, in every launch (bx * by)
-constexpr int kBatchBytes = 32;   // per thread and step: two 16-byte loads in flight per thread, not one
+constexpr int kThreads = 256;    // per block, in every launch (bx * by)
+constexpr int kBatchBytes = 32;  // per thread and step: two 16-byte loads in flight per thread, not one
 
 template <typename T>
 constexpr int kBatch = kBatchBytes / sizeof(T);
 
 // Running (count, mean, M2); a POD so that it can live in __shared__ arrays.
 template <typename A>
-struct Welford {
+struct Moments {
   static constexpr int K = 3;
   A v[K];  // count, mean, m2
-  __device__ void merge(const Welford& o) {
+  __device__ void merge(const Moments& o) {
     if (o.v[0] == A(0)) return;  // also keeps 0 * inf (huge means) out of empty merges
-    if (v[0] == A(0)) { *this = o; return; }
+    if (v[0] == A(0)) {
+      *this = o;
+      return;
+    }
     const A n = v[0] + o.v[0];
     const A w = o.v[0] / n;
     const A d = o.v[1] - v[1];
@@ -78,7 +81,7 @@ __device__ __forceinline__ A tree_sum(const A* t) {
 // Moments of K values. The mean is a pairwise sum of x/K (exact for constant data, cannot overflow); the
 // residual sum s1 then corrects both the mean and M2 (Chan, Golub & LeVeque's corrected two-pass).
 template <int K, typename A>
-__device__ __forceinline__ Welford<A> moments(const A (&x)[K]) {
+__device__ __forceinline__ Moments<A> moments(const A (&x)[K]) {
   constexpr A r = A(1) / A(K);
   A t[K];
 #pragma unroll
@@ -97,48 +100,50 @@ __device__ __forceinline__ Welford<A> moments(const A (&x)[K]) {
 }
 
 template <typename T, int K>
-struct alignas(sizeof(T) * K) Pack { T v[K]; };
+struct alignas(sizeof(T) * K) Pack {
+  T v[K];
+};
 
-// K elements at off, off + es, ...; es == 1 means contiguous and aligned to the pack (see make_unit).
+// K elements at off, off + stride, ...; stride == 1 means contiguous and aligned to the pack (see make_unit).
 template <int K, typename T, typename A>
-__device__ __forceinline__ void load(const T* __restrict__ p, int64_t off, int64_t es, A (&out)[K]) {
-  if (es == 1) {
+__device__ __forceinline__ void load(const T* __restrict__ p, int64_t off, int64_t stride, A (&out)[K]) {
+  if (stride == 1) {
     const Pack<T, K> t = *reinterpret_cast<const Pack<T, K>*>(p + off);
 #pragma unroll
     for (int k = 0; k < K; ++k) out[k] = static_cast<A>(t.v[k]);
   } else {
 #pragma unroll
-    for (int k = 0; k < K; ++k) out[k] = static_cast<A>(p[off + k * es]);
+    for (int k = 0; k < K; ++k) out[k] = static_cast<A>(p[off + k * stride]);
   }
 }
 
 template <int K, typename T, typename A>
-__device__ __forceinline__ void store(T* __restrict__ p, int64_t off, int64_t es, const A (&in)[K]) {
-  if (es == 1) {
+__device__ __forceinline__ void store(T* __restrict__ p, int64_t off, int64_t stride, const A (&in)[K]) {
+  if (stride == 1) {
     Pack<T, K> t;
 #pragma unroll
     for (int k = 0; k < K; ++k) t.v[k] = static_cast<T>(in[k]);
     *reinterpret_cast<Pack<T, K>*>(p + off) = t;
   } else {
 #pragma unroll
-    for (int k = 0; k < K; ++k) p[off + k * es] = static_cast<T>(in[k]);
+    for (int k = 0; k < K; ++k) p[off + k * stride] = static_cast<T>(in[k]);
   }
 }
 
-// Problem geometry, computed on the host.
-struct Layout {
+// Where a block's unit and its elements lie: the problem's geometry as the kernels index it, computed on the host.
+struct IndexMap {
   int64_t N, C, M;
   int64_t ctiles;  // units per sample: ceil(C / blockDim.x). NCHW is passed as N = 1, C = N * C
   bool channels_last;
   bool vec_ok;  // all data pointers agree modulo kBatchBytes, so one head length aligns them all
 };
 
-// This thread's share of its block's unit. Elements of the unit are x[base + i * es], i < M; they are
-// scalars [0, h), then nvec batches of V, then scalars [tail, M). Batches are split into contiguous ranges
+// This thread's share of its block's unit. Elements of the unit are x[base + i * stride], i < M; they are
+// scalars [0, head), then nvec batches of V, then scalars [tail, M). Batches are split into contiguous ranges
 // per split; the few scalars are dealt round-robin over all threads of all splits.
 struct Unit {
   int64_t n, c, nc;  // sample, channel, n * C + c
-  int64_t base, es, h, tail, nscalar;
+  int64_t base, stride, head, tail, nscalar;
   int64_t v0, v1;  // this split's batches
   int split, nsplit;
   bool valid;  // c < C (the last tile may be partial)
@@ -147,32 +152,32 @@ struct Unit {
 // apply_pass walks blocks in reverse launch order: the reduce pass finished with the highest blocks, whose
 // data is then most likely still in L2.
 template <int V, typename T>
-__device__ Unit make_unit(const Layout& L, const T* x, bool apply_pass) {
+__device__ Unit make_unit(const IndexMap& map, const T* x, bool apply_pass) {
   Unit u;
-  const int64_t bid = apply_pass ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+  const int64_t block = apply_pass ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
   u.nsplit = gridDim.y;
   u.split = apply_pass ? gridDim.y - 1 - blockIdx.y : blockIdx.y;
-  u.n = bid / L.ctiles;
-  u.c = (bid % L.ctiles) * blockDim.x + threadIdx.x;
-  u.valid = u.c < L.C;
-  u.nc = u.n * L.C + u.c;
-  if (L.channels_last) {
-    u.base = u.n * L.M * L.C + u.c;
-    u.es = L.C;
-    u.h = 0;
+  u.n = block / map.ctiles;
+  u.c = (block % map.ctiles) * blockDim.x + threadIdx.x;
+  u.valid = u.c < map.C;
+  u.nc = u.n * map.C + u.c;
+  if (map.channels_last) {
+    u.base = u.n * map.M * map.C + u.c;
+    u.stride = map.C;
+    u.head = 0;
   } else {
-    u.base = u.nc * L.M;
-    u.es = 1;
+    u.base = u.nc * map.M;
+    u.stride = 1;
     // Scalars up to the first batch-aligned address; without a common alignment everything is scalar.
-    const int64_t mis = static_cast<int64_t>(reinterpret_cast<uintptr_t>(x + u.base) / sizeof(T)) % V;
-    u.h = L.vec_ok ? min(L.M, (V - mis) % V) : L.M;
+    const int64_t misalignment = static_cast<int64_t>(reinterpret_cast<uintptr_t>(x + u.base) / sizeof(T)) % V;
+    u.head = map.vec_ok ? min(map.M, (V - misalignment) % V) : map.M;
   }
-  const int64_t nvec = (L.M - u.h) / V;
+  const int64_t nvec = (map.M - u.head) / V;
   const int64_t per = (nvec + u.nsplit - 1) / u.nsplit;
   u.v0 = min(nvec, u.split * per);
   u.v1 = min(nvec, u.v0 + per);
-  u.tail = u.h + nvec * V;
-  u.nscalar = u.h + (L.M - u.tail);
+  u.tail = u.head + nvec * V;
+  u.nscalar = u.head + (map.M - u.tail);
   return u;
 }
 
@@ -181,16 +186,16 @@ template <int V, typename F>
 __device__ __forceinline__ void visit(const Unit& u, F&& f) {
   if (!u.valid) return;
   for (int64_t v = u.v0 + threadIdx.y; v < u.v1; v += blockDim.y)
-    f(u.base + (u.h + v * V) * u.es, std::integral_constant<int, V>());
+    f(u.base + (u.head + v * V) * u.stride, std::integral_constant<int, V>());
   const int64_t stride = static_cast<int64_t>(u.nsplit) * blockDim.y;
   for (int64_t j = static_cast<int64_t>(u.split) * blockDim.y + threadIdx.y; j < u.nscalar; j += stride)
-    f(u.base + (j < u.h ? j : j - u.h + u.tail) * u.es, std::integral_constant<int, 1>());
+    f(u.base + (j < u.head ? j : j - u.head + u.tail) * u.stride, std::integral_constant<int, 1>());
 }
 
 // Merges s over threads with the same threadIdx.x (blockDim.x is a power of two <= 32, so those lanes differ
 // only in lane bits >= blockDim.x); the result is valid in the threads with threadIdx.y == 0.
 template <typename S>
-__device__ __forceinline__ S reduce_y(S s, S* red) {
+__device__ __forceinline__ S reduce_y(S s, S* warp_partials) {
   const int bx = blockDim.x;
   for (int off = 16; off >= bx; off >>= 1) {
     S o;
@@ -200,32 +205,32 @@ __device__ __forceinline__ S reduce_y(S s, S* red) {
   }
   const int tid = threadIdx.y * bx + threadIdx.x;
   const int lane = tid & 31, warp = tid >> 5, nwarps = (bx * blockDim.y) >> 5;
-  if (lane < bx) red[warp * bx + threadIdx.x] = s;  // lane < bx means lane == threadIdx.x
+  if (lane < bx) warp_partials[warp * bx + threadIdx.x] = s;  // lane < bx means lane == threadIdx.x
   __syncthreads();
   if (threadIdx.y == 0)
-    for (int w = 1; w < nwarps; ++w) s.merge(red[w * bx + threadIdx.x]);
+    for (int w = 1; w < nwarps; ++w) s.merge(warp_partials[w * bx + threadIdx.x]);
   return s;
 }
 
 // Workspace of split partials: field k of (n, split, c) at k * N * nsplit * C + (n * nsplit + split) * C + c.
-__device__ __forceinline__ int64_t ws_at(const Unit& u, const Layout& L, int split, int k) {
-  return (k * L.N + u.n) * u.nsplit * L.C + split * L.C + u.c;
+__device__ __forceinline__ int64_t workspace_index(const Unit& u, const IndexMap& map, int split, int k) {
+  return (k * map.N + u.n) * u.nsplit * map.C + split * map.C + u.c;
 }
 
 template <typename S, typename A>
-__device__ __forceinline__ void store_partial(const S& s, A* ws, const Unit& u, const Layout& L) {
+__device__ __forceinline__ void store_partial(const S& s, A* workspace, const Unit& u, const IndexMap& map) {
 #pragma unroll
-  for (int k = 0; k < S::K; ++k) ws[ws_at(u, L, u.split, k)] = s.v[k];
+  for (int k = 0; k < S::K; ++k) workspace[workspace_index(u, map, u.split, k)] = s.v[k];
 }
 
 template <typename S, typename A>
-__device__ __forceinline__ S combine_partials(const A* ws, const Unit& u, const Layout& L) {
+__device__ __forceinline__ S combine_partials(const A* workspace, const Unit& u, const IndexMap& map) {
   S s{};
   if (!u.valid) return s;
   for (int j = threadIdx.y; j < u.nsplit; j += blockDim.y) {
     S o;
 #pragma unroll
-    for (int k = 0; k < S::K; ++k) o.v[k] = ws[ws_at(u, L, j, k)];
+    for (int k = 0; k < S::K; ++k) o.v[k] = workspace[workspace_index(u, map, j, k)];
     s.merge(o);
   }
   return s;
@@ -237,40 +242,39 @@ __device__ __forceinline__ double rsqrt_(double v) { return rsqrt(v); }
 // apply_pass == false: reduce (and, when gridDim.y == 1, finalize and apply); true: combine partials, apply.
 template <typename T, typename A = at::opmath_type<T>>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const T* x, T* y, const A* __restrict__ weight, const A* __restrict__ bias,
-                   A* __restrict__ mean_out, A* __restrict__ rstd_out, A* __restrict__ var_out,
-                   A* __restrict__ mean_lo_out, A* ws, Layout L, A eps, A inv_M,
-                   bool apply_pass) {
+    forward_kernel(const T* x, T* y, const A* __restrict__ weight, const A* __restrict__ bias, A* __restrict__ mean_out,
+                   A* __restrict__ rstd_out, A* __restrict__ var_out, A* __restrict__ mean_lo_out, A* workspace,
+                   IndexMap map, A eps, A inv_M, bool apply_pass) {
   constexpr int V = kBatch<T>;
-  __shared__ Welford<A> red[kThreads];
+  __shared__ Moments<A> warp_partials[kThreads];
   __shared__ A coef[3][32];
-  const Unit u = make_unit<V>(L, x, apply_pass);
+  const Unit u = make_unit<V>(map, x, apply_pass);
   // Moments of x - x[first element of the unit]: partial means stay small, so float keeps their digits
   // when channels sit on a large offset, and y never subtracts two large rounded numbers.
   // y may be x (normalize_): every element is read, then written, by one thread; the shift, which threads
   // share, is read before the block writes anything, and in a split apply pass comes from the workspace.
-  constexpr int kShift = Welford<A>::K;  // its workspace field, at split 0
+  constexpr int kShift = Moments<A>::K;  // its workspace field, at split 0
   A shift = A(0);
-  if (u.valid) shift = apply_pass ? ws[ws_at(u, L, 0, kShift)] : static_cast<A>(x[u.base]);
-  Welford<A> s{};
+  if (u.valid) shift = apply_pass ? workspace[workspace_index(u, map, 0, kShift)] : static_cast<A>(x[u.base]);
+  Moments<A> s{};
   if (!apply_pass) {
-    visit<V>(u, [&](int64_t off, auto kk) {
-      constexpr int K = decltype(kk)::value;
+    visit<V>(u, [&](int64_t off, auto width) {
+      constexpr int K = decltype(width)::value;
       A v[K];
-      load<K>(x, off, u.es, v);
+      load<K>(x, off, u.stride, v);
 #pragma unroll
       for (int k = 0; k < K; ++k) v[k] -= shift;
       s.merge(moments<K>(v));
     });
   } else {
-    s = combine_partials<Welford<A>>(ws, u, L);
+    s = combine_partials<Moments<A>>(workspace, u, map);
   }
-  s = reduce_y(s, red);
+  s = reduce_y(s, warp_partials);
   const bool partial = !apply_pass && u.nsplit > 1;
   if (threadIdx.y == 0 && u.valid) {
     if (partial) {
-      store_partial(s, ws, u, L);
-      if (u.split == 0) ws[ws_at(u, L, 0, kShift)] = shift;
+      store_partial(s, workspace, u, map);
+      if (u.split == 0) workspace[workspace_index(u, map, 0, kShift)] = shift;
     } else {
       const A var = s.v[2] * inv_M;
       const A rstd = rsqrt_(var + eps);
@@ -292,13 +296,13 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   if (!u.valid) return;
   const A mean = coef[0][threadIdx.x], scale = coef[1][threadIdx.x], b = coef[2][threadIdx.x];
-  visit<V>(u, [&](int64_t off, auto kk) {
-    constexpr int K = decltype(kk)::value;
+  visit<V>(u, [&](int64_t off, auto width) {
+    constexpr int K = decltype(width)::value;
     A v[K];
-    load<K>(x, off, u.es, v);
+    load<K>(x, off, u.stride, v);
 #pragma unroll
     for (int k = 0; k < K; ++k) v[k] = ((v[k] - shift) - mean) * scale + b;
-    store<K>(y, off, u.es, v);
+    store<K>(y, off, u.stride, v);
   });
 }
 
@@ -306,21 +310,21 @@ template <typename T, typename A = at::opmath_type<T>>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
                     const A* __restrict__ mean_in, const A* __restrict__ mean_lo_in, const A* __restrict__ rstd_in,
-                    const A* __restrict__ weight,
-                    A* __restrict__ dweight, A* __restrict__ dbias, A* ws, Layout L, A inv_M, bool apply_pass) {
+                    const A* __restrict__ weight, A* __restrict__ dweight, A* __restrict__ dbias, A* workspace,
+                    IndexMap map, A inv_M, bool apply_pass) {
   constexpr int V = kBatch<T>;
-  __shared__ GradSums<A> red[kThreads];
+  __shared__ GradSums<A> warp_partials[kThreads];
   __shared__ A coef[3][32];
-  const Unit u = make_unit<V>(L, x, apply_pass);
+  const Unit u = make_unit<V>(map, x, apply_pass);
   // x - mean as (x - hi) - lo with the forward's pair: exact for x near a large mean.
   const A mean = u.valid ? mean_in[u.nc] : A(0), mean_lo = u.valid ? mean_lo_in[u.nc] : A(0);
   GradSums<A> s{};
   if (!apply_pass) {
-    visit<V>(u, [&](int64_t off, auto kk) {
-      constexpr int K = decltype(kk)::value;
+    visit<V>(u, [&](int64_t off, auto width) {
+      constexpr int K = decltype(width)::value;
       A g[K], v[K];
-      load<K>(dy, off, u.es, g);
-      load<K>(x, off, u.es, v);
+      load<K>(dy, off, u.stride, g);
+      load<K>(x, off, u.stride, v);
 #pragma unroll
       for (int k = 0; k < K; ++k) {
         s.v[0] += g[k];
@@ -328,13 +332,13 @@ __global__ void __launch_bounds__(kThreads)
       }
     });
   } else {
-    s = combine_partials<GradSums<A>>(ws, u, L);
+    s = combine_partials<GradSums<A>>(workspace, u, map);
   }
-  s = reduce_y(s, red);
+  s = reduce_y(s, warp_partials);
   const bool partial = !apply_pass && u.nsplit > 1;
   if (threadIdx.y == 0 && u.valid) {
     if (partial) {
-      store_partial(s, ws, u, L);
+      store_partial(s, workspace, u, map);
     } else {
       const A rstd = rstd_in[u.nc];
       const A db = s.v[0], dw = s.v[1] * rstd;
@@ -342,7 +346,7 @@ __global__ void __launch_bounds__(kThreads)
         dweight[u.nc] = dw;
         dbias[u.nc] = db;
       }
-      // dx = a * (dy - db / M - (x - mean) * rstd * dw / M)
+      // dx = scale * (dy - db / M - (x - mean) * rstd * dw / M)
       coef[0][threadIdx.x] = weight[u.nc] * rstd;
       coef[1][threadIdx.x] = db * inv_M;
       coef[2][threadIdx.x] = dw * rstd * inv_M;
@@ -351,23 +355,23 @@ __global__ void __launch_bounds__(kThreads)
   if (partial) return;
   __syncthreads();
   if (!u.valid) return;
-  const A a = coef[0][threadIdx.x], c = coef[1][threadIdx.x], k_xc = coef[2][threadIdx.x];
-  visit<V>(u, [&](int64_t off, auto kk) {
-    constexpr int K = decltype(kk)::value;
+  const A scale = coef[0][threadIdx.x], mean_dy = coef[1][threadIdx.x], rstd_mean_dy_xhat = coef[2][threadIdx.x];
+  visit<V>(u, [&](int64_t off, auto width) {
+    constexpr int K = decltype(width)::value;
     A g[K], v[K];
-    load<K>(dy, off, u.es, g);
-    load<K>(x, off, u.es, v);
+    load<K>(dy, off, u.stride, g);
+    load<K>(x, off, u.stride, v);
 #pragma unroll
-    for (int k = 0; k < K; ++k) g[k] = a * (g[k] - c - ((v[k] - mean) - mean_lo) * k_xc);
-    store<K>(dx, off, u.es, g);
+    for (int k = 0; k < K; ++k) g[k] = scale * (g[k] - mean_dy - ((v[k] - mean) - mean_lo) * rstd_mean_dy_xhat);
+    store<K>(dx, off, u.stride, g);
   });
 }
 
 struct Plan {
-  Layout L;
+  IndexMap map;
   dim3 grid, block;
   int nsplit;
-  at::Tensor ws;  // split partials, when nsplit > 1
+  at::Tensor workspace;  // split partials, when nsplit > 1
 };
 
 // Block shape, units, split count and workspace for kernel. ptrs: every data tensor it touches (for the
@@ -375,31 +379,31 @@ struct Plan {
 Plan make_plan(const void* kernel, const Geometry& g, int V, int elem_bytes, std::initializer_list<const void*> ptrs,
                int fields, const at::TensorOptions& stats) {
   Plan p;
-  Layout& L = p.L;
+  IndexMap& map = p.map;
   // NCHW planes are independent and contiguous: index them as one sample of N * C channels.
-  L.channels_last = g.channels_last && g.C > 1;  // (N, M, 1) is (N, 1, M): take the vectorized path
-  L.N = L.channels_last ? g.N : 1;
-  L.C = L.channels_last ? g.C : g.N * g.C;
-  L.M = g.M;
-  L.vec_ok = true;
+  map.channels_last = g.channels_last && g.C > 1;  // (N, M, 1) is (N, 1, M): take the vectorized path
+  map.N = map.channels_last ? g.N : 1;
+  map.C = map.channels_last ? g.C : g.N * g.C;
+  map.M = g.M;
+  map.vec_ok = true;
   // The scalar head reaches a batch boundary only from an element-aligned pointer (make_unit counts in elements).
   const uintptr_t phase = reinterpret_cast<uintptr_t>(*ptrs.begin()) % kBatchBytes;
-  for (const void* q : ptrs) L.vec_ok &= reinterpret_cast<uintptr_t>(q) % kBatchBytes == phase;
-  L.vec_ok &= phase % elem_bytes == 0;
+  for (const void* q : ptrs) map.vec_ok &= reinterpret_cast<uintptr_t>(q) % kBatchBytes == phase;
+  map.vec_ok &= phase % elem_bytes == 0;
   // About one batch per thread along M, at most kThreads; the rest of the block spans channels: up to a
   // warp's worth of NHWC channels (coalesced), or several small NCHW planes per block instead of idle threads.
   const int64_t batches = (g.M + V - 1) / V;
   int by = 1, bx = 1;
   while (by < kThreads && 2 * by <= batches) by *= 2;
-  if (L.channels_last) {
+  if (map.channels_last) {
     while (bx < 32 && bx < g.C) bx *= 2;
     by = std::min(by, kThreads / bx);
   } else if (by < 64) {
     bx = std::min(32, 64 / by);
   }
   while (bx * by < 32) by *= 2;  // whole warps
-  L.ctiles = (L.C + bx - 1) / bx;
-  const int64_t units = L.N * L.ctiles;
+  map.ctiles = (map.C + bx - 1) / bx;
+  const int64_t units = map.N * map.ctiles;
   TORCH_CHECK(units <= INT_MAX, "instancenorm (CUDA): too many instances (", units, ")");
   // Split M only when the units alone would leave most of the GPU's resident block slots empty, and never
   // below 4 batches per thread. (ATen/cuda/CUDAContext.h has cached device properties but needs the
@@ -416,7 +420,7 @@ Plan make_plan(const void* kernel, const Geometry& g, int V, int elem_bytes, std
   p.nsplit = static_cast<int>(nsplit);
   p.grid = dim3(static_cast<unsigned>(units), p.nsplit);
   p.block = dim3(bx, by);
-  if (nsplit > 1) p.ws = at::empty({fields, L.N, nsplit, L.C}, stats);
+  if (nsplit > 1) p.workspace = at::empty({fields, map.N, nsplit, map.C}, stats);
   return p;
 }
 
@@ -428,15 +432,14 @@ void forward_cuda(const ForwardArgs& a) {
     const scalar_t* x = a.x.const_data_ptr<scalar_t>();
     scalar_t* y = a.y.mutable_data_ptr<scalar_t>();
     const Plan p = make_plan(reinterpret_cast<const void*>(&forward_kernel<scalar_t>), a.g, kBatch<scalar_t>,
-                             sizeof(scalar_t), {x, y}, Welford<A>::K + 1, a.mean.options());
-    A* ws = p.nsplit > 1 ? p.ws.mutable_data_ptr<A>() : nullptr;
+                             sizeof(scalar_t), {x, y}, Moments<A>::K + 1, a.mean.options());
+    A* workspace = p.nsplit > 1 ? p.workspace.mutable_data_ptr<A>() : nullptr;
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     for (int pass = 0; pass < 1 + (p.nsplit > 1); ++pass) {
       forward_kernel<scalar_t><<<p.grid, p.block, 0, stream>>>(
           x, y, a.weight.const_data_ptr<A>(), a.bias.const_data_ptr<A>(), a.mean.mutable_data_ptr<A>(),
-          a.inv_std.mutable_data_ptr<A>(), a.var.mutable_data_ptr<A>(), a.mean_lo.mutable_data_ptr<A>(), ws, p.L,
-          static_cast<A>(a.eps),
-          static_cast<A>(1.0 / static_cast<double>(a.g.M)), pass == 1);
+          a.inv_std.mutable_data_ptr<A>(), a.var.mutable_data_ptr<A>(), a.mean_lo.mutable_data_ptr<A>(), workspace,
+          p.map, static_cast<A>(a.eps), static_cast<A>(1.0 / static_cast<double>(a.g.M)), pass == 1);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
@@ -450,14 +453,13 @@ void backward_cuda(const BackwardArgs& a) {
     scalar_t* dx = a.dx.mutable_data_ptr<scalar_t>();
     const Plan p = make_plan(reinterpret_cast<const void*>(&backward_kernel<scalar_t>), a.g, kBatch<scalar_t>,
                              sizeof(scalar_t), {x, dy, dx}, GradSums<A>::K, a.mean.options());
-    A* ws = p.nsplit > 1 ? p.ws.mutable_data_ptr<A>() : nullptr;
+    A* workspace = p.nsplit > 1 ? p.workspace.mutable_data_ptr<A>() : nullptr;
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     for (int pass = 0; pass < 1 + (p.nsplit > 1); ++pass) {
       backward_kernel<scalar_t><<<p.grid, p.block, 0, stream>>>(
           dy, x, dx, a.mean.const_data_ptr<A>(), a.mean_lo.const_data_ptr<A>(), a.inv_std.const_data_ptr<A>(),
-          a.weight.const_data_ptr<A>(),
-          a.dweight.mutable_data_ptr<A>(), a.dbias.mutable_data_ptr<A>(), ws, p.L,
-          static_cast<A>(1.0 / static_cast<double>(a.g.M)), pass == 1);
+          a.weight.const_data_ptr<A>(), a.dweight.mutable_data_ptr<A>(), a.dbias.mutable_data_ptr<A>(), workspace,
+          p.map, static_cast<A>(1.0 / static_cast<double>(a.g.M)), pass == 1);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });

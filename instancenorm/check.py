@@ -1,4 +1,4 @@
-"""`styler check-grad`: prove the instance-norm kernels on this machine.
+"""Prove the instance-norm kernels on this machine (what `styler check-grad` runs and prints).
 
 For each sample problem and device:
   gradcheck   float64 kernels: analytical Jacobian (our backward) against central finite differences, for the
@@ -22,9 +22,12 @@ from torch import Tensor
 import instancenorm
 from instancenorm import reference
 from instancenorm.testing import CHECK_CASES, Case
-from styler.errors import StylerError
 
 EPS = 1e-5
+
+
+class DeviceError(ValueError):
+    """The device asked for cannot be checked: not cpu, cuda or all, or CUDA is not usable here."""
 
 
 @dataclass
@@ -149,11 +152,11 @@ def naive_derivative_row(device: str) -> Row:
 
 def devices_to_check(device: str) -> list[str]:
     if device not in ("cpu", "cuda", "all"):
-        raise StylerError(f"--device must be cpu, cuda or all, not {device!r}")
+        raise DeviceError(f"--device must be cpu, cuda or all, not {device!r}")
     usable = instancenorm.usable_devices()
     if device == "cuda" and "cuda" not in usable:
         reason = "no GPU here" if "cuda" in instancenorm.compiled_devices else "instancenorm was built without CUDA"
-        raise StylerError(f"cannot check CUDA kernels: {reason}")
+        raise DeviceError(f"cannot check CUDA kernels: {reason}")
     return [d for d in ("cpu", "cuda") if d in usable and device in (d, "all")]
 
 
@@ -181,8 +184,9 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def main(device: str = "all", json_output: bool = False) -> bool:
-    """Run every check, print the table (or JSON) and say whether all passed."""
+def print_report(device: str = "all", json_output: bool = False) -> bool:
+    """Run every check, print the table (or JSON) and say whether all passed. Raises DeviceError for a device that
+    cannot be checked, before any check runs."""
     rows = run_checks(device)
     ok = all(r.passed for r in rows)
     if json_output:
