@@ -1,4 +1,4 @@
-"""models/ship.py: a trained model enters models/ in float16 with a manifest entry naming its style's licence."""
+"""tools/ship.py: a trained model enters models/ in float16 with a manifest entry naming its style's licence."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from styler.model_files import load_model_file, resolve_model, save_model
 from styler.network import Architecture, TransformerNet
 
-SHIP = Path(__file__).resolve().parent.parent / "models" / "ship.py"
+SHIP = Path(__file__).resolve().parent.parent / "tools" / "ship.py"
 
 
 def _ship_module():

@@ -1,4 +1,4 @@
-"""models/train_gpu.sh, the one-go training script for a lent GPU, on its CPU path: every stage leaves a model, and
+"""tools/train_gpu.sh, the one-go training script for a lent GPU, on its CPU path: every stage leaves a model, and
 an exhausted time budget stops it cleanly. Tiny photos, random VGG16 weights (nothing downloads)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from styler.losses import VGG16Features
 from styler.model_files import load_model_file
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-SCRIPT = REPOSITORY / "models" / "train_gpu.sh"
+SCRIPT = REPOSITORY / "tools" / "train_gpu.sh"
 PAINTINGS = ("vangogh_starry_night", "hokusai_great_wave", "kandinsky_composition_vii")
 
 

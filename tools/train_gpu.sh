@@ -1,8 +1,8 @@
 #!/bin/sh
 # Train every shipped style in one go on a GPU, inside a fixed time budget (GPU time is lent here in ~15-minute
-# slices, start-up included): models/train_gpu.sh OUT_DIR [SECONDS]
+# slices, start-up included): tools/train_gpu.sh OUT_DIR [SECONDS]
 #
-# Same recipe as models/train.sh (recon, each painting from it with a style ramp, mix, lite distilled from each
+# Same recipe as tools/train.sh (recon, each painting from it with a style ramp, mix, lite distilled from each
 # johnson model, first pixel by pixel, then through VGG16 features) at batch 4 with --amp and channels_last, and many more steps. Each stage gets its share of the
 # budget and is stopped with SIGTERM when it runs out, which makes styler save a checkpoint; the stage is then
 # finished from that checkpoint (`--resume ... --max-steps` the step it reached), so every stage leaves a model.
@@ -12,7 +12,7 @@
 # CPU trial run STEPS_CAP (at most this many steps a stage), LOSS_ARGS (e.g. "--vgg-weights FILE") and EXTRA (e.g.
 # "--image-size 64 --workers 0").
 set -eu
-OUT=${1:?usage: models/train_gpu.sh OUT_DIR [SECONDS]}
+OUT=${1:?usage: tools/train_gpu.sh OUT_DIR [SECONDS]}
 BUDGET=${2:-600}
 DEVICE=${DEVICE:-cuda}
 SCALE=${SCALE:-1}

@@ -2,7 +2,7 @@
 # How the shipped models are trained on a 2-core CPU with the ImageNet VGG16 loss (`styler weights vgg16` first).
 # Run from the repository root with ../shared/data beside it. Every stage checkpoints every 50 steps and this script
 # resumes a stage from its newest checkpoint, so rerunning it after an interruption goes on where it stopped; a
-# finished stage (its .pth exists) is skipped. Then models/ship.py copies each model into models/.
+# finished stage (its .pth exists) is skipped. Then tools/ship.py copies each model into models/.
 #
 # 1. recon: one johnson network that reconstructs photos (VGG content loss only, cheap: VGG16 up to relu2_2).
 # 2. each painting from recon, with a 50-step ramp of the style weight (content first: a network trained straight at
@@ -57,7 +57,7 @@ done
 
 # Into models/ (float16) with manifest entries, once benchmarks.quality says they beat what is shipped: SHIP=1.
 [ "${SHIP:-0}" = 1 ] || exit 0
-ship() { .venv/bin/python models/ship.py "$@"; }
+ship() { .venv/bin/python tools/ship.py "$@"; }
 for name in starry wave kandinsky; do
     ship "$OUT/$name.pth" --name "$name" --style-names "$name" --description "johnson network, 1.68M parameters"
     ship "$OUT/$name-lite.pth" --name "$name-lite" --style-names "$name" \

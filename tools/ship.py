@@ -1,9 +1,9 @@
 """Add a trained model to models/: stored in float16 (float32 again on load), entered in manifest.json.
 
-    .venv/bin/python models/ship.py runs/starry.pth --name starry --description "..."
+    .venv/bin/python tools/ship.py runs/starry.pth --name starry --description "..."
 
 The manifest entry takes the training recipe from the model file itself and the style images' titles, artists and
-licences from STYLE_IMAGES below (the three paintings in ../shared/data/styles, see its SOURCES.md). models/train.sh
+licences from STYLE_IMAGES below (the three paintings in ../shared/data/styles, see its SOURCES.md). tools/train.sh
 holds the commands that trained the shipped models.
 """
 
@@ -63,7 +63,7 @@ def ship(trained: Path, name: str, description: str, directory: Path, style_name
     target = directory / f"{name}.pth"
     network = model.build()
     training = {**model.training, "data": "BSDS500 (397 photos; non-commercial research licence)"}
-    if training.get("init"):  # the run it started from (models/train.sh stage 1), so the recipe is complete
+    if training.get("init"):  # the run it started from (tools/train.sh stage 1), so the recipe is complete
         init_file = trained.parent / training["init"]
         if not init_file.is_file():
             raise StylerError(f"{trained}: started from {training['init']}, which is not beside it to record")
