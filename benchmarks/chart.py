@@ -20,7 +20,9 @@ def require_matplotlib():
     try:
         import matplotlib
     except ImportError:
-        raise SystemExit("--chart needs matplotlib: .venv/bin/pip install -e '.[bench]' (or pip install matplotlib)")
+        raise SystemExit(
+            "--chart needs matplotlib: .venv/bin/pip install -e '.[bench]' (or pip install matplotlib)"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -102,10 +103,8 @@ def peak_memory_mib(fn: Callable[[], object], device: str = "cpu") -> float | No
 
 def _malloc_trim() -> None:
     """Return freed heap memory to the system (glibc), so that reusing it shows in the resident set again."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def copy_bandwidth_gbs(numel: int, device: str, dtype: torch.dtype = torch.float32) -> float:

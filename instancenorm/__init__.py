@@ -20,13 +20,13 @@ except ImportError as error:  # pragma: no cover - exercised only on a broken in
         f"({error}). Build them with `pip install --no-build-isolation -e .` from the repository root."
     ) from error
 
-from instancenorm.modules import (  # noqa: E402
+from instancenorm.modules import (
     ConditionalInstanceNorm2d,
     InstanceNorm1d,
     InstanceNorm2d,
     adaptive_instance_norm,
 )
-from instancenorm.ops import instance_norm, instance_norm_  # noqa: E402
+from instancenorm.ops import instance_norm, instance_norm_
 
 compiled_devices: tuple[str, ...] = tuple(
     device

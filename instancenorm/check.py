@@ -128,7 +128,7 @@ def backward_row(case: Case, device: str) -> Row:
     ours = torch.autograd.grad(instancenorm.instance_norm(*leaves, eps=EPS), leaves, dy)
     ref_leaves = [t.double().requires_grad_() for t in (x, w, b) if t is not None]
     theirs = torch.autograd.grad(reference.instance_norm(*ref_leaves, eps=EPS), ref_leaves, dy.double())
-    abs_err = max(errors(a, e)[0] for a, e in zip(ours, theirs))
+    abs_err = max(errors(a, e)[0] for a, e in zip(ours, theirs, strict=True))
     scale = max(e.abs().max().item() for e in theirs)
     tolerance = (1e-4 + 4 * abs(case.offset) * 6e-8 / case.scale) * max(1.0, scale)
     return Row(case.name, device, "float32", case.layout, "backward (dx, dw, db) vs reference", abs_err,

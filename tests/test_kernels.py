@@ -143,7 +143,7 @@ def gradient_bounds(dtype, x64, dy64, w64, mean64, inv_std64):
 
 
 def assert_gradients_within(grads, refs, bounds) -> None:
-    for name, got, ref, bound in zip(("dx", "dweight", "dbias"), grads, refs, bounds):
+    for name, got, ref, bound in zip(("dx", "dweight", "dbias"), grads, refs, bounds, strict=True):
         limit = bound(ref) if callable(bound) else bound
         err = (got.double().cpu() - ref).abs()
         worst = (err - limit).flatten().argmax()
@@ -249,7 +249,7 @@ def test_gradients_match_torch_instance_norm(device):
         leaves = [t.clone().requires_grad_() for t in (x, w, b)]
         y = fn(*leaves)
         grads.append((y, *torch.autograd.grad(y, leaves, dy)))
-    for ours, theirs in zip(*grads):
+    for ours, theirs in zip(*grads, strict=True):
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
@@ -443,7 +443,7 @@ def test_result_does_not_depend_on_thread_count():
     finally:
         torch.set_num_threads(threads)
     for other in results[1:]:
-        for a, b_ in zip(results[0], other):
+        for a, b_ in zip(results[0], other, strict=True):
             torch.testing.assert_close(a, b_, atol=1e-5, rtol=1e-5)
 
 
