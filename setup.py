@@ -137,8 +137,10 @@ if with_cuda:
 else:
     extension_type = CppExtension
 
-print(f"instancenorm: building CPU kernels{' + CUDA kernels' if with_cuda else ''} "
-      f"(CUDA_HOME={cuda_home}, archs={os.environ.get('TORCH_CUDA_ARCH_LIST', '-')})")
+print(
+    f"instancenorm: building CPU kernels{' + CUDA kernels' if with_cuda else ''} "
+    f"(CUDA_HOME={cuda_home}, archs={os.environ.get('TORCH_CUDA_ARCH_LIST', '-')})"
+)
 
 setup(
     ext_modules=[

@@ -100,8 +100,17 @@ def gradcheck_row(case: Case, device: str) -> Row:
     tolerance = 1e-5 * max(1.0, numeric.abs().max().item())
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
     verdict = torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=False)
-    return Row(case.name, device, "float64", case.layout, "gradcheck (x, w, b)", abs_err, rel_err, tolerance,
-               bool(verdict) and abs_err <= tolerance)
+    return Row(
+        case.name,
+        device,
+        "float64",
+        case.layout,
+        "gradcheck (x, w, b)",
+        abs_err,
+        rel_err,
+        tolerance,
+        bool(verdict) and abs_err <= tolerance,
+    )
 
 
 def forward_rows(case: Case, device: str) -> list[Row]:
@@ -110,13 +119,33 @@ def forward_rows(case: Case, device: str) -> list[Row]:
     y_ref = reference.instance_norm(x.double(), *(None if t is None else t.double() for t in (w, b)), eps=EPS)
     # float32 stats round a large mean by |mean| * 6e-8, which 1/std amplifies; nothing else may add error.
     tolerance = 2e-5 + 4 * abs(case.offset) * 6e-8 / case.scale
-    rows = [Row(case.name, device, "float32", case.layout, "forward vs float64 reference", *errors(y, y_ref),
-                tolerance, False)]
+    rows = [
+        Row(
+            case.name,
+            device,
+            "float32",
+            case.layout,
+            "forward vs float64 reference",
+            *errors(y, y_ref),
+            tolerance,
+            False,
+        )
+    ]
     # torch's own op has no per-sample affine, and refuses H*W = 1 ("Expected more than 1 spatial element").
     if case.affine != "sample" and x[0, 0].numel() > 1:
         y_torch = F.instance_norm(x, weight=w, bias=b, eps=EPS)
-        rows.append(Row(case.name, device, "float32", case.layout, "forward vs torch F.instance_norm",
-                        *errors(y, y_torch), tolerance, False))
+        rows.append(
+            Row(
+                case.name,
+                device,
+                "float32",
+                case.layout,
+                "forward vs torch F.instance_norm",
+                *errors(y, y_torch),
+                tolerance,
+                False,
+            )
+        )
     for row in rows:
         row.passed = row.max_abs_err <= row.tolerance
     return rows
@@ -131,8 +160,17 @@ def backward_row(case: Case, device: str) -> Row:
     abs_err = max(errors(a, e)[0] for a, e in zip(ours, theirs, strict=True))
     scale = max(e.abs().max().item() for e in theirs)
     tolerance = (1e-4 + 4 * abs(case.offset) * 6e-8 / case.scale) * max(1.0, scale)
-    return Row(case.name, device, "float32", case.layout, "backward (dx, dw, db) vs reference", abs_err,
-               abs_err / max(scale, 1e-30), tolerance, abs_err <= tolerance)
+    return Row(
+        case.name,
+        device,
+        "float32",
+        case.layout,
+        "backward (dx, dw, db) vs reference",
+        abs_err,
+        abs_err / max(scale, 1e-30),
+        tolerance,
+        abs_err <= tolerance,
+    )
 
 
 def naive_derivative_row(device: str) -> Row:
@@ -146,8 +184,17 @@ def naive_derivative_row(device: str) -> Row:
     naive = torch.stack([reference.naive_backward(e.reshape(x.shape), inv_std, w).reshape(-1) for e in eye])
     abs_err, rel_err = errors(naive, numeric)
     tolerance = 1e-5 * max(1.0, numeric.abs().max().item())
-    return Row(case.name, device, "float64", case.layout, "naive dx = w*inv_std*dy is WRONG", abs_err, rel_err,
-               tolerance, abs_err > 100 * tolerance)
+    return Row(
+        case.name,
+        device,
+        "float64",
+        case.layout,
+        "naive dx = w*inv_std*dy is WRONG",
+        abs_err,
+        rel_err,
+        tolerance,
+        abs_err > 100 * tolerance,
+    )
 
 
 def devices_to_check(device: str) -> list[str]:
@@ -173,8 +220,19 @@ def run_checks(device: str = "all") -> list[Row]:
 
 def format_table(rows: list[Row]) -> str:
     header = ("case", "device", "dtype", "layout", "check", "max abs err", "max rel err", "result")
-    lines = [(r.case, r.device, r.dtype, r.layout, r.check, f"{r.max_abs_err:.2e}", f"{r.max_rel_err:.2e}",
-              "pass" if r.passed else "FAIL") for r in rows]
+    lines = [
+        (
+            r.case,
+            r.device,
+            r.dtype,
+            r.layout,
+            r.check,
+            f"{r.max_abs_err:.2e}",
+            f"{r.max_rel_err:.2e}",
+            "pass" if r.passed else "FAIL",
+        )
+        for r in rows
+    ]
     widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]

@@ -49,7 +49,11 @@ def _forward_fake(input: Tensor, weight: Tensor | None, bias: Tensor | None, eps
 
 @torch.library.register_fake("instancenorm::backward")
 def _backward_fake(
-    grad_output: Tensor, input: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None,
+    grad_output: Tensor,
+    input: Tensor,
+    mean: Tensor,
+    inv_std: Tensor,
+    weight: Tensor | None,
     mean_lo: Tensor | None = None,
 ):
     # The kernel allocates fresh contiguous (N, C) gradients whatever mean's strides are.
