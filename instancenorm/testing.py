@@ -46,7 +46,7 @@ class Case:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device)
 
-        return move(x), move(w), move(b), move(dy)
+        return x.to(device), move(w), move(b), dy.to(device)
 
 
 # The cases `styler check-grad` proves; small enough for numerical Jacobians.

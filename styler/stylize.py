@@ -246,6 +246,7 @@ def _stylize_one(job: Job, stylizer: Stylizer, options: StylizeOptions) -> tuple
         sys.stdout.buffer.write(encode_photo(result, STDOUT_SUFFIX))
         sys.stdout.buffer.flush()
     else:
+        assert job.output is not None  # every job's output is chosen before any work
         write_photo(job.output, result, overwrite=options.overwrite)
     return result.size
 
