@@ -1,14 +1,15 @@
 # Two entry points for a fresh machine (see README.md):
 #   make demo   set up .venv (torch, the compiled instancenorm kernels, styler) and run styler on the bundled samples
-#   make test   the test suite (what CI runs, through .ci/run)
+#   make test   lint, then the test suite (what CI runs, through .ci/run)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # torch/torchvision pinned to the releases this project is built and measured with.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
-KERNEL_SOURCES := setup.py pyproject.toml $(wildcard instancenorm/csrc/*.h instancenorm/csrc/*.cpp instancenorm/csrc/*/*.h instancenorm/csrc/*/*.cpp instancenorm/csrc/*/*.cu)
+CSRC := $(wildcard instancenorm/csrc/*.h instancenorm/csrc/*.cpp instancenorm/csrc/*/*.h instancenorm/csrc/*/*.cpp instancenorm/csrc/*/*.cu)
+KERNEL_SOURCES := setup.py pyproject.toml $(CSRC)
 
-.PHONY: setup demo samples test check-grad weights clean
+.PHONY: setup demo samples lint test check-grad weights clean
 
 setup: $(VENV)/.installed
 
@@ -41,8 +42,16 @@ samples: setup
 	    done
 	$(BIN)/styler grid $(SAMPLE_PHOTOS) --output samples/grid.jpg --cell 256 --overwrite
 
-test: setup
+# ruff (lint rules and formatting), clang-format on the kernels and mypy on both packages; settings in
+# pyproject.toml and .clang-format, tool versions pinned in the [test] extra.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/clang-format --dry-run --Werror $(CSRC)
+	$(BIN)/mypy
+
+test: setup lint
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf build $(VENV) instancenorm/*.so *.egg-info
+	rm -rf build $(VENV) instancenorm/*.so *.egg-info .mypy_cache .ruff_cache

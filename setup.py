@@ -71,6 +71,7 @@ if cuda_home:
 import torch  # noqa: E402
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
+
 def switch(name: str, default: bool) -> bool:
     return os.environ.get(name, "1" if default else "0").lower() in ("1", "true", "yes", "on")
 
@@ -136,8 +137,10 @@ if with_cuda:
 else:
     extension_type = CppExtension
 
-print(f"instancenorm: building CPU kernels{' + CUDA kernels' if with_cuda else ''} "
-      f"(CUDA_HOME={cuda_home}, archs={os.environ.get('TORCH_CUDA_ARCH_LIST', '-')})")
+print(
+    f"instancenorm: building CPU kernels{' + CUDA kernels' if with_cuda else ''} "
+    f"(CUDA_HOME={cuda_home}, archs={os.environ.get('TORCH_CUDA_ARCH_LIST', '-')})"
+)
 
 setup(
     ext_modules=[

@@ -36,25 +36,43 @@ def run_one(level: str, device: str, threads: int, malloc: str, quick: bool) -> 
 
 
 def print_table(rows: list[dict]) -> None:
-    columns = ["level", "malloc", "threads", "device", "task", "config", "ms", "dtype", "layout", "shape", "op",
-               "native_ms", "ours_ms", "speedup", "fraction_of_copy", "peak_mib"]
+    columns = [
+        "level",
+        "malloc",
+        "threads",
+        "device",
+        "task",
+        "config",
+        "ms",
+        "dtype",
+        "layout",
+        "shape",
+        "op",
+        "native_ms",
+        "ours_ms",
+        "speedup",
+        "fraction_of_copy",
+        "peak_mib",
+    ]
     columns = [c for c in columns if any(c in r for r in rows)]
     cells = [[str(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("level", choices=[*LEVELS, "all"], nargs="?", default="all")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", default="1,2", help="comma-separated CPU thread counts")
     parser.add_argument("--malloc", default="default,kept", help="default and/or kept (see styler/memory.py)")
-    parser.add_argument("--quick", action="store_true",
-                        help="few small cases and repeats: a smoke run, not a measurement")
+    parser.add_argument(
+        "--quick", action="store_true", help="few small cases and repeats: a smoke run, not a measurement"
+    )
     parser.add_argument("--json", type=Path, default=Path("bench-results/latest.json"))
     parser.add_argument("--chart", type=Path, help="also draw the speed-ups and peak memory to this PNG (matplotlib)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: run in this process
@@ -74,14 +92,27 @@ def main() -> None:
     for level in levels:
         for malloc in args.malloc.split(","):
             for threads in args.threads.split(","):
-                cmd = [sys.executable, "-m", "benchmarks", level, "--one", "--device", args.device,
-                       "--threads", threads, "--malloc", malloc] + (["--quick"] if args.quick else [])
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "benchmarks",
+                    level,
+                    "--one",
+                    "--device",
+                    args.device,
+                    "--threads",
+                    threads,
+                    "--malloc",
+                    malloc,
+                ] + (["--quick"] if args.quick else [])
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 rows.extend(json.loads(out))
     print_table(rows)
     report = {
-        "date": datetime.date.today().isoformat(), "machine": machine_description(args.device),
-        "torch": torch.__version__, "rows": rows,
+        "date": datetime.date.today().isoformat(),
+        "machine": machine_description(args.device),
+        "torch": torch.__version__,
+        "rows": rows,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.json.with_suffix(".tmp")

@@ -20,7 +20,9 @@ def require_matplotlib():
     try:
         import matplotlib
     except ImportError:
-        raise SystemExit("--chart needs matplotlib: .venv/bin/pip install -e '.[bench]' (or pip install matplotlib)")
+        raise SystemExit(
+            "--chart needs matplotlib: .venv/bin/pip install -e '.[bench]' (or pip install matplotlib)"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -60,18 +62,29 @@ def write_chart(report: dict, path: Path) -> None:
         cases = list(dict.fromkeys(("×".join(map(str, r["shape"])), r["layout"]) for r in chosen))
         speedup = {(("×".join(map(str, r["shape"])), r["layout"]), r["op"]): r["speedup"] for r in chosen}
         ax = next(axes)
-        _grouped_bars(ax, [f"{shape}\n{layout}" for shape, layout in cases],
-                      {op: [speedup.get((case, op), 0.0) for case in cases] for op in OPS},
-                      "speed-up over torch (×)")
+        _grouped_bars(
+            ax,
+            [f"{shape}\n{layout}" for shape, layout in cases],
+            {op: [speedup.get((case, op), 0.0) for case in cases] for op in OPS},
+            "speed-up over torch (×)",
+        )
         for op, target in KERNEL_TARGETS.items():
             ax.axhline(target, linestyle="--", linewidth=0.8, color="grey")
             # The targets' lines lie close together: the highest is labelled above its line, the others below.
             above = target == max(KERNEL_TARGETS.values())
-            ax.annotate(f"target {op} {target}×", (1.0, target), xycoords=("axes fraction", "data"), fontsize=7,
-                        ha="right", va="bottom" if above else "top")
+            ax.annotate(
+                f"target {op} {target}×",
+                (1.0, target),
+                xycoords=("axes fraction", "data"),
+                fontsize=7,
+                ha="right",
+                va="bottom" if above else "top",
+            )
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_title(f"Kernels vs torch.nn.functional.instance_norm (float32, affine, {threads} thread(s), "
-                     f"malloc {malloc})", fontsize=10)
+        ax.set_title(
+            f"Kernels vs torch.nn.functional.instance_norm (float32, affine, {threads} thread(s), malloc {malloc})",
+            fontsize=10,
+        )
 
     if e2e:
         malloc, threads = _setting(e2e)
@@ -80,13 +93,18 @@ def write_chart(report: dict, path: Path) -> None:
         configs = list(dict.fromkeys(r["config"] for r in chosen))
         by_key = {(r["task"], r["config"]): r for r in chosen}
         ax = next(axes)
-        _grouped_bars(ax, tasks, {c: [by_key[t, c]["speedup"] for t in tasks] for c in configs},
-                      "speed-up over the baseline (×)")
+        _grouped_bars(
+            ax, tasks, {c: [by_key[t, c]["speedup"] for t in tasks] for c in configs}, "speed-up over the baseline (×)"
+        )
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_title(f"End to end, transformer network ({threads} thread(s), malloc {malloc})", fontsize=10)
         ax = next(axes)
-        _grouped_bars(ax, tasks, {c: [by_key[t, c].get("peak_mib") or 0.0 for t in tasks] for c in configs},
-                      "peak memory of one call (MiB)")
+        _grouped_bars(
+            ax,
+            tasks,
+            {c: [by_key[t, c].get("peak_mib") or 0.0 for t in tasks] for c in configs},
+            "peak memory of one call (MiB)",
+        )
         ax.set_title("End to end, peak memory (lower is better)", fontsize=10)
 
     fig.suptitle(f"{report['machine']}, torch {report['torch']}, {report['date']}", fontsize=11)

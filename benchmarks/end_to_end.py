@@ -121,13 +121,15 @@ def measure_peaks(tasks: list[Task], configs: list[str], device: str) -> dict[tu
     """Peak memory of each (task, config), each in a fresh process (CPU) or in this one (CUDA)."""
     if device == "cuda":
         all_configs = configurations()
-        return {(t.name, c): peak_memory_mib(make_step(t, *all_configs[c], device), device)
-                for t in tasks for c in configs}
+        return {
+            (t.name, c): peak_memory_mib(make_step(t, *all_configs[c], device), device) for t in tasks for c in configs
+        }
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["benchmarks.end_to_end"])  # import torch once; each child is a cheap fork
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
-        futures = {(t.name, c): pool.submit(_peak_in_child, t, c, device, dict(SETTINGS))
-                   for t in tasks for c in configs}
+        futures = {
+            (t.name, c): pool.submit(_peak_in_child, t, c, device, dict(SETTINGS)) for t in tasks for c in configs
+        }
         return {key: future.result() for key, future in futures.items()}
 
 
@@ -146,7 +148,14 @@ def run(device: str, quick: bool) -> list[dict]:
         del steps  # the next task's networks, optimizers and loss networks replace these
         for name, ms in times.items():
             peak = peaks[task.name, name]
-            rows.append({"task": task.name, "config": name, "device": device, "ms": round(ms, 2),
-                         "speedup": round(times[BASELINE] / ms, 3),
-                         "peak_mib": None if peak is None else round(peak, 1)})
+            rows.append(
+                {
+                    "task": task.name,
+                    "config": name,
+                    "device": device,
+                    "ms": round(ms, 2),
+                    "speedup": round(times[BASELINE] / ms, 3),
+                    "peak_mib": None if peak is None else round(peak, 1),
+                }
+            )
     return rows

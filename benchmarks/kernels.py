@@ -39,22 +39,30 @@ def measure_case(shape, channels_last: bool, dtype: torch.dtype, device: str) ->
         calls["backward"][name] = lambda y=y, leaves=leaves: torch.autograd.grad(y, leaves, dy, retain_graph=True)
         calls["forward+backward"][name] = lambda fn=fn, leaves=leaves: torch.autograd.grad(fn(*leaves), leaves, dy)
     # native and ours in three turns of a loop of at least 0.1 s each (see timing.medians_in_turns_ms)
-    times = {op: medians_in_turns_ms(fns, device, turns=3, warmup=2, repeats=5, min_seconds=0.1)
-             for op, fns in calls.items()}
+    times = {
+        op: medians_in_turns_ms(fns, device, turns=3, warmup=2, repeats=5, min_seconds=0.1) for op, fns in calls.items()
+    }
     # Forward moves the input once and the output once: bandwidth as a fraction of a plain copy of those bytes.
     copy_gbs = copy_bandwidth_gbs(x.numel(), device, dtype)
     forward_gbs = 2 * x.numel() * x.element_size() / (times["forward"]["ours"] * 1e-3) / 1e9
     rows = []
     for op, t in times.items():
         row = {
-            "shape": list(shape), "layout": "channels_last" if channels_last else "nchw",
-            "dtype": str(dtype).removeprefix("torch."), "device": device, "op": op,
-            "native_ms": round(t["native"], 4), "ours_ms": round(t["ours"], 4),
+            "shape": list(shape),
+            "layout": "channels_last" if channels_last else "nchw",
+            "dtype": str(dtype).removeprefix("torch."),
+            "device": device,
+            "op": op,
+            "native_ms": round(t["native"], 4),
+            "ours_ms": round(t["ours"], 4),
             "speedup": round(t["native"] / t["ours"], 3),
         }
         if op == "forward":
-            row |= {"ours_gbs": round(forward_gbs, 2), "copy_gbs": round(copy_gbs, 2),
-                    "fraction_of_copy": round(forward_gbs / copy_gbs, 3)}
+            row |= {
+                "ours_gbs": round(forward_gbs, 2),
+                "copy_gbs": round(copy_gbs, 2),
+                "fraction_of_copy": round(forward_gbs / copy_gbs, 3),
+            }
         rows.append(row)
     return rows
 

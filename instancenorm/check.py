@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +75,7 @@ def analytical_jacobian(fn, inputs: list[Tensor]) -> list[Tensor]:
     """The same matrices from autograd, i.e. from the backward kernel, one output element at a time."""
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
     out = fn(*leaves).reshape(-1)
-    rows = [[] for _ in leaves]
+    rows: list[list[Tensor]] = [[] for _ in leaves]
     for i in range(out.numel()):
         grads = torch.autograd.grad(out[i], leaves, retain_graph=True, allow_unused=True)
         for k, g in enumerate(grads):
@@ -85,10 +86,7 @@ def analytical_jacobian(fn, inputs: list[Tensor]) -> list[Tensor]:
 def case_inputs(case: Case, device: str, dtype: torch.dtype):
     x, w, b, dy = case.make(device, dtype)
     inputs = [t for t in (x, w, b) if t is not None]
-
-    def fn(x, *affine):
-        return instancenorm.instance_norm(x, *affine, eps=EPS)
-
+    fn = partial(instancenorm.instance_norm, eps=EPS)  # fn(x) or fn(x, w, b)
     return fn, inputs, x, w, b, dy
 
 
@@ -100,39 +98,79 @@ def gradcheck_row(case: Case, device: str) -> Row:
     tolerance = 1e-5 * max(1.0, numeric.abs().max().item())
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
     verdict = torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=False)
-    return Row(case.name, device, "float64", case.layout, "gradcheck (x, w, b)", abs_err, rel_err, tolerance,
-               bool(verdict) and abs_err <= tolerance)
+    return Row(
+        case.name,
+        device,
+        "float64",
+        case.layout,
+        "gradcheck (x, w, b)",
+        abs_err,
+        rel_err,
+        tolerance,
+        bool(verdict) and abs_err <= tolerance,
+    )
 
 
 def forward_rows(case: Case, device: str) -> list[Row]:
     _, _, x, w, b, _ = case_inputs(case, device, torch.float32)
     y = instancenorm.instance_norm(x, w, b, eps=EPS)
-    y_ref = reference.instance_norm(x.double(), *(None if t is None else t.double() for t in (w, b)), eps=EPS)
+    w64, b64 = (None if t is None else t.double() for t in (w, b))
+    y_ref = reference.instance_norm(x.double(), w64, b64, eps=EPS)
     # float32 stats round a large mean by |mean| * 6e-8, which 1/std amplifies; nothing else may add error.
     tolerance = 2e-5 + 4 * abs(case.offset) * 6e-8 / case.scale
-    rows = [Row(case.name, device, "float32", case.layout, "forward vs float64 reference", *errors(y, y_ref),
-                tolerance, False)]
+    rows = [
+        Row(
+            case.name,
+            device,
+            "float32",
+            case.layout,
+            "forward vs float64 reference",
+            *errors(y, y_ref),
+            tolerance,
+            False,
+        )
+    ]
     # torch's own op has no per-sample affine, and refuses H*W = 1 ("Expected more than 1 spatial element").
     if case.affine != "sample" and x[0, 0].numel() > 1:
         y_torch = F.instance_norm(x, weight=w, bias=b, eps=EPS)
-        rows.append(Row(case.name, device, "float32", case.layout, "forward vs torch F.instance_norm",
-                        *errors(y, y_torch), tolerance, False))
+        rows.append(
+            Row(
+                case.name,
+                device,
+                "float32",
+                case.layout,
+                "forward vs torch F.instance_norm",
+                *errors(y, y_torch),
+                tolerance,
+                False,
+            )
+        )
     for row in rows:
         row.passed = row.max_abs_err <= row.tolerance
     return rows
 
 
 def backward_row(case: Case, device: str) -> Row:
-    _, _, x, w, b, dy = case_inputs(case, device, torch.float32)
+    fn, _, x, w, b, dy = case_inputs(case, device, torch.float32)
     leaves = [t.clone().requires_grad_() for t in (x, w, b) if t is not None]
-    ours = torch.autograd.grad(instancenorm.instance_norm(*leaves, eps=EPS), leaves, dy)
+    ours = torch.autograd.grad(fn(*leaves), leaves, dy)
     ref_leaves = [t.double().requires_grad_() for t in (x, w, b) if t is not None]
-    theirs = torch.autograd.grad(reference.instance_norm(*ref_leaves, eps=EPS), ref_leaves, dy.double())
-    abs_err = max(errors(a, e)[0] for a, e in zip(ours, theirs))
+    ref_fn = partial(reference.instance_norm, eps=EPS)
+    theirs = torch.autograd.grad(ref_fn(*ref_leaves), ref_leaves, dy.double())
+    abs_err = max(errors(a, e)[0] for a, e in zip(ours, theirs, strict=True))
     scale = max(e.abs().max().item() for e in theirs)
     tolerance = (1e-4 + 4 * abs(case.offset) * 6e-8 / case.scale) * max(1.0, scale)
-    return Row(case.name, device, "float32", case.layout, "backward (dx, dw, db) vs reference", abs_err,
-               abs_err / max(scale, 1e-30), tolerance, abs_err <= tolerance)
+    return Row(
+        case.name,
+        device,
+        "float32",
+        case.layout,
+        "backward (dx, dw, db) vs reference",
+        abs_err,
+        abs_err / max(scale, 1e-30),
+        tolerance,
+        abs_err <= tolerance,
+    )
 
 
 def naive_derivative_row(device: str) -> Row:
@@ -146,8 +184,17 @@ def naive_derivative_row(device: str) -> Row:
     naive = torch.stack([reference.naive_backward(e.reshape(x.shape), inv_std, w).reshape(-1) for e in eye])
     abs_err, rel_err = errors(naive, numeric)
     tolerance = 1e-5 * max(1.0, numeric.abs().max().item())
-    return Row(case.name, device, "float64", case.layout, "naive dx = w*inv_std*dy is WRONG", abs_err, rel_err,
-               tolerance, abs_err > 100 * tolerance)
+    return Row(
+        case.name,
+        device,
+        "float64",
+        case.layout,
+        "naive dx = w*inv_std*dy is WRONG",
+        abs_err,
+        rel_err,
+        tolerance,
+        abs_err > 100 * tolerance,
+    )
 
 
 def devices_to_check(device: str) -> list[str]:
@@ -173,8 +220,19 @@ def run_checks(device: str = "all") -> list[Row]:
 
 def format_table(rows: list[Row]) -> str:
     header = ("case", "device", "dtype", "layout", "check", "max abs err", "max rel err", "result")
-    lines = [(r.case, r.device, r.dtype, r.layout, r.check, f"{r.max_abs_err:.2e}", f"{r.max_rel_err:.2e}",
-              "pass" if r.passed else "FAIL") for r in rows]
+    lines = [
+        (
+            r.case,
+            r.device,
+            r.dtype,
+            r.layout,
+            r.check,
+            f"{r.max_abs_err:.2e}",
+            f"{r.max_rel_err:.2e}",
+            "pass" if r.passed else "FAIL",
+        )
+        for r in rows
+    ]
     widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]

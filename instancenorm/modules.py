@@ -27,7 +27,7 @@ class _KernelInstanceNorm(_InstanceNorm):
             # torch.instance_norm repeats the running statistics over the batch and hands them to batch_norm.
             raise RuntimeError(f"running_mean should contain {n * c} elements not {n * self.running_mean.numel()}")
         if use_input_stats:
-            F._verify_spatial_size(input.size())
+            F._verify_spatial_size(input.size())  # type: ignore[attr-defined]  # private, not in torch's functional.pyi
         else:
             # Fixed per-channel statistics: an affine map, which is exactly what batch_norm in eval computes.
             return F.batch_norm(
@@ -42,6 +42,7 @@ class _KernelInstanceNorm(_InstanceNorm):
     def _update_running_stats(self, mean: Tensor, var: Tensor, spatial: int) -> None:
         # As torch.nn.InstanceNorm*: momentum=None means 0 (no update) and num_batches_tracked is never advanced. An
         # empty batch averages to NaN, as torch's does.
+        assert self.running_mean is not None and self.running_var is not None  # only called when tracking
         factor = 0.0 if self.momentum is None else self.momentum
         unbiased = var * (spatial / max(spatial - 1, 1))
         self.running_mean.lerp_(mean.mean(dim=0).to(self.running_mean.dtype), factor)

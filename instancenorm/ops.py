@@ -27,7 +27,7 @@ normalize_out_op = torch.ops.instancenorm.normalize_out.default
 def is_channels_last(x: Tensor) -> bool:
     """(N, *spatial, C) in memory, size-1 dims ignored; mirrors the C++ layout choice."""
     expected = x.shape[1]
-    for size, stride in zip(reversed(x.shape[2:]), reversed(x.stride()[2:])):
+    for size, stride in zip(reversed(x.shape[2:]), reversed(x.stride()[2:]), strict=True):
         if size != 1 and stride != expected:
             return False
         expected *= size
@@ -49,7 +49,11 @@ def _forward_fake(input: Tensor, weight: Tensor | None, bias: Tensor | None, eps
 
 @torch.library.register_fake("instancenorm::backward")
 def _backward_fake(
-    grad_output: Tensor, input: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None,
+    grad_output: Tensor,
+    input: Tensor,
+    mean: Tensor,
+    inv_std: Tensor,
+    weight: Tensor | None,
     mean_lo: Tensor | None = None,
 ):
     # The kernel allocates fresh contiguous (N, C) gradients whatever mean's strides are.
@@ -87,7 +91,9 @@ def instance_norm(
     return out
 
 
-def instance_norm_(input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+def instance_norm_(
+    input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5
+) -> Tensor:
     """In-place instance_norm for inference: overwrites input (contiguous or channels_last) and returns it.
 
     Saves allocating an output the size of the input, which for large activations costs more than the arithmetic.

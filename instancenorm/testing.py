@@ -24,7 +24,9 @@ class Case:
     def layout(self) -> str:
         return "channels_last" if self.channels_last else "contiguous"
 
-    def make(self, device: str, dtype: torch.dtype, seed: int = 0) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+    def make(
+        self, device: str, dtype: torch.dtype, seed: int = 0
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
         """(x, weight, bias, grad_output), drawn in float64 from a fixed seed, then cast and moved."""
         g = torch.Generator().manual_seed(seed)
         n, c = self.shape[:2]
@@ -44,7 +46,7 @@ class Case:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device)
 
-        return move(x), move(w), move(b), move(dy)
+        return x.to(device), move(w), move(b), dy.to(device)
 
 
 # The cases `styler check-grad` proves; small enough for numerical Jacobians.

@@ -64,7 +64,14 @@ class Checkpoint:
         missing = [field.name for field in fields(cls) if field.name not in values and field.name not in optional]
         if missing:
             raise StylerError(f"{where}: a training checkpoint that lacks {', '.join(missing)}")
-        kinds = {"config": dict, "model": dict, "optimizer": dict, "scaler": dict, "loss_network": dict, "rng": dict}
+        kinds: dict[str, type | tuple[type, ...]] = {
+            "config": dict,
+            "model": dict,
+            "optimizer": dict,
+            "scaler": dict,
+            "loss_network": dict,
+            "rng": dict,
+        }
         kinds |= {"style_images": (list, tuple), "style_names": (list, tuple), "step": int, "seconds": (int, float)}
         wrong = [name for name, kind in kinds.items() if not isinstance(values[name], kind)]
         if not isinstance(values.get("architecture"), (dict, type(None))):

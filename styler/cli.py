@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, Literal
+from typing import Annotated, Literal
 
 import typer
 

@@ -119,7 +119,7 @@ class PhotoFolder(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[Tensor, tuple[Skipped, ...]]:
-        skipped = []
+        skipped: list[Skipped] = []
         for offset in range(len(self.paths)):
             path = self.paths[(index + offset) % len(self.paths)]
             try:

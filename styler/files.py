@@ -6,6 +6,7 @@ Every output (images, models, checkpoints, converted weights) goes through `writ
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -165,8 +166,6 @@ def check_output_folder(folder: Path) -> str | None:
         os.close(open_new(probe))
     except OSError as error:
         return os_error_text(error)
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(probe)
-    except OSError:
-        pass
     return None

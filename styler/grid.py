@@ -102,7 +102,7 @@ def main(inputs: list[str], options: GridOptions) -> None:
     if bad:
         raise StylerError(bad[0])
     sheet = file_identity(output)
-    read = [*(job.input for job in jobs), *models]
+    read: list[Path | str] = [*(job.input for job in jobs), *models]
     if sheet is not None and any(file_identity(Path(name)) == sheet for name in read):
         raise StylerError(f"{output}: refusing to overwrite an input")  # --overwrite or not, as in stylize
     problem = check_output_folder(output.parent)  # a read-only folder is found before the work, not after it

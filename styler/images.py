@@ -193,7 +193,7 @@ def _to_8bit(values: np.ndarray) -> np.ndarray:
 
 def _is_rgb_profile(profile: bytes | None) -> bool:
     """ICC header bytes 16..19 name the colour space the profile describes; only an RGB one fits the output."""
-    return bool(profile) and len(profile) >= 20 and profile[16:20] == b"RGB "
+    return profile is not None and len(profile) >= 20 and profile[16:20] == b"RGB "
 
 
 EXIF_IFD_POINTERS = (0x8769, 0x8825, 0xA005)  # Exif, GPS, interoperability

@@ -16,7 +16,10 @@ Every loss is a mean of per-image values, so the mean over a batch split across 
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -102,8 +105,8 @@ class FeatureNetwork(Protocol):
 class VGG16Features(nn.Module):
     """torchvision's vgg16().features up to relu4_3, frozen; forward returns the four named activations."""
 
-    content_layers = ("relu2_2",)
-    style_layers = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    content_layers: tuple[str, ...] = ("relu2_2",)
+    style_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
     LAYER_INDEX = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
     relative_losses = False
 
@@ -189,11 +192,13 @@ class RandomFeatureNetwork(nn.Module):
     KERNEL_SIZES = RANDOM_KERNEL_SIZES
     FILTERS = 128
     SCALES = RANDOM_SCALES
-    content_layers = ("3x3@1", "5x5@1")
-    style_layers = tuple(f"{k}x{k}@{s}" for s in RANDOM_SCALES for k in RANDOM_KERNEL_SIZES)
+    content_layers: tuple[str, ...] = ("3x3@1", "5x5@1")
+    style_layers: tuple[str, ...] = tuple(f"{k}x{k}@{s}" for s in RANDOM_SCALES for k in RANDOM_KERNEL_SIZES)
     relative_losses = True
     # Smallest image side: the 11x11 filters at 1/4 resolution need 11 pixels there.
     min_size = max(KERNEL_SIZES) * max(SCALES)
+    gain: Tensor  # buffers (scale, kernel, filter), set by calibrate()
+    offset: Tensor
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
@@ -269,6 +274,11 @@ class LossTerms:
         return {"content": values[0], "style": values[1], "tv": values[2], "total": sum(values)}
 
 
+def _total(losses: Iterable[Tensor]) -> Tensor:
+    """The losses added up: sum() without its start value 0, so the result is always a Tensor."""
+    return functools.reduce(operator.add, losses)
+
+
 def _squared_error(output: Tensor, target: Tensor, relative: bool) -> Tensor:
     """Per image: mean squared error, or squared error divided by the target's squared size ("relative")."""
     per_image = tuple(range(1, output.dim()))  # summed in place: flatten() would copy channels-last maps
@@ -313,13 +323,13 @@ class PerceptualLoss(nn.Module):
         style_weight = self.weights.style * style_scale
         wants_style = style_weight != 0
         output_features = self.network(output, None if wants_style else self.network.content_layers)
-        content_loss = sum(
+        content_loss = _total(
             _squared_error(output_features[layer], content_features[layer], relative).mean()
             for layer in self.network.content_layers
         )
         style_loss = output.new_zeros(())
         if wants_style:
-            style_loss = sum(
+            style_loss = _total(
                 _squared_error(
                     gram_matrix(output_features[layer]), target.expand(output.shape[0], -1, -1), relative
                 ).mean()

@@ -79,9 +79,9 @@ ARCHITECTURES = {
 FORMER_ARCHITECTURES = {"lite": Architecture(width=0.25, residual_blocks=3, stem_stride=2)}
 
 
-def checkpoint_architecture(name: str, num_styles: int, saved: dict | None) -> Architecture:
+def checkpoint_architecture(name: str | None, num_styles: int, saved: dict | None) -> Architecture:
     """A checkpoint's network: the architecture it stored, or for one written before checkpoints stored it, what its
-    architecture's name meant then."""
+    architecture's name meant then (None: its config names none)."""
     if saved is not None:
         return Architecture.from_dict({**saved, "num_styles": num_styles})
     if name in FORMER_ARCHITECTURES:
@@ -89,7 +89,7 @@ def checkpoint_architecture(name: str, num_styles: int, saved: dict | None) -> A
     return architecture(name, num_styles)
 
 
-def architecture(name: str, num_styles: int = 1) -> Architecture:
+def architecture(name: str | None, num_styles: int = 1) -> Architecture:
     """A named configuration ("johnson" or "lite") with the given number of styles."""
     if name not in ARCHITECTURES:
         raise StylerError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
@@ -133,7 +133,8 @@ def normalize(norm: nn.Module, x: Tensor, style: Tensor | None, relu: bool = Tru
         y = norm(x, style)
         return torch.relu(y) if relu else y
     if isinstance(norm, (InstanceNorm, instancenorm.ConditionalInstanceNorm2d)):
-        y = instancenorm.instance_norm_(x, *norm.style_affine(style, x.shape[0]), norm.eps)
+        # A conditional norm always gets a style: TransformerNet.forward refuses a multi-style call without one.
+        y = instancenorm.instance_norm_(x, *norm.style_affine(style, x.shape[0]), norm.eps)  # type: ignore[arg-type]
     else:
         y = norm(x, style)
     return y.relu_() if relu else y
@@ -205,6 +206,7 @@ class ConvLayer(nn.Module):
                     (*y.shape[:2], out_rows, y.shape[-1]), dtype=y.dtype, device=y.device, memory_format=layout
                 )
             out[:, :, first:last] = y
+        assert out is not None  # more than one band, so the first one made it
         return out
 
 

@@ -138,7 +138,7 @@ def plan_outputs(jobs: list[Job], style_tag: str, options: StylizeOptions) -> No
             raise StylerError(f"--output names one file but there are {len(jobs)} inputs; use --output-dir")
         writer_for(single_output)
     # Every output folder is created and tried before any work: a read-only -d is refused before the first photo.
-    for folder, flag in ((output_dir, "--output-dir"), (single_output and single_output.parent, "--output")):
+    for folder in (output_dir, single_output and single_output.parent):
         if folder is None:
             continue
         try:
@@ -246,6 +246,7 @@ def _stylize_one(job: Job, stylizer: Stylizer, options: StylizeOptions) -> tuple
         sys.stdout.buffer.write(encode_photo(result, STDOUT_SUFFIX))
         sys.stdout.buffer.flush()
     else:
+        assert job.output is not None  # every job's output is chosen before any work
         write_photo(job.output, result, overwrite=options.overwrite)
     return result.size
 

@@ -66,7 +66,8 @@ class Stylizer:
             raise StylerError("--precision float16 is for CUDA; on the CPU use bfloat16 or float32")
         self.device, self.autocast_dtype = device, PRECISIONS[precision]
         self.arch = model.arch
-        self.network = model.build().to(device, memory_format=torch.channels_last)
+        # torch accepts to(device, memory_format=...); its type stubs lack that overload.
+        self.network = model.build().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.style = None if choice.weights is None else torch.tensor([choice.weights], device=device)
 
     def __call__(self, photo: Photo, strength: float = 1.0, preserve_color: bool = False) -> Photo:

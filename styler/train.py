@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as torch_distributed
@@ -36,6 +37,7 @@ from styler.images import Photo, read_photo, tensor_to_image, to_uint8_tensor, w
 from styler.losses import (
     DistillationLoss,
     FeatureDistillationLoss,
+    FeatureNetwork,
     LossTerms,
     PerceptualLoss,
     RandomFeatureNetwork,
@@ -118,7 +120,7 @@ def resolve_config(given: dict) -> tuple[TrainConfig, Checkpoint | None]:
         return TrainConfig(**given).checked(), None
     checkpoint = checkpoints.read(resume)
     # Fields added since a checkpoint was written take the value that reproduces its run.
-    written_before = {"style_ramp": 0, "teachers": ()}
+    written_before: dict[str, Any] = {"style_ramp": 0, "teachers": ()}
     saved = TrainConfig(
         **(written_before | {name: value for name, value in checkpoint.config.items() if name in known})
     )
@@ -200,7 +202,7 @@ class StopRequest:
     def __init__(self, announce: bool) -> None:
         self.requested = False
         self.announce = announce
-        self.previous = {}
+        self.previous: dict[signal.Signals, Any] = {}  # the handlers this one replaced
 
     def _handle(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:
@@ -238,6 +240,7 @@ class TrainingPhotos:
 def check_outputs(config: TrainConfig, resuming: bool) -> None:
     """Before hours of training, not after them: --out must be new (or --overwrite) and its folder writable, and
     --checkpoint-dir writable and free of another run's checkpoints."""
+    assert config.out is not None and config.checkpoint_dir is not None  # a checked() config names both
     out, checkpoint_dir = Path(config.out), Path(config.checkpoint_dir)
     if out.is_dir():
         raise StylerError(f"--out {out}: is a folder; name the model file")
@@ -255,6 +258,7 @@ def check_outputs(config: TrainConfig, resuming: bool) -> None:
 
 
 def find_photos(config: TrainConfig) -> TrainingPhotos:
+    assert config.data is not None and config.out is not None  # a checked() config names both
     photos, skipped = scan(Path(config.data))
     _refuse_out_that_is_an_input(Path(config.out), config, photos)
     preview_paths, preview_crops = pick_preview_photos(photos, config.image_size)
@@ -273,16 +277,18 @@ def build_loss(
 ) -> tuple[nn.Module, Path | None]:
     """The loss of this run's config, and the VGG16 weights file it read (None when it reads none)."""
     vgg_source = None
+    network: FeatureNetwork
     if config.loss_net == "vgg16":
         weights, vgg_source = load_vgg16_weights(Path(config.vgg_weights) if config.vgg_weights else None)
         network = VGG16Features(weights)
     elif config.loss_net == "random":
-        network = RandomFeatureNetwork(RANDOM_LOSS_SEED)
+        network = random_network = RandomFeatureNetwork(RANDOM_LOSS_SEED)
         if checkpoint is not None:
-            network.load_state_dict(checkpoint.loss_network)
+            random_network.load_state_dict(checkpoint.loss_network)
         else:  # "over the content and style images": the fixed preview photos stand for the content
-            network.calibrate([image.unsqueeze(0).float() for image in [*style_images, *preview_crops]])
-    teachers = [teacher_model(teacher).build() for teacher in config.teachers]
+            random_network.calibrate([image.unsqueeze(0).float() for image in [*style_images, *preview_crops]])
+    teachers: list[nn.Module] = [teacher_model(teacher).build() for teacher in config.teachers]
+    loss: nn.Module
     if config.loss_net == "teacher":
         loss = DistillationLoss(teachers, config.loss_weights())
     elif teachers:
@@ -304,7 +310,9 @@ def build_network(config: TrainConfig, checkpoint: Checkpoint | None) -> Transfo
         # Start from mid-grey rather than black: a black output sits far outside the photos the random features
         # are calibrated on, so the first style losses are huge and the first hundreds of steps would go into
         # learning the 0..255 range instead of the style.
-        network.deconv3.conv2d.bias.fill_(127.5)
+        bias = network.deconv3.conv2d.bias
+        assert bias is not None  # nn.Conv2d's default bias=True
+        bias.fill_(127.5)
     if config.init and checkpoint is None:
         start_from(network, config.init)
     return network
@@ -317,6 +325,7 @@ class Training:
         self, config: TrainConfig, checkpoint: Checkpoint | None, processes: Processes, device: torch.device
     ) -> None:
         self.config, self.processes, self.device = config, processes, device
+        assert config.out is not None and config.checkpoint_dir is not None  # a checked() config names both
         self.out, self.checkpoint_dir = Path(config.out), Path(config.checkpoint_dir)
         if config.amp and device.type != "cuda":
             raise StylerError("--amp needs a CUDA device (mixed precision on the CPU is slower, not faster)")
@@ -335,14 +344,15 @@ class Training:
         self.loss, self.vgg_source = build_loss(config, self.style_images, self.photos.preview_crops, checkpoint)
         self.network = build_network(config, checkpoint)
         layout = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.loss = self.loss.to(device, memory_format=layout)
-        self.network = self.network.to(device, memory_format=layout)
+        # torch accepts to(device, memory_format=...); its type stubs lack that overload.
+        self.loss = self.loss.to(device, memory_format=layout)  # type: ignore[call-overload]
+        self.network = self.network.to(device, memory_format=layout)  # type: ignore[call-overload]
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
         self.step, self.seconds = 0, 0.0
         if checkpoint is not None:
             self._restore(checkpoint)
-        self.trained = self.network
+        self.trained: nn.Module = self.network  # wrapped for DistributedDataParallel below
         if processes.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -435,7 +445,7 @@ class Training:
             model=self.network.state_dict(),
             optimizer=self.optimizer.state_dict(),
             scaler=self.scaler.state_dict(),
-            loss_network=self.loss.network.state_dict() if self.config.loss_net == "random" else {},
+            loss_network=self.loss.get_submodule("network").state_dict() if self.config.loss_net == "random" else {},
             style_images=self.style_images,
             rng={
                 "torch": torch.get_rng_state(),
@@ -478,6 +488,7 @@ class TrainingRun:
                 training.update(terms)
                 training.step += 1
                 training.seconds = clock.tick()
+                assert clock.step_seconds is not None  # tick() sets it
                 bar.update()
                 bar.set_postfix_str(self._progress_text(values, clock.step_seconds), refresh=False)
                 self._periodic_outputs()
@@ -603,8 +614,10 @@ def painting_files(config: TrainConfig) -> list[str]:
     images = []
     for teacher in config.teachers:
         styles = teacher_model(teacher).training.get("styles")
-        known = isinstance(styles, list) and len(styles) == 1 and isinstance(styles[0], dict)
-        images.append(str(styles[0].get("image")) if known else Path(teacher).name)
+        if isinstance(styles, list) and len(styles) == 1 and isinstance(styles[0], dict):
+            images.append(str(styles[0].get("image")))
+        else:
+            images.append(Path(teacher).name)
     return images
 
 

@@ -17,8 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def report(tmp_path_factory) -> dict:
     """One quick run of both levels (one thread, glibc's default malloc): well under a minute."""
     out = tmp_path_factory.mktemp("bench") / "latest.json"
-    subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--threads", "1", "--malloc", "default",
-                    "--json", str(out)], cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--threads", "1", "--malloc", "default", "--json", str(out)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return json.loads(out.read_text())
 
 
@@ -56,8 +62,9 @@ def test_chart_is_written(report, tmp_path):
     pytest.importorskip("matplotlib")  # the optional `bench` extra
     source, chart = tmp_path / "report.json", tmp_path / "chart.png"
     source.write_text(json.dumps(report))
-    subprocess.run([sys.executable, "-m", "benchmarks.chart", str(source), str(chart)], cwd=ROOT, check=True,
-                   timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.chart", str(source), str(chart)], cwd=ROOT, check=True, timeout=120
+    )
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -113,16 +120,27 @@ GPU_CHECK = ROOT / "benchmarks" / "gpu_check.sh"
 def run_gpu_check(out: Path, **env: str) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run(["bash", str(GPU_CHECK), str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          check=False, env={**os.environ, "PYTHON": sys.executable, **env})
+    return subprocess.run(
+        ["bash", str(GPU_CHECK), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "PYTHON": sys.executable, **env},
+    )
 
 
 def test_gpu_check_runs_every_step_into_its_folder(tmp_path):
     """Its CPU mode: the same steps (but the build, done already) with the CPU kernels, logs and results in one
     folder and a summary that names each step."""
     out = tmp_path / "gpu-check"
-    result = run_gpu_check(out, GPU_CHECK_DEVICE="cpu", GPU_CHECK_SKIP_BUILD="1",
-                           GPU_CHECK_PYTEST_K="test_import_reports_devices or test_cpu_dispatch")
+    result = run_gpu_check(
+        out,
+        GPU_CHECK_DEVICE="cpu",
+        GPU_CHECK_SKIP_BUILD="1",
+        GPU_CHECK_PYTEST_K="test_import_reports_devices or test_cpu_dispatch",
+    )
     summary = (out / "summary.txt").read_text()
     assert result.returncode == 0, summary + result.stderr
     steps = [line.split()[1] for line in summary.splitlines() if line.startswith("OK")]

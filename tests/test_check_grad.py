@@ -51,7 +51,10 @@ class NaiveGradient(torch.autograd.Function):
     def backward(ctx, dy):
         x, w, b, mean, inv_std = ctx.saved_tensors
         _, dw, db = reference.backward(dy, x, mean, inv_std, w)
-        reduce = (lambda g, p: None if p is None else (g if p.dim() == 2 else g.sum(0)).to(p.dtype))
+
+        def reduce(g, p):
+            return None if p is None else (g if p.dim() == 2 else g.sum(0)).to(p.dtype)
+
         return reference.naive_backward(dy, inv_std, w), reduce(dw, w), reduce(db, b)
 
 

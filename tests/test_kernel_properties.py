@@ -179,12 +179,9 @@ def make_inputs(p: Problem):
         base[min(cn, base.shape[0] - 1), cc] = p.offset + 0.37 * p.scale
     if p.bad_value is not None:
         value, index = p.bad_value
-        base[tuple(min(i, size - 1) for i, size in zip(index, base.shape))] = value
+        base[tuple(min(i, size - 1) for i, size in zip(index, base.shape, strict=True))] = value
     base = base.to(p.dtype)
-    if p.layout.startswith("expanded"):
-        x = base.expand(p.shape)
-    else:
-        x = _in_layout(base, p.layout)
+    x = base.expand(p.shape) if p.layout.startswith("expanded") else _in_layout(base, p.layout)
     param_shape = (c,) if p.affine == "channel" else (n, c)
     weight = (torch.rand(param_shape, generator=g, dtype=torch.float64) * 4 - 2).to(p.dtype) if p.has_weight else None
     bias = torch.randn(param_shape, generator=g, dtype=torch.float64).to(p.dtype) if p.has_bias else None
@@ -322,9 +319,13 @@ def test_autograd_uses_the_ops_and_sums_per_channel_gradients_over_the_batch(p):
     per-channel affine gradients summed over N: bit for bit what calling the ops directly gives."""
     note(repr(p))
     x, weight, bias, dy = make_inputs(p)
-    leaves = {name: t.detach().clone().requires_grad_() for name, t in zip("xwb", (x, weight, bias)) if t is not None}
+    leaves = {
+        name: t.detach().clone().requires_grad_()
+        for name, t in zip("xwb", (x, weight, bias), strict=True)
+        if t is not None
+    }
     y = instance_norm(leaves["x"], leaves.get("w"), leaves.get("b"), p.eps)
-    grads = dict(zip(leaves, torch.autograd.grad(y, list(leaves.values()), dy)))
+    grads = dict(zip(leaves, torch.autograd.grad(y, list(leaves.values()), dy), strict=True))
     y_op, mean, inv_std, _, mean_lo = forward_op(x, weight, bias, p.eps)
     dx, dweight, dbias = backward_op(dy, x, mean, inv_std, weight, mean_lo)
     assert torch.equal(y, y_op) and torch.equal(grads["x"], dx)

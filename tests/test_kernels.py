@@ -143,7 +143,7 @@ def gradient_bounds(dtype, x64, dy64, w64, mean64, inv_std64):
 
 
 def assert_gradients_within(grads, refs, bounds) -> None:
-    for name, got, ref, bound in zip(("dx", "dweight", "dbias"), grads, refs, bounds):
+    for name, got, ref, bound in zip(("dx", "dweight", "dbias"), grads, refs, bounds, strict=True):
         limit = bound(ref) if callable(bound) else bound
         err = (got.double().cpu() - ref).abs()
         worst = (err - limit).flatten().argmax()
@@ -249,7 +249,7 @@ def test_gradients_match_torch_instance_norm(device):
         leaves = [t.clone().requires_grad_() for t in (x, w, b)]
         y = fn(*leaves)
         grads.append((y, *torch.autograd.grad(y, leaves, dy)))
-    for ours, theirs in zip(*grads):
+    for ours, theirs in zip(*grads, strict=True):
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
@@ -443,7 +443,7 @@ def test_result_does_not_depend_on_thread_count():
     finally:
         torch.set_num_threads(threads)
     for other in results[1:]:
-        for a, b_ in zip(results[0], other):
+        for a, b_ in zip(results[0], other, strict=True):
             torch.testing.assert_close(a, b_, atol=1e-5, rtol=1e-5)
 
 
@@ -479,8 +479,15 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     """code in a fresh interpreter started in the repository root (so it imports this checkout's instancenorm): for
     what must not change this process (malloc settings, the CPU variant) or may crash it."""
     root = Path(__file__).resolve().parent.parent
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=root, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=root,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 # Run in a child process: keep_freed_memory() changes malloc's settings for the rest of the process it runs in.
@@ -492,8 +499,12 @@ def test_streamed_outputs_match_reference():
     with malloc keeping freed memory is from the second call on."""
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_streamed_in_this_process"],
-        cwd=Path(__file__).resolve().parent.parent, env={**os.environ, STREAMED_CHILD: "1"}, capture_output=True,
-        text=True, timeout=900, check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, STREAMED_CHILD: "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     assert result.returncode == 0 and f"{len(STREAMED_CASES)} passed" in result.stdout, result.stdout + result.stderr
 
@@ -717,16 +728,19 @@ def test_no_avx_instruction_outside_the_avx_variants():
     variant objects define and the linker kept from an AVX one. (Per-object clones, "[clone .constprop]", are local
     to the object that calls them.)"""
     library = Path(instancenorm._C.__file__)
-    listing = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(library)], capture_output=True,
-                             text=True, check=True).stdout
+    listing = subprocess.run(
+        ["objdump", "-d", "-C", "--no-show-raw-insn", str(library)], capture_output=True, text=True, check=True
+    ).stdout
     offenders, function = set(), ""
     for line in listing.splitlines():
         if line.endswith(">:"):
             function = line
         elif "%xmm" in line or "%ymm" in line or "%zmm" in line:
             fields = line.split()
-            if len(fields) > 1 and fields[1].startswith("v") and not any(
-                tag in function for tag in ("AVX2::", "AVX512::", "4AVX2", "6AVX512", "[clone .")
+            if (
+                len(fields) > 1
+                and fields[1].startswith("v")
+                and not any(tag in function for tag in ("AVX2::", "AVX512::", "4AVX2", "6AVX512", "[clone ."))
             ):
                 offenders.add(function)
     assert not offenders, sorted(offenders)[:5]

@@ -47,8 +47,9 @@ def environment(tmp_path) -> dict[str, str]:
 @pytest.mark.slow
 def test_every_stage_leaves_a_model(environment, tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run(["sh", SCRIPT, out, "900"], env=environment, cwd=REPOSITORY, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        ["sh", SCRIPT, out, "900"], env=environment, cwd=REPOSITORY, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr
     lite = [f"{name}-lite{stage}" for name in ("starry", "wave", "kandinsky") for stage in ("-pixel", "")]
     names = ["recon", "starry", "wave", "kandinsky", "mix", *lite]
@@ -64,7 +65,13 @@ def test_every_stage_leaves_a_model(environment, tmp_path):
 
 
 def test_an_exhausted_budget_stops_without_starting_a_stage(environment, tmp_path):
-    result = subprocess.run(["sh", SCRIPT, tmp_path / "out", "0"], env=environment, cwd=REPOSITORY,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["sh", SCRIPT, tmp_path / "out", "0"],
+        env=environment,
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "no time left for recon" in result.stderr and not list((tmp_path / "out").glob("*.pth"))
