@@ -87,7 +87,7 @@ sys.exit('$DEVICE' not in instancenorm.usable_devices())"; then
 fi
 
 run tests 150 "$PY" -m pytest -q -p no:cacheprovider -x --junitxml="$OUT/pytest.xml" \
-  -k "${GPU_CHECK_PYTEST_K:-cuda}" tests/test_kernels.py tests/test_modules.py
+  -k "${GPU_CHECK_PYTEST_K:-cuda}" tests/instancenorm/test_kernels.py tests/instancenorm/test_modules.py
 
 run check-grad 60 bash -c "$PY -m styler.cli check-grad --device $DEVICE --json >'$OUT/check-grad.json'"
 

@@ -87,7 +87,8 @@ def main(
 @user_errors_exit_2
 def check_grad(
     device: Annotated[
-        str, typer.Option(help="Where to test the kernels: cpu, cuda or all (cuda when present).")
+        Literal["all", "cpu", "cuda"],
+        typer.Option(help="Where to test the kernels: all is cpu, and cuda when present."),
     ] = "all",
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON for scripts.")] = False,
 ) -> None:

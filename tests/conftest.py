@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import smooth_image, stripes  # tests/helpers.py (pytest puts tests/ on sys.path)
 from hypothesis import settings
 from PIL import Image
 from typer.testing import CliRunner
 
-# Property tests (tests/test_kernel_properties.py): the same bounded set of examples on every run unless
+# Property tests (tests/instancenorm/test_kernel_properties.py): the same bounded set of examples on every run unless
 # HYPOTHESIS_PROFILE says otherwise ("thorough" for a long local search); no example database in the repository.
 settings.register_profile("ci", derandomize=True, max_examples=150, deadline=None, database=None, print_blob=True)
 settings.register_profile("thorough", max_examples=2000, deadline=None)
@@ -110,3 +111,16 @@ def run_cli() -> Callable[..., CliResult]:
         return CliResult(result.exit_code, result.stdout, result.stderr)
 
     return run
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    for index in range(8):
+        smooth_image(folder / f"photo{index}.jpg", 80, 60, seed=index)
+    return folder
+
+
+@pytest.fixture
+def style(tmp_path) -> Path:
+    return stripes(tmp_path / "stripes.png")

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPOSITORY  # tests/helpers.py (pytest puts tests/ on sys.path)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPOSITORY
 
 
 @pytest.fixture(scope="module")

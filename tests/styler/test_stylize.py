@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPOSITORY  # tests/helpers.py (pytest puts tests/ on sys.path)
 from PIL import Image
 
 from styler import __version__
@@ -353,7 +354,7 @@ def test_max_pixels_refuses_and_admits_big_images(run_cli, tiny_model, make_imag
 
 
 def test_the_sample_photos_are_documented_and_stylize(run_cli, tiny_model, tmp_path):
-    samples = Path(__file__).resolve().parent.parent / "samples"
+    samples = REPOSITORY / "samples"
     photos_dir = samples / "photos"
     photos = sorted(photos_dir.glob("*.jpg"))
     sources = (samples / "SOURCES.md").read_text()

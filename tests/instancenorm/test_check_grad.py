@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPOSITORY  # tests/helpers.py (pytest puts tests/ on sys.path)
 from typer.testing import CliRunner
 
 import instancenorm
@@ -74,13 +74,12 @@ def test_bad_device_is_a_plain_error():
 def test_check_does_not_import_styler():
     """instancenorm sits below styler: its check runs without styler."""
     code = "import sys, instancenorm.check; assert not any(m.startswith('styler') for m in sys.modules)"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPOSITORY)
 
 
 def test_bad_device_is_a_user_error():
     result = runner.invoke(app, ["check-grad", "--device", "tpu"])
-    assert result.exit_code == 2
-    assert result.stderr.strip().splitlines() == ["styler: error: --device must be cpu, cuda or all, not 'tpu'"]
+    assert result.exit_code == 2 and "Invalid value for '--device'" in result.stderr and "'tpu'" in result.stderr
 
 
 @pytest.mark.skipif("cuda" in instancenorm.usable_devices(), reason="CUDA is usable here")

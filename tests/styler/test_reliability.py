@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPOSITORY, smooth_image, stripes, tiny_run  # tests/helpers.py (pytest puts tests/ on sys.path)
 from PIL import Image
-from test_train import smooth_image, stripes, tiny_run  # pytest puts tests/ on sys.path
 
 from styler import files
 from styler.checkpoints import FILE_NAME, checkpoint_files, read
@@ -35,7 +35,7 @@ def styler_command() -> list[str]:
 
 
 # PYTHONPATH: this checkout's styler, not the one an editable install points the script at.
-ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPOSITORY)}
 
 
 # ------------------------------------------------------------------------------------- hostile model files
@@ -380,8 +380,6 @@ def test_a_12_megapixel_photo_through_lite_stays_under_2_gib(tmp_path):
 
 
 # -------------------------------------------------------------------------------- interrupts and temporary files
-
-REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def test_an_interrupt_just_after_the_temporary_file_is_created_removes_it(tmp_path, monkeypatch):

@@ -7,16 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from test_train import smooth_image, stripes  # pytest puts tests/ on sys.path
+from helpers import REPOSITORY, smooth_image, stripes  # tests/helpers.py (pytest puts tests/ on sys.path)
 
 from styler.losses import VGG16Features
 from styler.model_files import load_model_file
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 SCRIPT = REPOSITORY / "tools" / "train_gpu.sh"
 PAINTINGS = ("vangogh_starry_night", "hokusai_great_wave", "kandinsky_composition_vii")
 

@@ -10,6 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import (  # tests/helpers.py (pytest puts tests/ on sys.path)
+    DAMAGED_DATA,
+    READABLE_ODDITIES,
+    REJECTED_BY_HEADER,
+)
 from PIL import Image
 
 from styler.data import (
@@ -23,18 +28,6 @@ from styler.data import (
     scan,
 )
 from styler.errors import StylerError
-
-# From ../shared/data/odd-images: the header check rejects the first group, decoding the second; the rest are
-# readable in odd ways (EXIF rotation, CMYK, greyscale, a PNG named .jpg).
-REJECTED_BY_HEADER = [
-    "broken.png",
-    "empty.jpg",
-    "text_not_image.jpg",
-    "png_decompression_dos.png",
-    "bmp_badbitcount.bmp",
-]
-DAMAGED_DATA = ["truncated_jpeg.jpg", "truncated_image.png"]
-READABLE_ODDITIES = ["hopper_orientation_6.jpg", "pil_sample_cmyk.jpg", "hopper_gray.jpg", "png_data_named.jpg"]
 
 
 def save_photo(path: Path, width: int = 40, height: int = 30, seed: int = 0) -> Path:

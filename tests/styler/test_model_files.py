@@ -9,10 +9,10 @@ import pickle
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPOSITORY  # tests/helpers.py (pytest puts tests/ on sys.path)
 
 from styler import __version__
 from styler.errors import StylerError
@@ -26,8 +26,6 @@ from styler.model_files import (
     write_manifest,
 )
 from styler.network import Architecture, TransformerNet, architecture
-
-REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def small_network(num_styles: int = 1) -> TransformerNet:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import REPOSITORY  # tests/helpers.py (pytest puts tests/ on sys.path)
 
 import instancenorm
 from instancenorm import reference
@@ -113,7 +114,7 @@ def _planes(t: torch.Tensor) -> torch.Tensor:
 #   |dx - ref| <= u(dtype) * |ref| + (ACC_DX * scale_dx) * (1 + u(dtype)) + subnormal step of dtype
 #   scale_dx    = |w| * inv_std * (|dy| + mean|dy| + |x̂| * mean|dy x̂|)   (the terms dx is made of)
 #   |dw - ref| <= ACC_SUM * (1 + log2 M) * Σ|dy x̂|,   |db - ref| <= ACC_SUM * (1 + log2 M) * Σ|dy|
-# with u the unit roundoff of the dtype and ACC_* those of tests/test_kernel_properties.py's Tolerance for the
+# with u the unit roundoff of the dtype and ACC_* those of test_kernel_properties.py's Tolerance for the
 # accumulation type (2-5x the largest error of 5000 random problems). The float64 reference's own x - mean is
 # relative to |mean|: REFERENCE * |mean| * inv_std more for dx.
 UNIT_ROUNDOFF = {torch.float64: 2.0**-53, torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
@@ -478,7 +479,7 @@ STREAMED_CASES = [
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     """code in a fresh interpreter started in the repository root (so it imports this checkout's instancenorm): for
     what must not change this process (malloc settings, the CPU variant) or may crash it."""
-    root = Path(__file__).resolve().parent.parent
+    root = REPOSITORY
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=root,
@@ -499,7 +500,7 @@ def test_streamed_outputs_match_reference():
     with malloc keeping freed memory is from the second call on."""
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_streamed_in_this_process"],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=REPOSITORY,
         env={**os.environ, STREAMED_CHILD: "1"},
         capture_output=True,
         text=True,
@@ -706,7 +707,7 @@ def test_each_cpu_variant_matches_the_reference(variant):
     result = run_python(
         """
         import sys, torch
-        sys.path.insert(0, "tests")
+        sys.path[:0] = ["tests/instancenorm", "tests"]
         import test_kernels as t
         print(torch.ops.instancenorm.cpu_capability())
         for case in t.CASES:

@@ -16,8 +16,14 @@ import numpy as np
 import pytest
 import torch
 import typer
+from helpers import (  # tests/helpers.py (pytest puts tests/ on sys.path)
+    DAMAGED_DATA,
+    REJECTED_BY_HEADER,
+    REPOSITORY,
+    stripes,
+    tiny_run,
+)
 from PIL import Image
-from test_data import DAMAGED_DATA, REJECTED_BY_HEADER  # pytest puts tests/ on sys.path
 
 from styler import losses
 from styler.checkpoints import read as read_checkpoint
@@ -30,69 +36,9 @@ from styler.network import architecture
 from styler.train import Processes, Training
 from styler.train_config import DEFAULT_WEIGHTS, LossWeights, TrainConfig
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 # Biases that add a per-channel constant which a later instance norm subtracts again (convolutions feeding one, and
 # the residual stream, which reaches only convolutions that feed one): their gradient is zero in exact arithmetic.
 BIAS_BEFORE_INSTANCE_NORM = re.compile(r"(conv[123]|res\d+\.conv[12]|deconv[12])\.conv2d\.bias|res\d+\.in2\.bias")
-
-
-def smooth_image(path: Path, width: int, height: int, seed: int) -> Path:
-    """Random colour blobs (a photo-like image, unlike pixel noise) saved as `path`."""
-    coarse = np.random.default_rng(seed).integers(0, 256, (4, 5, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC).save(path)
-    return path
-
-
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    for index in range(8):
-        smooth_image(folder / f"photo{index}.jpg", 80, 60, seed=index)
-    return folder
-
-
-def stripes(path: Path, colours: tuple[tuple[int, int, int], ...] = ((230, 180, 20), (20, 40, 160))) -> Path:
-    pixels = np.zeros((80, 96, 3), dtype=np.uint8)
-    for index in range(0, 96, 6):
-        pixels[:, index : index + 3] = colours[(index // 6) % len(colours)]
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-@pytest.fixture
-def style(tmp_path) -> Path:
-    return stripes(tmp_path / "stripes.png")
-
-
-def tiny_run(photos: Path, style: Path, work: Path, *extra: str | Path) -> list[str | Path]:
-    """Arguments for a run of a few 50 ms steps; `extra` adds to or overrides them."""
-    return [
-        "train",
-        "--style",
-        style,
-        "--data",
-        photos,
-        "--out",
-        work / "model.pth",
-        "--checkpoint-dir",
-        work / "checkpoints",
-        "--loss-net",
-        "random",
-        "--arch",
-        "lite",
-        "--image-size",
-        "64",
-        "--batch-size",
-        "2",
-        "--workers",
-        "0",
-        "--max-steps",
-        "3",
-        "--preview-every",
-        "0",
-        *extra,
-    ]
 
 
 def weights_of(path: Path) -> dict[str, torch.Tensor]:

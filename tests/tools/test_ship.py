@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import torch
+from helpers import REPOSITORY  # tests/helpers.py (pytest puts tests/ on sys.path)
 
 from styler.model_files import load_model_file, resolve_model, save_model
 from styler.network import Architecture, TransformerNet
 
-SHIP = Path(__file__).resolve().parent.parent / "tools" / "ship.py"
+SHIP = REPOSITORY / "tools" / "ship.py"
 
 
 def _ship_module():
