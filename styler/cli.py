@@ -11,8 +11,9 @@ from typing import Annotated, Literal
 
 import typer
 
+from styler.devices import Device
 from styler.errors import StylerError
-from styler.train_config import default_text
+from styler.train_config import LossNetwork, default_text
 
 app = typer.Typer(
     name="styler",
@@ -141,7 +142,7 @@ def stylize(
     scale: Annotated[
         float | None, typer.Option(help="Resize by this factor first, in (0, 8] (0.5 halves each side).")
     ] = None,
-    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="auto picks CUDA when present.")] = "auto",
+    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = "auto",
     precision: Annotated[
         Literal["float32", "float16", "bfloat16"],
         typer.Option(help="float16 (CUDA) or bfloat16 (CUDA or CPU, ~1.7x faster here): less accuracy, more speed."),
@@ -251,9 +252,7 @@ def train(
     max_steps: Annotated[
         int | None, typer.Option(help="Train exactly this many steps, however many epochs that takes.")
     ] = None,
-    device: Annotated[
-        Literal["auto", "cpu", "cuda"] | None, typer.Option(help=f"auto picks CUDA when present{_default('device')}.")
-    ] = None,
+    device: Annotated[Device | None, typer.Option(help=f"auto picks CUDA when present{_default('device')}.")] = None,
     channels_last: Annotated[
         bool | None,
         typer.Option("--channels-last/--no-channels-last", help=f"NHWC memory layout{_default('channels_last')}."),
@@ -266,7 +265,7 @@ def train(
         Literal["johnson", "lite"] | None, typer.Option(help=f"The network: johnson or lite{_default('arch')}.")
     ] = None,
     loss_net: Annotated[
-        Literal["vgg16", "random", "teacher"] | None,
+        LossNetwork | None,
         typer.Option(
             help="vgg16 (ImageNet weights needed); random: fixed random filters, colour and texture only; teacher: "
             f"the --teacher models' pixels{_default('loss_net')}."
@@ -328,7 +327,7 @@ def grid(
     cell: Annotated[
         int, typer.Option(help="Side of each square cell in pixels; photos are stylized at that size.")
     ] = 320,
-    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="auto picks CUDA when present.")] = "auto",
+    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing sheet.")] = False,
 ) -> None:
     """A contact sheet: one row per photo, the photo then its result with each model (each style and an equal blend

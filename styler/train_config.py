@@ -10,12 +10,14 @@ import functools
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 from styler.devices import check_device
 from styler.errors import StylerError
 from styler.model_files import StyleModel, resolve_model
 
-LOSS_NETWORKS = ("vgg16", "random", "teacher")
+LossNetwork = Literal["vgg16", "random", "teacher"]  # the --loss-net choices
+LOSS_NETWORKS: tuple[str, ...] = get_args(LossNetwork)
 
 
 @dataclass(frozen=True)
