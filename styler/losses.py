@@ -288,30 +288,14 @@ def _squared_error(output: Tensor, target: Tensor, relative: bool) -> Tensor:
     return difference.sum(per_image) / target.float().square().sum(per_image).clamp_min(1e-12)
 
 
-class PerceptualLoss(nn.Module):
-    """Content, style and total-variation losses of a transformer network's output, for one or more styles."""
+class FeatureLoss(nn.Module):
+    """The perceptual loss terms of an output against content features and Gram matrices from a loss network;
+    the subclasses say where those targets come from (the photo and a painting, or a teacher's output)."""
 
-    def __init__(self, network: FeatureNetwork, style_images: list[Tensor], weights: LossWeights) -> None:
-        """style_images: (1, 3, H, W) tensors in 0..255, one per style index (sizes may differ)."""
+    def __init__(self, network: FeatureNetwork, weights: LossWeights) -> None:
         super().__init__()
         self.network = network
         self.weights = weights
-        with torch.no_grad():
-            per_style = [network(image) for image in style_images]
-            for index, layer in enumerate(network.style_layers if per_style else ()):
-                self.register_buffer(
-                    f"gram{index}", torch.cat([gram_matrix(features[layer]) for features in per_style])
-                )
-
-    def style_grams(self, style: int) -> list[Tensor]:
-        return [getattr(self, f"gram{index}")[style : style + 1] for index in range(len(self.network.style_layers))]
-
-    def forward(self, output: Tensor, content: Tensor, style: int = 0, style_scale: float = 1.0) -> LossTerms:
-        """output: the network's result for `content`; both (N, 3, H, W) in 0..255. style: the style index.
-        style_scale: a factor on the style weight (training's content-first ramp)."""
-        with torch.no_grad():
-            content_features = self.network(content, self.network.content_layers)
-        return self.terms(output, content_features, self.style_grams(style), style_scale)
 
     def terms(
         self, output: Tensor, content_features: dict[str, Tensor], style_grams: list[Tensor], style_scale: float
@@ -342,12 +326,36 @@ class PerceptualLoss(nn.Module):
         )
 
 
+class PerceptualLoss(FeatureLoss):
+    """Content, style and total-variation losses of a transformer network's output, for one or more styles."""
+
+    def __init__(self, network: FeatureNetwork, style_images: list[Tensor], weights: LossWeights) -> None:
+        """style_images: (1, 3, H, W) tensors in 0..255, one per style index (sizes may differ)."""
+        super().__init__(network, weights)
+        with torch.no_grad():
+            per_style = [network(image) for image in style_images]
+            for index, layer in enumerate(network.style_layers):
+                self.register_buffer(
+                    f"gram{index}", torch.cat([gram_matrix(features[layer]) for features in per_style])
+                )
+
+    def style_grams(self, style: int) -> list[Tensor]:
+        return [getattr(self, f"gram{index}")[style : style + 1] for index in range(len(self.network.style_layers))]
+
+    def forward(self, output: Tensor, content: Tensor, style: int = 0, style_scale: float = 1.0) -> LossTerms:
+        """output: the network's result for `content`; both (N, 3, H, W) in 0..255. style: the style index.
+        style_scale: a factor on the style weight (training's content-first ramp)."""
+        with torch.no_grad():
+            content_features = self.network(content, self.network.content_layers)
+        return self.terms(output, content_features, self.style_grams(style), style_scale)
+
+
 def _teacher_outputs(teachers: nn.ModuleList, content: Tensor, style: int) -> Tensor:
     with torch.no_grad():
         return teachers[style](content).clamp(0, 255)
 
 
-class FeatureDistillationLoss(PerceptualLoss):
+class FeatureDistillationLoss(FeatureLoss):
     """Distillation through the loss network: the student's output against a trained teacher's output for the same
     photo, in the loss network's content features and in each image's own Gram matrices. A small student cannot
     copy its teacher's strokes pixel for pixel, and a pixel loss then averages them away into a blur; matched as
@@ -356,7 +364,7 @@ class FeatureDistillationLoss(PerceptualLoss):
     a checkerboard)."""
 
     def __init__(self, network: FeatureNetwork, teachers: list[nn.Module], weights: LossWeights) -> None:
-        super().__init__(network, [], weights)
+        super().__init__(network, weights)
         self.teachers = nn.ModuleList(teachers).requires_grad_(False).eval()
 
     def forward(self, output: Tensor, content: Tensor, style: int = 0, style_scale: float = 1.0) -> LossTerms:
