@@ -234,17 +234,23 @@ def train(
             "network."
         ),
     ] = None,
-    style_ramp: Annotated[
+    content_steps: Annotated[
         int | None,
         typer.Option(
-            help=f"Raise the style weight from 0 to full over this many steps: content first{_default('style_ramp')}."
+            help="Content first: train this many steps to keep the photo (style weight 0) before the style ramp"
+            f"{_default('content_steps')}."
         ),
+    ] = None,
+    style_ramp: Annotated[
+        int | None,
+        typer.Option(help=f"Then raise the style weight from 0 to full over this many steps{_default('style_ramp')}."),
     ] = None,
     checkpoint_dir: Annotated[
         Path | None, typer.Option(help="Checkpoints and previews (default: checkpoints/<model name>).")
     ] = None,
     style_size: Annotated[
-        int | None, typer.Option(help="Scale style images to this long side (default: their own size).")
+        int | None,
+        typer.Option(help=f"Scale style images to this long side: their strokes' scale{_default('style_size')}."),
     ] = None,
     seed: Annotated[
         int | None, typer.Option(help=f"Seed of initial weights and photo order{_default('seed')}.")

@@ -120,7 +120,7 @@ def resolve_config(given: dict) -> tuple[TrainConfig, Checkpoint | None]:
         return TrainConfig(**given).checked(), None
     checkpoint = checkpoints.read(resume)
     # Fields added since a checkpoint was written take the value that reproduces its run.
-    written_before: dict[str, Any] = {"style_ramp": 0, "teachers": ()}
+    written_before: dict[str, Any] = {"style_ramp": 0, "content_steps": 0, "style_size": None, "teachers": ()}
     saved = TrainConfig(
         **(written_before | {name: value for name, value in checkpoint.config.items() if name in known})
     )
@@ -398,9 +398,13 @@ class Training:
             return self.loss(self.trained(content, style), content, index, self.style_scale(step))
 
     def style_scale(self, step: int) -> float:
-        """The content-first ramp: the style weight grows from 0 at step 0 to full at step style_ramp, so the network
-        first learns to keep the photo; at full weight from the start it paints a flat relief (docs/training.md)."""
+        """Content first: the style weight is 0 for the first content_steps, then grows to full over style_ramp
+        steps, so the network first learns to keep the photo; at full weight from the start it paints a flat relief
+        (docs/training.md)."""
+        step -= self.config.content_steps or 0
         ramp = self.config.style_ramp
+        if step < 0:
+            return 0.0
         return 1.0 if not ramp else min(1.0, step / ramp)
 
     def update(self, terms: LossTerms) -> None:
@@ -634,6 +638,7 @@ def model_record(training: Training) -> dict:
         "content_weight": config.content_weight,
         "style_weight": config.style_weight,
         "tv_weight": config.tv_weight,
+        "content_steps": config.content_steps,
         "style_ramp": config.style_ramp,
         "lr": config.lr,
         "batch_size": config.batch_size,

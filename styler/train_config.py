@@ -40,8 +40,13 @@ DEFAULT_WEIGHTS = {
 }
 
 
-# VGG16 from scratch at full style weight paints a flat relief over the photo; rising over 100 steps keeps it.
-DEFAULT_STYLE_RAMP = {"vgg16": 100}
+# Content first, with VGG16: a network trained from scratch at full style weight paints a flat relief over the
+# photo, and one whose style weight rose over its first 100 steps still lost the photo under hatching (the network
+# had not yet learnt to reconstruct photos). 100 steps of content alone, then a 50-step rise, keeps faces and
+# buildings, as starting from a reconstruction network (--init) does. A run with --init or --teacher starts from a
+# network that already keeps the photo: no content-only steps.
+DEFAULT_CONTENT_STEPS = {"vgg16": 100}
+DEFAULT_STYLE_RAMP = {"vgg16": 50}
 
 
 @dataclass
@@ -51,7 +56,7 @@ class TrainConfig:
     styles: tuple[str, ...] = ()
     data: str | None = None
     out: str | None = None
-    epochs: int = 2
+    epochs: int = 3
     batch_size: int = 4  # global: split across processes under torchrun
     image_size: int = 256
     lr: float = 1e-3
@@ -59,7 +64,8 @@ class TrainConfig:
     style_weight: float | None = None
     tv_weight: float | None = None
     checkpoint_dir: str | None = None
-    style_size: int | None = None  # long side of the style images; None: their own size
+    # Long side of the style images: their strokes come out at this scale (None, in older checkpoints: own size).
+    style_size: int | None = 256
     seed: int = 42
     max_steps: int | None = None
     device: str = "auto"
@@ -74,7 +80,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     init: str | None = None  # a model file whose weights the network starts from
     teachers: tuple[str, ...] = ()  # distillation: trained models (names or files), one per style, instead of styles
-    # Steps over which the style weight rises linearly from 0 to its value (content first); None: DEFAULT_STYLE_RAMP.
+    # Content first: steps with the content loss alone, then steps over which the style weight rises linearly from
+    # 0 to its value; None: DEFAULT_CONTENT_STEPS (from scratch only) and DEFAULT_STYLE_RAMP.
+    content_steps: int | None = None
     style_ramp: int | None = None
     overwrite: bool = False  # replace an existing --out (never an input); not kept for a resumed run
 
@@ -118,10 +126,14 @@ class TrainConfig:
         for name, value in positive.items():
             if value is not None and value < 1:
                 raise StylerError(f"{flag(name)} {value}: must be at least 1")
-        # A teacher's output is already stylized: there is no photo to learn first.
+        # A teacher's output is already stylized: there is no photo to learn first. An --init network already
+        # keeps the photo: it needs no content-only steps.
         default_ramp = 0 if self.teachers else DEFAULT_STYLE_RAMP.get(self.loss_net, 0)
         style_ramp = default_ramp if self.style_ramp is None else self.style_ramp
+        default_content_steps = 0 if self.teachers or self.init else DEFAULT_CONTENT_STEPS.get(self.loss_net, 0)
+        content_steps = default_content_steps if self.content_steps is None else self.content_steps
         at_least_zero["style_ramp"] = style_ramp
+        at_least_zero["content_steps"] = content_steps
         for name, value in at_least_zero.items():
             if value < 0:
                 raise StylerError(f"{flag(name)} {value}: must be 0 or more")
@@ -157,6 +169,7 @@ class TrainConfig:
             styles=styles,
             teachers=teachers,
             style_ramp=style_ramp,
+            content_steps=content_steps,
             data=str(Path(self.data).expanduser().resolve()),
             out=str(out),
             checkpoint_dir=str(checkpoint_dir),
@@ -222,6 +235,7 @@ RECIPE_FIELDS = (
     "seed",
     "arch",
     "loss_net",
+    "content_steps",
     "style_ramp",
     "teachers",
 )
@@ -246,6 +260,9 @@ def default_text(name: str) -> str:
         return ", ".join(f"{_number(getattr(DEFAULT_WEIGHTS[net], term))} with {net}" for net in ("vgg16", "random"))
     if name == "style_ramp":
         return ", ".join(f"{DEFAULT_STYLE_RAMP.get(net, 0)} with {net}" for net in ("vgg16", "random"))
+    if name == "content_steps":
+        stated = ", ".join(f"{DEFAULT_CONTENT_STEPS.get(net, 0)} with {net}" for net in ("vgg16", "random"))
+        return f"{stated}; 0 with --init or --teacher"
     value = getattr(TrainConfig(), name)
     if isinstance(value, bool):
         return "on" if value else "off"

@@ -162,11 +162,22 @@ def test_vgg16_loss_trains_with_a_weights_file(run_cli, photos, style, tmp_path)
     assert result.exit_code == 0, result.stderr
     training = load_model_file(tmp_path / "model.pth").training
     assert training["loss_network"] == "vgg16" and training["vgg_weights"] == "vgg16.pth"
-    assert training["content_weight"] == 1e5 and training["style_weight"] == 3e8 and training["style_ramp"] == 100
+    assert training["content_weight"] == 1e5 and training["style_weight"] == 3e8
+    assert training["content_steps"] == 100 and training["style_ramp"] == 50 and training["style_size"] == 256
+
+
+def test_content_first_by_default_with_vgg16_from_scratch(photos, tiny_model):
+    scratch = TrainConfig(styles=("a.png",), data=str(photos)).checked()
+    assert (scratch.content_steps, scratch.style_ramp) == (100, 50)
+    warm = TrainConfig(styles=("a.png",), data=str(photos), init=str(tiny_model)).checked()
+    assert (warm.content_steps, warm.style_ramp) == (0, 50)  # an --init network already keeps the photo
+    chosen = TrainConfig(styles=("a.png",), data=str(photos), content_steps=7).checked()
+    assert chosen.content_steps == 7
+    with pytest.raises(StylerError, match="^--content-steps -1: must be 0 or more"):
+        TrainConfig(styles=("a.png",), data=str(photos), content_steps=-1).checked()
 
 
 def test_style_ramp_raises_the_style_weight_from_zero(photos, style, tmp_path):
-    assert TrainConfig(styles=("a.png",), data=str(photos)).checked().style_ramp == 100  # vgg16: content first
     config = TrainConfig(
         styles=(str(style),), data=str(photos), out=str(tmp_path / "m.pth"), checkpoint_dir=str(tmp_path / "c"),
         loss_net="random", arch="lite", image_size=64, batch_size=2, workers=0,
@@ -177,6 +188,11 @@ def test_style_ramp_raises_the_style_weight_from_zero(photos, style, tmp_path):
     with torch.no_grad():
         styles = [training.losses(batch, step).style.item() for step in (0, 2, 4, 8)]
     assert styles[0] == 0 and styles[1] == pytest.approx(styles[2] / 2, rel=1e-5) and styles[3] == styles[2] > 0
+    # Content steps come first: the same ramp, three steps later.
+    training.config = replace(training.config, content_steps=3)
+    with torch.no_grad():
+        delayed = [training.losses(batch, step).style.item() for step in (0, 3, 5, 7, 11)]
+    assert delayed[:2] == [0, 0] and delayed[2] == pytest.approx(styles[1], rel=1e-5) and delayed[3:] == styles[2:]
 
 
 def test_distillation_learns_a_teachers_outputs(run_cli, photos, tiny_model, tmp_path):
@@ -427,7 +443,9 @@ def test_help_states_the_real_defaults():
         expected = (getattr(DEFAULT_WEIGHTS["vgg16"], term), getattr(DEFAULT_WEIGHTS["random"], term))
         assert tuple(map(float, values)) == expected
     assert stated["content_weight"].group(1) == "1e5 with vgg16, 1 with random"  # written as a person would
-    assert stated["style_ramp"].group(1) == "100 with vgg16, 0 with random"
+    assert stated["style_ramp"].group(1) == "50 with vgg16, 0 with random"
+    assert stated["content_steps"].group(1) == "100 with vgg16, 0 with random; 0 with --init or --teacher"
+    assert float(stated["style_size"].group(1)) == defaults.style_size
 
 
 # ----------------------------------------------------------------------------------------------- processes
