@@ -5,6 +5,8 @@
     instancenorm.instance_norm_(x, weight, bias)             # in place, for inference
     instancenorm.instance_norm(x, weight, bias, out=buffer)  # into a reused buffer, for inference
     layer = instancenorm.InstanceNorm2d(64, affine=True)      # drop-in for torch.nn.InstanceNorm2d
+    mean, inv_std, var = instancenorm.instance_moments(x)     # the statistics alone, (N, C)
+    y = instancenorm.normalize_with_stats(x, mean, inv_std, weight, bias)  # given statistics, (N, C) or (C,)
 
 `instancenorm.compiled_devices` tells which device types have compiled kernels; `python -m instancenorm` prints it.
 The plain-torch reference lives in `instancenorm.reference`; it is never used as a silent fallback.
@@ -27,7 +29,13 @@ from instancenorm.modules import (
     InstanceNorm2d,
     adaptive_instance_norm,
 )
-from instancenorm.ops import instance_norm, instance_norm_
+from instancenorm.ops import (
+    instance_moments,
+    instance_norm,
+    instance_norm_,
+    normalize_with_stats,
+    normalize_with_stats_,
+)
 
 compiled_devices: tuple[str, ...] = tuple(
     device
@@ -48,7 +56,10 @@ __all__ = [
     "InstanceNorm2d",
     "adaptive_instance_norm",
     "compiled_devices",
+    "instance_moments",
     "instance_norm",
     "instance_norm_",
+    "normalize_with_stats",
+    "normalize_with_stats_",
     "usable_devices",
 ]

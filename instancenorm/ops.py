@@ -7,8 +7,9 @@ Here they learn to run under torch.compile / FakeTensor.
 
 forward_op(input, weight, bias, eps) returns (y, mean, inv_std, var, mean_lo): mean + mean_lo is the mean to twice
 the statistics' precision (pass mean_lo to backward_op to keep a large-offset gradient as exact as the forward), var
-the biased variance. The *_op names are the handles of the ops instancenorm::forward, backward, normalize_ and
-normalize_out.
+the biased variance. The *_op names are the handles of the ops instancenorm::forward, backward, normalize_,
+normalize_out, and of the forward's two phases alone: moments (the statistics) and normalize_with_stats (applying
+given ones) with its in-place and out= flavours.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ forward_op = torch.ops.instancenorm.forward.default
 backward_op = torch.ops.instancenorm.backward.default
 normalize_op_ = torch.ops.instancenorm.normalize_.default
 normalize_out_op = torch.ops.instancenorm.normalize_out.default
+moments_op = torch.ops.instancenorm.moments.default
+normalize_with_stats_op = torch.ops.instancenorm.normalize_with_stats.default
+normalize_with_stats_op_ = torch.ops.instancenorm.normalize_with_stats_.default
+normalize_with_stats_out_op = torch.ops.instancenorm.normalize_with_stats_out.default
 
 
 def is_channels_last(x: Tensor) -> bool:
@@ -70,6 +75,32 @@ def _normalize_out_fake(input: Tensor, weight: Tensor | None, bias: Tensor | Non
     return None
 
 
+@torch.library.register_fake("instancenorm::moments")
+def _moments_fake(input: Tensor, eps: float):
+    return tuple(input.new_empty(input.shape[:2], dtype=stats_dtype(input.dtype)) for _ in range(3))
+
+
+@torch.library.register_fake("instancenorm::normalize_with_stats")
+def _normalize_with_stats_fake(
+    input: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None, bias: Tensor | None
+) -> Tensor:
+    return _like_kernel_output(input)
+
+
+@torch.library.register_fake("instancenorm::normalize_with_stats_")
+def _normalize_with_stats_inplace_fake(
+    input: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None, bias: Tensor | None
+) -> None:
+    return None
+
+
+@torch.library.register_fake("instancenorm::normalize_with_stats_out")
+def _normalize_with_stats_out_fake(
+    input: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None, bias: Tensor | None, *, out: Tensor
+) -> None:
+    return None
+
+
 def instance_norm(
     input: Tensor,
     weight: Tensor | None = None,
@@ -101,4 +132,48 @@ def instance_norm_(
     version, so a graph that saved input fails in backward as after any in-place op.
     """
     normalize_op_(input, weight, bias, eps)
+    return input
+
+
+def instance_moments(input: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean, inv_std, var) of every instance, each (N, C): instance_norm's statistics, without its output.
+
+    Float32 for float16/bfloat16/float32 input, float64 for float64, accumulated as the forward does (exact for
+    constant channels, no cancellation for large offsets). var is biased; inv_std = 1 / sqrt(var + eps). Not
+    differentiable: refuses an input that requires grad while autograd is recording (pass input.detach()).
+    """
+    return moments_op(input, eps)
+
+
+def normalize_with_stats(
+    input: Tensor,
+    mean: Tensor,
+    inv_std: Tensor,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    *,
+    out: Tensor | None = None,
+) -> Tensor:
+    """y = (input - mean) * inv_std * weight + bias, with given statistics instead of the input's own.
+
+    mean, inv_std, weight and bias are (C,) or (N, C) (weight/bias optional); e.g. statistics averaged over the
+    frames of a video, so each frame is normalized alike. Differentiable in all five, the statistics as inputs; the
+    output keeps the input's memory format. With out (for inference, not differentiable), the rules of
+    instance_norm's out= apply. normalize_with_stats(x, *instance_moments(x)[:2], w, b) is instance_norm(x, w, b),
+    up to the rounding of the mean to its dtype (the forward keeps the rest, which matters for large offsets).
+    """
+    if out is None:
+        return normalize_with_stats_op(input, mean, inv_std, weight, bias)
+    normalize_with_stats_out_op(input, mean, inv_std, weight, bias, out=out)
+    return out
+
+
+def normalize_with_stats_(
+    input: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None = None, bias: Tensor | None = None
+) -> Tensor:
+    """In-place normalize_with_stats for inference: overwrites input (contiguous or channels_last) and returns it.
+
+    Not differentiable, and bumps input's version, as instance_norm_.
+    """
+    normalize_with_stats_op_(input, mean, inv_std, weight, bias)
     return input

@@ -31,6 +31,28 @@ def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -
     return y.reshape(x.shape).to(x.dtype), mean, inv_std
 
 
+def moments(x: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean, inv_std, var) per instance, (N, C), as forward computes them (var biased, two-pass)."""
+    acc = x.to(stats_dtype(x.dtype)).flatten(2)
+    mean = acc.mean(dim=2)
+    var = (acc - mean[..., None]).square().mean(dim=2)
+    return mean, torch.rsqrt(var + eps), var
+
+
+def normalize_with_stats(
+    x: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None = None, bias: Tensor | None = None
+) -> Tensor:
+    """y = (x - mean) * inv_std * weight + bias with given statistics, each (C,) or (N, C); differentiable in all."""
+    n, c = x.shape[:2]
+    acc = x.to(stats_dtype(x.dtype)).flatten(2)
+
+    def per_plane(t: Tensor | None, fill: float) -> Tensor:
+        return _per_instance(t, n, c, fill, acc)[..., None]
+
+    y = (acc - per_plane(mean, 0.0)) * per_plane(inv_std, 1.0) * per_plane(weight, 1.0) + per_plane(bias, 0.0)
+    return y.reshape(x.shape).to(x.dtype)
+
+
 def backward(
     grad_output: Tensor, x: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor]:

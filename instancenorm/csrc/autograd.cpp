@@ -1,11 +1,14 @@
 // Autograd for instancenorm::forward: the backward op is fed the mean (as its float pair) and inverse std the forward
 // saved, so the statistics are never recomputed. Also the Autograd and ADInplaceOrView kernels of the inference ops
 // normalize_ and normalize_out: they bump the version of what they write, so a graph that saved it fails in backward
-// as after any in-place op, and they refuse to run where autograd would need to record them.
+// as after any in-place op, and they refuse to run where autograd would need to record them. normalize_with_stats
+// gets the same three flavours: its autograd treats the statistics as inputs, and its backward is plain ATen ops
+// (elementwise products and sums over the plane). moments has no derivative and refuses an input that wants one.
 //
 // Why C++ and not torch.library.register_autograd in Python: the Python wrapper's fixed cost per forward+backward
 // is more than the kernels' own time on small inputs, and still a noticeable share of a memory-bound call on the
 // network's activations (docs/benchmarks.md has the measurements).
+#include <ATen/TensorOperators.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/VariableTypeUtils.h>
@@ -15,6 +18,7 @@
 #include <optional>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "instance_norm.h"
 
@@ -26,36 +30,65 @@ using torch::autograd::variable_list;
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using OptionalTensor = std::optional<at::Tensor>;
 
+// The op's handle, looked up once per call site (a static in each call_* function).
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
 Outputs call_forward(const at::Tensor& input, const OptionalTensor& weight, const OptionalTensor& bias, double eps) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("instancenorm::forward", "")
-                             .typed<Outputs(const at::Tensor&, const OptionalTensor&, const OptionalTensor&, double)>();
+  static const auto op = find_op<Outputs(const at::Tensor&, const OptionalTensor&, const OptionalTensor&, double)>(
+      "instancenorm::forward");
   return op.call(input, weight, bias, eps);
 }
 
 Grads call_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
                     const at::Tensor& inv_std, const OptionalTensor& weight, const OptionalTensor& mean_lo) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("instancenorm::backward", "")
-                             .typed<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                          const OptionalTensor&, const OptionalTensor&)>();
+  static const auto op = find_op<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                       const OptionalTensor&, const OptionalTensor&)>("instancenorm::backward");
   return op.call(grad_output, input, mean, inv_std, weight, mean_lo);
 }
 
 void call_normalize_(const at::Tensor& input, const OptionalTensor& weight, const OptionalTensor& bias, double eps) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("instancenorm::normalize_", "")
-                             .typed<void(const at::Tensor&, const OptionalTensor&, const OptionalTensor&, double)>();
+  static const auto op = find_op<void(const at::Tensor&, const OptionalTensor&, const OptionalTensor&, double)>(
+      "instancenorm::normalize_");
   op.call(input, weight, bias, eps);
 }
 
 void call_normalize_out(const at::Tensor& input, const OptionalTensor& weight, const OptionalTensor& bias, double eps,
                         const at::Tensor& out) {
   static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("instancenorm::normalize_out", "")
-          .typed<void(const at::Tensor&, const OptionalTensor&, const OptionalTensor&, double, const at::Tensor&)>();
+      find_op<void(const at::Tensor&, const OptionalTensor&, const OptionalTensor&, double, const at::Tensor&)>(
+          "instancenorm::normalize_out");
   op.call(input, weight, bias, eps, out);
+}
+
+Statistics call_moments(const at::Tensor& input, double eps) {
+  static const auto op = find_op<Statistics(const at::Tensor&, double)>("instancenorm::moments");
+  return op.call(input, eps);
+}
+
+at::Tensor call_normalize_with_stats(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
+                                     const OptionalTensor& weight, const OptionalTensor& bias) {
+  static const auto op =
+      find_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptionalTensor&,
+                         const OptionalTensor&)>("instancenorm::normalize_with_stats");
+  return op.call(input, mean, inv_std, weight, bias);
+}
+
+void call_normalize_with_stats_(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
+                                const OptionalTensor& weight, const OptionalTensor& bias) {
+  static const auto op = find_op<void(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptionalTensor&,
+                                      const OptionalTensor&)>("instancenorm::normalize_with_stats_");
+  op.call(input, mean, inv_std, weight, bias);
+}
+
+void call_normalize_with_stats_out(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
+                                   const OptionalTensor& weight, const OptionalTensor& bias, const at::Tensor& out) {
+  static const auto op =
+      find_op<void(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptionalTensor&,
+                   const OptionalTensor&, const at::Tensor&)>("instancenorm::normalize_with_stats_out");
+  op.call(input, mean, inv_std, weight, bias, out);
 }
 
 std::optional<at::Tensor> defined_or_none(const at::Tensor& t) {
@@ -128,6 +161,48 @@ class InstanceNormBackwardFunction : public torch::autograd::Function<InstanceNo
   }
 };
 
+// y = (x - mean) * inv_std * w + b with the statistics as inputs, so per element dx = dy * w * inv_std, and per
+// instance dmean = -sum(dy * w) * inv_std, dinv_std = sum(dy * w * (x - mean)), dweight = sum(dy * xhat),
+// dbias = sum(dy). Computed in the stats dtype with ATen ops on (N, C, 1, ...) views that broadcast over the plane.
+class NormalizeWithStatsFunction : public torch::autograd::Function<NormalizeWithStatsFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& mean,
+                               const at::Tensor& inv_std, const OptionalTensor& weight, const OptionalTensor& bias) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const at::Tensor y = call_normalize_with_stats(input, mean, inv_std, weight, bias);
+    ctx->save_for_backward({input, mean, inv_std, weight.value_or(at::Tensor()), bias.value_or(at::Tensor())});
+    return {y};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &input = saved[0], &mean = saved[1], &inv_std = saved[2], &weight = saved[3], &bias = saved[4];
+    const at::ScalarType acc = stats_dtype(input.scalar_type());
+    const int64_t N = input.size(0), C = input.size(1);
+    std::vector<int64_t> per_plane(input.dim(), 1), plane_dims;
+    per_plane[0] = N, per_plane[1] = C;
+    for (int64_t d = 2; d < input.dim(); ++d) plane_dims.push_back(d);
+    // A (C,) or (N, C) tensor as (N, C, 1, ...), to broadcast over each plane.
+    auto over_plane = [&](const at::Tensor& t) { return t.to(acc).expand({N, C}).reshape(per_plane); };
+    auto plane_sum = [&](const at::Tensor& t) { return t.sum(plane_dims); };
+
+    const at::Tensor dy = grads[0].to(acc);
+    const at::Tensor dy_w = weight.defined() ? dy * over_plane(weight) : dy;
+    const at::Tensor rstd = over_plane(inv_std);
+    const size_t weight_edge = 3, bias_edge = 3 + size_t(weight.defined());
+    const bool need_xc = ctx->needs_input_grad(2) || (weight.defined() && ctx->needs_input_grad(weight_edge));
+    const at::Tensor xc = need_xc ? input.to(acc) - over_plane(mean) : at::Tensor();
+    return {
+        ctx->needs_input_grad(0) ? (dy_w * rstd).to(input.scalar_type()) : at::Tensor(),
+        ctx->needs_input_grad(1) ? gradient_for(-plane_sum(dy_w * rstd), mean, true) : at::Tensor(),
+        ctx->needs_input_grad(2) ? gradient_for(plane_sum(dy_w * xc), inv_std, true) : at::Tensor(),
+        weight.defined() && ctx->needs_input_grad(weight_edge) ? gradient_for(plane_sum(dy * xc * rstd), weight, true)
+                                                               : at::Tensor(),
+        bias.defined() && ctx->needs_input_grad(bias_edge) ? gradient_for(plane_sum(dy), bias, true) : at::Tensor(),
+    };
+  }
+};
+
 template <typename T>
 bool wants_grad(const T& arg) {
   if constexpr (std::is_same_v<T, at::Tensor>) return arg.requires_grad();
@@ -176,6 +251,15 @@ Outputs forward_autograd(const at::Tensor& input, const OptionalTensor& weight, 
   return record_or_call<InstanceNormFunction, Outputs>(call_forward, input, weight, bias, eps);
 }
 
+at::Tensor normalize_with_stats_autograd(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
+                                         const OptionalTensor& weight, const OptionalTensor& bias) {
+  refuse_forward_ad("normalize_with_stats", input, mean, inv_std, weight, bias);
+  auto [y] = record_or_call<NormalizeWithStatsFunction, std::tuple<at::Tensor>>(
+      [](const auto&... args) { return std::tuple<at::Tensor>(call_normalize_with_stats(args...)); }, input, mean,
+      inv_std, weight, bias);
+  return y;
+}
+
 Grads backward_autograd(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& mean,
                         const at::Tensor& inv_std, const OptionalTensor& weight, const OptionalTensor& mean_lo) {
   refuse_forward_ad("backward", grad_output, input, weight);
@@ -193,18 +277,20 @@ void check_writable(const at::Tensor& t, const char* op) {
 
 // These ops have no derivative: while autograd records, no argument may require grad (the message names the
 // differentiable call). The kernel then runs below autograd; the ADInplaceOrView kernel bumps the version.
-void refuse_autograd(const char* op, const at::Tensor& input, const OptionalTensor& weight,
-                     const OptionalTensor& bias) {
-  refuse_forward_ad(op, input, weight, bias);
-  TORCH_CHECK(!(at::GradMode::is_enabled() && (wants_grad(input) || wants_grad(weight) || wants_grad(bias))),
-              "instancenorm.", op,
-              " is for inference and not differentiable, but an argument requires grad: use "
-              "instancenorm.instance_norm (without out=) where gradients are needed");
+template <typename... Args>
+void refuse_autograd(const char* op, const char* differentiable, const Args&... args) {
+  refuse_forward_ad(op, args...);
+  TORCH_CHECK(!(at::GradMode::is_enabled() && (wants_grad(args) || ...)), "instancenorm.", op,
+              " is for inference and not differentiable, but an argument requires grad: use ", differentiable,
+              " where gradients are needed");
 }
+
+constexpr const char* kInstanceNorm = "instancenorm.instance_norm (without out=)";
+constexpr const char* kNormalizeWithStats = "instancenorm.normalize_with_stats (without out=)";
 
 void normalize_autograd(const at::Tensor& input, const OptionalTensor& weight, const OptionalTensor& bias, double eps) {
   check_writable(input, "normalize_");
-  refuse_autograd("normalize_", input, weight, bias);
+  refuse_autograd("normalize_", kInstanceNorm, input, weight, bias);
   c10::impl::ExcludeDispatchKeyGuard no_autograd(c10::autograd_dispatch_keyset);
   call_normalize_(input, weight, bias, eps);
 }
@@ -212,9 +298,34 @@ void normalize_autograd(const at::Tensor& input, const OptionalTensor& weight, c
 void normalize_out_autograd(const at::Tensor& input, const OptionalTensor& weight, const OptionalTensor& bias,
                             double eps, const at::Tensor& out) {
   check_writable(out, "normalize_out");
-  refuse_autograd("normalize_out", input, weight, bias);
+  refuse_autograd("normalize_out", kInstanceNorm, input, weight, bias);
   c10::impl::ExcludeDispatchKeyGuard no_autograd(c10::autograd_dispatch_keyset);
   call_normalize_out(input, weight, bias, eps, out);
+}
+
+void normalize_with_stats_inplace_autograd(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
+                                           const OptionalTensor& weight, const OptionalTensor& bias) {
+  check_writable(input, "normalize_with_stats_");
+  refuse_autograd("normalize_with_stats_", kNormalizeWithStats, input, mean, inv_std, weight, bias);
+  c10::impl::ExcludeDispatchKeyGuard no_autograd(c10::autograd_dispatch_keyset);
+  call_normalize_with_stats_(input, mean, inv_std, weight, bias);
+}
+
+void normalize_with_stats_out_autograd(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
+                                       const OptionalTensor& weight, const OptionalTensor& bias,
+                                       const at::Tensor& out) {
+  check_writable(out, "normalize_with_stats_out");
+  refuse_autograd("normalize_with_stats_out", kNormalizeWithStats, input, mean, inv_std, weight, bias);
+  c10::impl::ExcludeDispatchKeyGuard no_autograd(c10::autograd_dispatch_keyset);
+  call_normalize_with_stats_out(input, mean, inv_std, weight, bias, out);
+}
+
+// The statistics of a graph's activations are read, not trained through: asking for their gradient is a mistake
+// worth an error rather than silently detached results.
+Statistics moments_autograd(const at::Tensor& input, double eps) {
+  refuse_autograd("moments", "input.detach() (the same statistics), or instancenorm.reference.moments,", input);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return call_moments(input, eps);
 }
 
 void normalize_inplace_or_view(const at::Tensor& input, const OptionalTensor& weight, const OptionalTensor& bias,
@@ -235,6 +346,25 @@ void normalize_out_inplace_or_view(const at::Tensor& input, const OptionalTensor
   torch::autograd::increment_version(out);
 }
 
+void normalize_with_stats_inplace_or_view(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
+                                          const OptionalTensor& weight, const OptionalTensor& bias) {
+  {
+    at::AutoDispatchBelowADInplaceOrView below;
+    call_normalize_with_stats_(input, mean, inv_std, weight, bias);
+  }
+  torch::autograd::increment_version(input);
+}
+
+void normalize_with_stats_out_inplace_or_view(const at::Tensor& input, const at::Tensor& mean,
+                                              const at::Tensor& inv_std, const OptionalTensor& weight,
+                                              const OptionalTensor& bias, const at::Tensor& out) {
+  {
+    at::AutoDispatchBelowADInplaceOrView below;
+    call_normalize_with_stats_out(input, mean, inv_std, weight, bias, out);
+  }
+  torch::autograd::increment_version(out);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(instancenorm, Autograd, m) {
@@ -242,11 +372,17 @@ TORCH_LIBRARY_IMPL(instancenorm, Autograd, m) {
   m.impl("backward", &backward_autograd);
   m.impl("normalize_", &normalize_autograd);
   m.impl("normalize_out", &normalize_out_autograd);
+  m.impl("moments", &moments_autograd);
+  m.impl("normalize_with_stats", &normalize_with_stats_autograd);
+  m.impl("normalize_with_stats_", &normalize_with_stats_inplace_autograd);
+  m.impl("normalize_with_stats_out", &normalize_with_stats_out_autograd);
 }
 
 TORCH_LIBRARY_IMPL(instancenorm, ADInplaceOrView, m) {
   m.impl("normalize_", &normalize_inplace_or_view);
   m.impl("normalize_out", &normalize_out_inplace_or_view);
+  m.impl("normalize_with_stats_", &normalize_with_stats_inplace_or_view);
+  m.impl("normalize_with_stats_out", &normalize_with_stats_out_inplace_or_view);
 }
 
 }  // namespace instancenorm

@@ -18,4 +18,11 @@ TORCH_LIBRARY(instancenorm, m) {
   m.def(
       "backward(Tensor grad_output, Tensor input, Tensor mean, Tensor inv_std, Tensor? weight, Tensor? mean_lo=None)"
       " -> (Tensor, Tensor, Tensor)");
+  // The forward's two phases alone: moments -> (mean, inv_std, var), and normalizing with given statistics.
+  m.def("moments(Tensor input, float eps) -> (Tensor, Tensor, Tensor)");
+  m.def("normalize_with_stats(Tensor input, Tensor mean, Tensor inv_std, Tensor? weight, Tensor? bias) -> Tensor");
+  m.def("normalize_with_stats_(Tensor(a!) input, Tensor mean, Tensor inv_std, Tensor? weight, Tensor? bias) -> ()");
+  m.def(
+      "normalize_with_stats_out(Tensor input, Tensor mean, Tensor inv_std, Tensor? weight, Tensor? bias, *,"
+      " Tensor(a!) out) -> ()");
 }

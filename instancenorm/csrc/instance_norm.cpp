@@ -110,6 +110,45 @@ ForwardArgs prepare_forward(const at::Tensor& input, const std::optional<at::Ten
   return a;
 }
 
+// Checks and fills everything an apply kernel reads; the statistics, like the affine parameters, may be (C,).
+ApplyArgs prepare_apply(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
+                        const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+                        const char* op) {
+  Geometry g = check_input(input, op);
+  ApplyArgs a;
+  a.x = dense_layout(input, &g.channels_last);
+  a.g = g;
+  a.mean = affine_nc(mean, input, g, 0.0, "mean");
+  a.inv_std = affine_nc(inv_std, input, g, 1.0, "inv_std");
+  a.weight = affine_nc(weight, input, g, 1.0, "weight");
+  a.bias = affine_nc(bias, input, g, 0.0, "bias");
+  return a;
+}
+
+void run_apply(const ApplyArgs& a, ApplyKernel kernel) {
+  if (a.g.N * a.g.C * a.g.M == 0) return;
+  c10::OptionalDeviceGuard guard(a.x.device());
+  kernel(a);
+}
+
+// In place needs the input itself as the kernel reads it (x_read).
+void check_in_place(const at::Tensor& input, const at::Tensor& x_read, const char* op) {
+  TORCH_CHECK(x_read.is_same(input), "instancenorm.", op,
+              ": input must be contiguous or channels_last to be normalized in place");
+}
+
+void check_out(const at::Tensor& input, const at::Tensor& x_read, const Geometry& g, const at::Tensor& out,
+               const char* op) {
+  TORCH_CHECK(
+      out.sizes() == input.sizes() && out.scalar_type() == input.scalar_type() && out.device() == input.device(),
+      "instancenorm.", op, ": out must be a ", input.scalar_type(), " tensor of shape ", input.sizes(), " on ",
+      input.device(), ", got ", out.scalar_type(), " ", out.sizes(), " on ", out.device());
+  // The kernels write out in the layout they read x in; a strided input is read from a contiguous copy.
+  TORCH_CHECK(same_layout(x_read, out), "instancenorm.", op, ": out must have the memory format the input is read in (",
+              g.channels_last ? "channels_last" : "contiguous", "), got strides ", out.strides());
+  at::assert_no_partial_overlap(out, x_read);  // out may be the input itself (in place), but not part of it
+}
+
 void run_forward(ForwardArgs& a, ForwardKernel kernel) {
   if (a.g.N * a.g.C == 0) return;
   if (a.g.M == 0) {  // statistics of an empty set, as torch.mean gives them
@@ -133,9 +172,7 @@ Outputs forward_impl(const at::Tensor& input, const std::optional<at::Tensor>& w
 void normalize_impl(const at::Tensor& input, const std::optional<at::Tensor>& weight,
                     const std::optional<at::Tensor>& bias, double eps, ForwardKernel kernel) {
   ForwardArgs a = prepare_forward(input, weight, bias, eps, "normalize_");
-  TORCH_CHECK(a.x.is_same(input),
-              "instancenorm.normalize_: input must be contiguous or channels_last to be "
-              "normalized in place");
+  check_in_place(input, a.x, "normalize_");
   a.y = a.x;  // every kernel reads an element (or its chunk) before writing the same place
   run_forward(a, kernel);
 }
@@ -144,18 +181,42 @@ void normalize_out_impl(const at::Tensor& input, const std::optional<at::Tensor>
                         const std::optional<at::Tensor>& bias, double eps, const at::Tensor& out,
                         ForwardKernel kernel) {
   ForwardArgs a = prepare_forward(input, weight, bias, eps, "normalize_out");
-  TORCH_CHECK(
-      out.sizes() == input.sizes() && out.scalar_type() == input.scalar_type() && out.device() == input.device(),
-      "instancenorm.normalize_out: out must be a ", input.scalar_type(), " tensor of shape ", input.sizes(), " on ",
-      input.device(), ", got ", out.scalar_type(), " ", out.sizes(), " on ", out.device());
-  // The kernels write out in the layout they read x in; a strided input is read from a contiguous copy.
-  TORCH_CHECK(same_layout(a.x, out),
-              "instancenorm.normalize_out: out must have the memory format the "
-              "input is read in (",
-              a.g.channels_last ? "channels_last" : "contiguous", "), got strides ", out.strides());
-  at::assert_no_partial_overlap(out, a.x);  // out may be the input itself (in place), but not part of it
+  check_out(input, a.x, a.g, out, "normalize_out");
   a.y = out;
   run_forward(a, kernel);
+}
+
+Statistics moments_impl(const at::Tensor& input, double eps, ForwardKernel kernel) {
+  ForwardArgs a = prepare_forward(input, std::nullopt, std::nullopt, eps, "moments");
+  run_forward(a, kernel);  // no output: the kernel stops after the statistics
+  return {a.mean, a.inv_std, a.var};
+}
+
+at::Tensor normalize_with_stats_impl(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
+                                     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+                                     ApplyKernel kernel) {
+  ApplyArgs a = prepare_apply(input, mean, inv_std, weight, bias, "normalize_with_stats");
+  a.y = at::empty_like(a.x);
+  run_apply(a, kernel);
+  return a.y;
+}
+
+void normalize_with_stats_inplace_impl(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
+                                       const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+                                       ApplyKernel kernel) {
+  ApplyArgs a = prepare_apply(input, mean, inv_std, weight, bias, "normalize_with_stats_");
+  check_in_place(input, a.x, "normalize_with_stats_");
+  a.y = a.x;
+  run_apply(a, kernel);
+}
+
+void normalize_with_stats_out_impl(const at::Tensor& input, const at::Tensor& mean, const at::Tensor& inv_std,
+                                   const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+                                   const at::Tensor& out, ApplyKernel kernel) {
+  ApplyArgs a = prepare_apply(input, mean, inv_std, weight, bias, "normalize_with_stats_out");
+  check_out(input, a.x, a.g, out, "normalize_with_stats_out");
+  a.y = out;
+  run_apply(a, kernel);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_output, const at::Tensor& input,

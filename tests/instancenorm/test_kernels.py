@@ -776,3 +776,179 @@ def test_torch_func_grad_is_refused_clearly_and_vmap_runs_per_sample():
         torch.func.grad(lambda x: instancenorm.instance_norm(x).square().sum())(x[0])
     batched = torch.func.vmap(instancenorm.instance_norm)(x)
     torch.testing.assert_close(batched, torch.stack([reference.instance_norm(s) for s in x]))
+
+
+# ---------- the forward's two phases alone: moments, and normalizing with given statistics ----------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_moments_match_reference_and_forward(device, dtype, case):
+    """The forward's own reduction without its output: the same numbers bit for bit, and the reference's."""
+    x, _, _, _ = case.make(device, dtype)
+    mean, inv_std, var = instancenorm.instance_moments(x)
+    assert mean.shape == inv_std.shape == var.shape == x.shape[:2]
+    assert mean.dtype == inv_std.dtype == var.dtype == stats_dtype(dtype)
+    _, fwd_mean, fwd_inv_std, fwd_var, _ = torch.ops.instancenorm.forward(x, None, None, 1e-5)
+    for ours, forward in ((mean, fwd_mean), (inv_std, fwd_inv_std), (var, fwd_var)):
+        assert torch.equal(ours, forward)
+    mean_ref, inv_std_ref, var_ref = reference.moments(x.double(), 1e-5)
+    float64 = dtype == torch.float64
+    assert_close(mean, mean_ref, 1e-10 if float64 else TOLERANCE[torch.float32] * (1 + abs(case.offset)))
+    assert_close(inv_std, inv_std_ref, 1e-10 if float64 else 1e-4)
+    torch.testing.assert_close(var.double(), var_ref, rtol=1e-10 if float64 else 1e-5, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("value", [0.25, 1e4 + 0.3])
+def test_moments_of_constant_channel_are_exact(device, channels_last, value):
+    x, _, _, _ = Case("t", (2, 3, 40, 60), channels_last=channels_last).make(device, torch.float32)
+    x = x.clone()
+    x[:, 1] = value
+    mean, inv_std, var = instancenorm.instance_moments(x, eps=1e-5)
+    assert torch.equal(mean[:, 1], torch.full_like(mean[:, 1], torch.tensor(value).item()))
+    assert not var[:, 1].any()
+    torch.testing.assert_close(inv_std[:, 1], torch.full_like(inv_std[:, 1], 1e-5**-0.5))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_moments_of_empty_and_nan_inputs(device):
+    mean, inv_std, var = instancenorm.instance_moments(torch.randn(0, 3, 4, 4, device=device))
+    assert mean.shape == inv_std.shape == var.shape == (0, 3)
+    assert all(s.isnan().all() for s in instancenorm.instance_moments(torch.randn(2, 3, 0, 4, device=device)))
+    x = torch.randn(2, 3, 8, 8, device=device)
+    x[1, 2, 3, 4] = float("nan")
+    stats = instancenorm.instance_moments(x.contiguous(memory_format=torch.channels_last))
+    nan_plane = torch.zeros(2, 3, dtype=torch.bool, device=device)
+    nan_plane[1, 2] = True
+    for s in stats:
+        assert torch.equal(s.isnan(), nan_plane)
+
+
+def given_statistics(case: Case, device: str, dtype: torch.dtype, per: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, inv_std) unrelated to the input, as a video's averaged statistics are: (C,) or (N, C), stats dtype."""
+    g = torch.Generator().manual_seed(1)
+    shape = case.shape[:2] if per == "sample" else case.shape[1:2]
+    mean = torch.randn(shape, generator=g, dtype=torch.float64) * case.scale + case.offset
+    inv_std = (torch.rand(shape, generator=g, dtype=torch.float64) + 0.5) / case.scale
+    return mean.to(device, stats_dtype(dtype)), inv_std.to(device, stats_dtype(dtype))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("per", ["sample", "channel"])
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_normalize_with_stats_matches_reference_in_every_flavour(device, dtype, per, case):
+    x, w, b, _ = case.make(device, dtype)
+    mean, inv_std = given_statistics(case, device, dtype, per)
+    y = instancenorm.normalize_with_stats(x, mean, inv_std, w, b)
+    assert y.dtype == dtype and y.shape == x.shape and y.stride() == x.stride()
+    x64, w64, b64 = (None if t is None else t.double() for t in (x, w, b))
+    y_ref = reference.normalize_with_stats(x64, mean.double(), inv_std.double(), w64, b64)
+    # x - mean is rounded relative to the offset (in float32 for reduced types), which inv_std amplifies.
+    assert_close(y, y_ref, output_scale(case, dtype))
+    out = torch.full_like(x, float("nan"))
+    with torch.inference_mode():
+        assert instancenorm.normalize_with_stats(x, mean, inv_std, w, b, out=out) is out
+        in_place = x.clone()
+        assert instancenorm.normalize_with_stats_(in_place, mean, inv_std, w, b) is in_place
+    torch.testing.assert_close(out, y, atol=0, rtol=0)
+    torch.testing.assert_close(in_place, y, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_normalize_with_own_moments_is_instance_norm(device, dtype, case):
+    """The two phases in a row give instance_norm, but for the mean's rounding to its dtype (which the forward keeps
+    as a pair): output_scale bounds that for large offsets."""
+    x, w, b, _ = case.make(device, dtype)
+    mean, inv_std, _ = instancenorm.instance_moments(x)
+    y = instancenorm.normalize_with_stats(x, mean, inv_std, w, b)
+    assert_close(y, instancenorm.instance_norm(x, w, b).double(), output_scale(case, dtype))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("per", ["sample", "channel"])
+@pytest.mark.parametrize("case", CHECK_CASES, ids=[f"{c.name}-{c.layout}" for c in CHECK_CASES])
+def test_normalize_with_stats_gradcheck(device, per, case):
+    """Float64 gradients in the input, both statistics (as given inputs) and the affine parameters."""
+    x, w, b, _ = case.make(device, torch.float64)
+    mean, inv_std = given_statistics(case, device, torch.float64, per)
+    inputs = [t.requires_grad_() for t in (x, mean, inv_std, w, b) if t is not None]
+    assert torch.autograd.gradcheck(instancenorm.normalize_with_stats, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_normalize_with_stats_gradients_match_reference(device):
+    """float32 input with float64 statistics and (C,) parameters: each gradient has its input's shape and dtype."""
+    case = Case("t", (3, 4, 6, 5), channels_last=True)
+    x, w, b, dy = case.make(device, torch.float32)
+    mean, inv_std = (s.double() for s in given_statistics(case, device, torch.float32, "channel"))
+    leaves = [t.clone().requires_grad_() for t in (x, mean, inv_std, w, b)]
+    grads = torch.autograd.grad(instancenorm.normalize_with_stats(*leaves), leaves, dy)
+    ref_leaves = [t.double().requires_grad_() for t in (x, mean, inv_std, w, b)]
+    expected = torch.autograd.grad(reference.normalize_with_stats(*ref_leaves), ref_leaves, dy.double())
+    for got, leaf, ref in zip(grads, leaves, expected, strict=True):
+        assert got.shape == leaf.shape and got.dtype == leaf.dtype
+        torch.testing.assert_close(got.double(), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_stats_ops_opcheck(device):
+    x, w, b, _ = Case("t", (2, 3, 5, 6), channels_last=True, affine="sample").make(device, torch.float32)
+    torch.library.opcheck(torch.ops.instancenorm.moments.default, (x, 1e-5))
+    mean, inv_std, _ = instancenorm.instance_moments(x)
+    for stats in ((mean, inv_std), (mean[0], inv_std[0])):
+        args = (x.clone().requires_grad_(), stats[0].clone().requires_grad_(), stats[1], w.clone().requires_grad_(), b)
+        torch.library.opcheck(torch.ops.instancenorm.normalize_with_stats.default, args)
+        torch.library.opcheck(torch.ops.instancenorm.normalize_with_stats_.default, (x.clone(), *stats, w, b))
+        torch.library.opcheck(
+            torch.ops.instancenorm.normalize_with_stats_out.default, (x, *stats, w, b), {"out": torch.empty_like(x)}
+        )
+
+
+def test_stats_ops_refuse_what_they_cannot_do():
+    x = torch.randn(2, 3, 8, 8)
+    mean, inv_std, _ = instancenorm.instance_moments(x)
+    with pytest.raises(RuntimeError, match="moments is for inference"):
+        instancenorm.instance_moments(x.clone().requires_grad_())
+    with torch.no_grad():  # nothing records there: the statistics are computed, and need no gradient
+        assert not instancenorm.instance_moments(x.clone().requires_grad_())[0].requires_grad
+    bad_stats = {
+        r"mean must have shape \(C,\) = \(3,\) or \(N, C\) = \(2, 3\)": (mean[:, :2], inv_std),
+        r"inv_std must have shape \(C,\)": (mean, inv_std.t()),
+        "mean must be floating point": (mean.int(), inv_std),
+    }
+    for message, (m, s) in bad_stats.items():
+        with pytest.raises(RuntimeError, match=message):
+            instancenorm.normalize_with_stats(x, m, s)
+    with pytest.raises(RuntimeError, match="float32, float64"):
+        instancenorm.normalize_with_stats(x.int(), mean, inv_std)
+    with pytest.raises(RuntimeError, match="at least 3 dims"):
+        instancenorm.instance_moments(torch.randn(2, 3))
+    with pytest.raises(RuntimeError, match="normalize_with_stats_: input must be contiguous or channels_last"):
+        instancenorm.normalize_with_stats_(x[:, :, ::2], mean, inv_std)
+    with pytest.raises(RuntimeError, match="normalize_with_stats_ is for inference"):
+        instancenorm.normalize_with_stats_(x, mean.clone().requires_grad_(), inv_std)
+    with pytest.raises(RuntimeError, match="normalize_with_stats_out is for inference"):
+        instancenorm.normalize_with_stats(x, mean, inv_std, torch.ones(3, requires_grad=True), out=torch.empty_like(x))
+    with pytest.raises(RuntimeError, match="normalize_with_stats_out: out must be a Float tensor"):
+        instancenorm.normalize_with_stats(x, mean, inv_std, out=torch.empty(2, 3, 8, 7))
+    with pytest.raises(RuntimeError, match="memory format the input is read in"):
+        instancenorm.normalize_with_stats(x, mean, inv_std, out=torch.empty_like(x, memory_format=torch.channels_last))
+    before = x._version
+    instancenorm.normalize_with_stats_(x, mean, inv_std)
+    assert x._version > before
+
+
+@cuda_only
+def test_stats_on_another_device_raise_clear_errors():
+    x = torch.randn(2, 3, 8, 8, device="cuda")
+    mean, inv_std, _ = instancenorm.instance_moments(x)
+    with pytest.raises(RuntimeError, match="mean is on cpu but input is on cuda"):
+        instancenorm.normalize_with_stats(x, mean.cpu(), inv_std)
+    with pytest.raises(RuntimeError, match="inv_std is on cpu but input is on cuda"):
+        instancenorm.normalize_with_stats(x, mean, inv_std.cpu())

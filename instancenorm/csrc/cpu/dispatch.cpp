@@ -20,6 +20,7 @@ namespace instancenorm {
   namespace name {                         \
   void forward(const ForwardArgs& args);   \
   void backward(const BackwardArgs& args); \
+  void apply(const ApplyArgs& args);       \
   }
 INSTANCENORM_DECLARE_VARIANT(DEFAULT)
 #ifdef INSTANCENORM_CPU_AVX2
@@ -38,6 +39,7 @@ struct Variant {
   const char* name;
   ForwardKernel forward;
   BackwardKernel backward;
+  ApplyKernel apply;
 };
 
 // The best level this CPU (and its OS, which must save the wider registers: libgcc's cpu model checks XGETBV)
@@ -74,12 +76,12 @@ Capability requested(Capability best) {
 Variant make_variant(Capability c) {
   switch (c) {
 #ifdef INSTANCENORM_CPU_AVX512
-    case Capability::kAvx512: return {"avx512", &AVX512::forward, &AVX512::backward};
+    case Capability::kAvx512: return {"avx512", &AVX512::forward, &AVX512::backward, &AVX512::apply};
 #endif
 #ifdef INSTANCENORM_CPU_AVX2
-    case Capability::kAvx2: return {"avx2", &AVX2::forward, &AVX2::backward};
+    case Capability::kAvx2: return {"avx2", &AVX2::forward, &AVX2::backward, &AVX2::apply};
 #endif
-    default: return {"default", &DEFAULT::forward, &DEFAULT::backward};
+    default: return {"default", &DEFAULT::forward, &DEFAULT::backward, &DEFAULT::apply};
   }
 }
 
@@ -94,6 +96,7 @@ std::string cpu_capability() { return variant().name; }
 
 void forward_cpu(const ForwardArgs& args) { variant().forward(args); }
 void backward_cpu(const BackwardArgs& args) { variant().backward(args); }
+void apply_cpu(const ApplyArgs& args) { variant().apply(args); }
 
 TORCH_LIBRARY_FRAGMENT(instancenorm, m) { m.def("cpu_capability() -> str", &cpu_capability); }
 
@@ -102,6 +105,10 @@ TORCH_LIBRARY_IMPL(instancenorm, CPU, m) {
   m.impl("normalize_", &normalize_op<forward_cpu>);
   m.impl("normalize_out", &normalize_out_op<forward_cpu>);
   m.impl("backward", &backward_op<backward_cpu>);
+  m.impl("moments", &moments_op<forward_cpu>);
+  m.impl("normalize_with_stats", &normalize_with_stats_op<apply_cpu>);
+  m.impl("normalize_with_stats_", &normalize_with_stats_inplace_op<apply_cpu>);
+  m.impl("normalize_with_stats_out", &normalize_with_stats_out_op<apply_cpu>);
 }
 
 }  // namespace instancenorm

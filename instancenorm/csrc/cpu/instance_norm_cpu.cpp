@@ -8,8 +8,8 @@
 
 // This file is compiled once per instruction set (setup.py): CPU_CAPABILITY (DEFAULT, AVX2 or AVX512) names the
 // variant, CPU_CAPABILITY_AVX2 / CPU_CAPABILITY_AVX512 give at::vec its SIMD width, and the matching -m flags let the
-// compiler use those instructions. Everything here has internal linkage except instancenorm::CPU_CAPABILITY::forward
-// and ::backward, which cpu/dispatch.cpp picks from at load time by what the CPU supports.
+// compiler use those instructions. Everything here has internal linkage except instancenorm::CPU_CAPABILITY::forward,
+// ::backward and ::apply, which cpu/dispatch.cpp picks from at load time by what the CPU supports.
 #ifndef CPU_CAPABILITY
 #define CPU_CAPABILITY DEFAULT
 #endif
@@ -142,6 +142,22 @@ int64_t blocks_per_unit(int64_t units, int64_t len, int64_t min_len) {
   return std::clamp<int64_t>(divup(8 * threads, units), 1, std::max<int64_t>(1, len / min_len));
 }
 
+// body(t, unit, begin, end, scratch) for block t, [begin, end) of unit = t / blocks, of every unit, on the threads.
+template <typename A, typename Body>
+void for_blocks(int64_t units, int64_t len, int64_t blocks, int64_t elems_per_len, int64_t scratch_len,
+                const Body& body) {
+  const int64_t block_len = divup(len, blocks);
+  const int64_t grain = std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, block_len * elems_per_len));
+  at::parallel_for(0, units * blocks, grain, [&](int64_t t0, int64_t t1) {
+    std::vector<A> scratch(scratch_len);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t unit = t / blocks, begin = (t % blocks) * block_len;
+      body(t, unit, begin, std::min(len, begin + block_len), scratch.data());
+    }
+    fence_streaming_stores();
+  });
+}
+
 // reduce(unit, begin, end, scratch) -> Partial over blocks of [0, len); finish(unit, total); then
 // map(unit, begin, end, scratch). With one block per unit, a thread runs reduce, finish and map of a unit back to
 // back, so the map reads the unit from cache instead of memory.
@@ -149,27 +165,16 @@ template <typename A, typename Partial, typename Reduce, typename Finish, typena
 void reduce_then_map(int64_t units, int64_t len, int64_t elems_per_len, int64_t min_block, int64_t scratch_len,
                      const Reduce& reduce, const Finish& finish, const Map& map) {
   const int64_t blocks = blocks_per_unit(units, len, min_block);
-  const int64_t block_len = divup(len, blocks);
-  const int64_t grain = std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, block_len * elems_per_len));
-  auto for_blocks = [&](auto&& body) {
-    at::parallel_for(0, units * blocks, grain, [&](int64_t t0, int64_t t1) {
-      std::vector<A> scratch(scratch_len);
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t unit = t / blocks, begin = (t % blocks) * block_len;
-        body(t, unit, begin, std::min(len, begin + block_len), scratch.data());
-      }
-      fence_streaming_stores();
-    });
-  };
+  auto run = [&](auto&& body) { for_blocks<A>(units, len, blocks, elems_per_len, scratch_len, body); };
   if (blocks == 1) {
-    for_blocks([&](int64_t, int64_t unit, int64_t begin, int64_t end, A* scratch) {
+    run([&](int64_t, int64_t unit, int64_t begin, int64_t end, A* scratch) {
       finish(unit, reduce(unit, begin, end, scratch));
       map(unit, begin, end, scratch);
     });
     return;
   }
   std::vector<Partial> partials(units * blocks);
-  for_blocks([&](int64_t t, int64_t unit, int64_t begin, int64_t end, A* scratch) {
+  run([&](int64_t t, int64_t unit, int64_t begin, int64_t end, A* scratch) {
     partials[t] = reduce(unit, begin, end, scratch);
   });
   at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
@@ -179,7 +184,15 @@ void reduce_then_map(int64_t units, int64_t len, int64_t elems_per_len, int64_t 
       finish(unit, total);
     }
   });
-  for_blocks([&](int64_t, int64_t unit, int64_t begin, int64_t end, A* scratch) { map(unit, begin, end, scratch); });
+  run([&](int64_t, int64_t unit, int64_t begin, int64_t end, A* scratch) { map(unit, begin, end, scratch); });
+}
+
+// map(unit, begin, end, scratch) over blocks of [0, len), cut as reduce_then_map cuts them: a pass with no reduction.
+template <typename A, typename Map>
+void map_blocks(int64_t units, int64_t len, int64_t elems_per_len, int64_t min_block, int64_t scratch_len,
+                const Map& map) {
+  for_blocks<A>(units, len, blocks_per_unit(units, len, min_block), elems_per_len, scratch_len,
+                [&](int64_t, int64_t unit, int64_t begin, int64_t end, A* scratch) { map(unit, begin, end, scratch); });
 }
 
 // ---- Chunk arithmetic, NCHW: a chunk is a contiguous run of one plane. ----
@@ -318,29 +331,52 @@ void rows_grad_sums(const A* dy, const A* x, int64_t rows, int64_t C, const A* h
 
 // ---- Per-(n, c) coefficients of the elementwise passes. ----
 
-// Forward: y = ((x - mean_hi) - mean_lo) * scale + shift. The mean is kept as a float pair (hi + lo): x - mean_hi
-// is exact for x near the mean, so a large offset (x = 1e4 + noise) costs no more than the rounding of lo.
-// The pair is also returned (mean, mean_lo), with the variance itself, for the backward and running statistics.
+// y = ((x - mean_hi) - mean_lo) * scale + shift per (n, c): what the normalize pass (normalize_plane,
+// normalize_rows) reads, from the forward's own statistics or from given ones (apply).
 template <typename A>
-struct ForwardCoefficients {
+struct Coefficients {
   std::vector<A> mean_hi, mean_lo, scale, shift;
+  explicit Coefficients(int64_t nc) : mean_hi(nc), mean_lo(nc), scale(nc), shift(nc) {}
+};
+
+// Forward: the mean is kept as a float pair (hi + lo): x - mean_hi is exact for x near the mean, so a large offset
+// (x = 1e4 + noise) costs no more than the rounding of lo. The pair is also returned (mean, mean_lo), with the
+// variance itself, for the backward and running statistics.
+template <typename A>
+struct ForwardCoefficients : Coefficients<A> {
   A *mean_out, *mean_lo_out, *inv_std_out, *var_out;
   ForwardCoefficients(int64_t nc, const ForwardArgs& a)
-      : mean_hi(nc), mean_lo(nc), scale(nc), shift(nc), mean_out(a.mean.mutable_data_ptr<A>()),
-        mean_lo_out(a.mean_lo.mutable_data_ptr<A>()), inv_std_out(a.inv_std.mutable_data_ptr<A>()),
-        var_out(a.var.mutable_data_ptr<A>()) {}
+      : Coefficients<A>(nc), mean_out(a.mean.mutable_data_ptr<A>()), mean_lo_out(a.mean_lo.mutable_data_ptr<A>()),
+        inv_std_out(a.inv_std.mutable_data_ptr<A>()), var_out(a.var.mutable_data_ptr<A>()) {}
   void set(int64_t i, const Moments& m, const ForwardArgs& a) {
     const A w = a.weight.data_ptr<A>()[i], b = a.bias.data_ptr<A>()[i];
     const A var = A(m.m2 / m.count);
     const A inv_std = A(1) / std::sqrt(var + A(a.eps));
-    mean_out[i] = mean_hi[i] = A(m.mean);
-    mean_lo_out[i] = mean_lo[i] = A(m.mean - double(mean_hi[i]));
+    mean_out[i] = this->mean_hi[i] = A(m.mean);
+    mean_lo_out[i] = this->mean_lo[i] = A(m.mean - double(this->mean_hi[i]));
     inv_std_out[i] = inv_std;
     var_out[i] = var;
-    scale[i] = inv_std * w;
-    shift[i] = b;
+    this->scale[i] = inv_std * w;
+    this->shift[i] = b;
   }
 };
+
+// Given statistics: a single-precision mean (mean_lo = 0), the scale rounded as the forward's.
+template <typename A>
+Coefficients<A> given_coefficients(const ApplyArgs& a) {
+  const int64_t nc = a.g.N * a.g.C;
+  const A* mean = a.mean.const_data_ptr<A>();
+  const A* inv_std = a.inv_std.const_data_ptr<A>();
+  const A* weight = a.weight.const_data_ptr<A>();
+  const A* bias = a.bias.const_data_ptr<A>();
+  Coefficients<A> coef(nc);
+  for (int64_t i = 0; i < nc; ++i) {
+    coef.mean_hi[i] = mean[i];
+    coef.scale[i] = inv_std[i] * weight[i];
+    coef.shift[i] = bias[i];
+  }
+  return coef;
+}
 
 // Backward: dx = dy_scale * (dy - mean_dy) + xc_scale * (x - mean), i.e.
 // w * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)).
@@ -361,21 +397,65 @@ struct BackwardCoefficients {
   }
 };
 
+// ---- The normalize pass, shared by the forward and apply: elements [begin, end) of a unit. ----
+// buf: a chunk of A, for reduced types (their chunk is converted to A and back).
+
+template <typename T, typename A>
+void normalize_plane(const T* x, T* y, int64_t M, int64_t p, int64_t begin, int64_t end, const Coefficients<A>& coef,
+                     bool stream, A* buf) {
+  using Vec = Vectorized<A>;
+  const Vec hi(coef.mean_hi[p]), lo(coef.mean_lo[p]), scale(coef.scale[p]), shift(coef.shift[p]);
+  for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
+    const A* x_acc = as_acc(x + p * M + i, n, buf);
+    A* y_acc = result_ptr(y + p * M + i, buf);
+    store_each_vector(y_acc, n, stream, [&](int64_t j, int64_t cnt) {
+      return at::vec::fmadd((Vec::loadu(x_acc + j, cnt) - hi) - lo, scale, shift);
+    });
+    store_from(y_acc, y + p * M + i, n);
+  });
+}
+
+// Rows [begin, end) of sample n, in chunks of rows_per_chunk rows.
+template <typename T, typename A>
+void normalize_rows(const T* x, T* y, int64_t M, int64_t C, int64_t n, int64_t begin, int64_t end,
+                    int64_t rows_per_chunk, const Coefficients<A>& coef, bool stream, A* buf) {
+  using Vec = Vectorized<A>;
+  const A* hi = coef.mean_hi.data() + n * C;
+  const A* lo = coef.mean_lo.data() + n * C;
+  const A* scale = coef.scale.data() + n * C;
+  const A* shift = coef.shift.data() + n * C;
+  for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
+    const A* x_acc = as_acc(x + (n * M + r) * C, rows * C, buf);
+    A* y_acc = result_ptr(y + (n * M + r) * C, buf);
+    for_row_vectors<A>(rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
+      const Vec v = (Vec::loadu(x_acc + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
+      const Vec out = at::vec::fmadd(v, Vec::loadu(scale + c, cnt), Vec::loadu(shift + c, cnt));
+      store_vector(y_acc + i, out, cnt, stream);
+    });
+    store_from(y_acc, y + (n * M + r) * C, rows * C);
+  });
+}
+
 // ---- The kernels, one per direction and memory layout. ----
 // Contiguous (N, C, M): a unit is one (n, c) plane, walked in chunks of kChunk elements.
 // channels_last (N, M, C): a unit is one sample's (M, C) block, walked in chunks of whole rows.
 
+// Without an output (moments, args.y undefined) the forward stops after the statistics.
+template <typename T>
+T* output_ptr(const ForwardArgs& args) {
+  return args.y.defined() ? args.y.mutable_data_ptr<T>() : nullptr;
+}
+
 template <typename T>
 void forward_contiguous(const ForwardArgs& args) {
   using A = at::opmath_type<T>;
-  using Vec = Vectorized<A>;
   const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
   const T* x = args.x.const_data_ptr<T>();
-  T* y = args.y.mutable_data_ptr<T>();
+  T* y = output_ptr<T>(args);
   ForwardCoefficients<A> coef(N * C, args);
   constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
 
-  const bool stream = stream_output<T, A>(args.y, args.x, args.g);
+  const bool stream = y != nullptr && stream_output<T, A>(args.y, args.x, args.g);
 
   reduce_then_map<A, Moments>(
       N * C, M, 1, kChunk, buffers * kChunk,
@@ -387,29 +467,20 @@ void forward_contiguous(const ForwardArgs& args) {
       },
       [&](int64_t p, const Moments& m) { coef.set(p, m, args); },
       [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-        const Vec hi(coef.mean_hi[p]), lo(coef.mean_lo[p]), scale(coef.scale[p]), shift(coef.shift[p]);
-        for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-          const A* x_acc = as_acc(x + p * M + i, n, buf);
-          A* y_acc = result_ptr(y + p * M + i, buf);
-          store_each_vector(y_acc, n, stream, [&](int64_t j, int64_t cnt) {
-            return at::vec::fmadd((Vec::loadu(x_acc + j, cnt) - hi) - lo, scale, shift);
-          });
-          store_from(y_acc, y + p * M + i, n);
-        });
+        if (y != nullptr) normalize_plane(x, y, M, p, begin, end, coef, stream, buf);
       });
 }
 
 template <typename T>
 void forward_channels_last(const ForwardArgs& args) {
   using A = at::opmath_type<T>;
-  using Vec = Vectorized<A>;
   const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
   const T* x = args.x.const_data_ptr<T>();
-  T* y = args.y.mutable_data_ptr<T>();
+  T* y = output_ptr<T>(args);
   ForwardCoefficients<A> coef(N * C, args);
   constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
 
-  const bool stream = stream_output<T, A>(args.y, args.x, args.g);
+  const bool stream = y != nullptr && stream_output<T, A>(args.y, args.x, args.g);
 
   const int64_t rows_per_chunk = nhwc_rows_per_chunk(C);
   const int64_t chunk_elems = rows_per_chunk * C;
@@ -429,21 +500,38 @@ void forward_channels_last(const ForwardArgs& args) {
         for (int64_t c = 0; c < C; ++c) coef.set(n * C + c, {m.count, m.mean[c], m.m2[c]}, args);
       },
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
-        const A* hi = coef.mean_hi.data() + n * C;
-        const A* lo = coef.mean_lo.data() + n * C;
-        const A* scale = coef.scale.data() + n * C;
-        const A* shift = coef.shift.data() + n * C;
-        for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
-          const A* x_acc = as_acc(x + (n * M + r) * C, rows * C, buf);
-          A* y_acc = result_ptr(y + (n * M + r) * C, buf);
-          for_row_vectors<A>(rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
-            const Vec v = (Vec::loadu(x_acc + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
-            const Vec out = at::vec::fmadd(v, Vec::loadu(scale + c, cnt), Vec::loadu(shift + c, cnt));
-            store_vector(y_acc + i, out, cnt, stream);
-          });
-          store_from(y_acc, y + (n * M + r) * C, rows * C);
-        });
+        if (y != nullptr) normalize_rows(x, y, M, C, n, begin, end, rows_per_chunk, coef, stream, buf);
       });
+}
+
+template <typename T>
+void apply_contiguous(const ApplyArgs& args) {
+  using A = at::opmath_type<T>;
+  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
+  const T* x = args.x.const_data_ptr<T>();
+  T* y = args.y.mutable_data_ptr<T>();
+  const Coefficients<A> coef = given_coefficients<A>(args);
+  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
+  const bool stream = stream_output<T, A>(args.y, args.x, args.g);
+  map_blocks<A>(N * C, M, 1, kChunk, buffers * kChunk, [&](int64_t p, int64_t begin, int64_t end, A* buf) {
+    normalize_plane(x, y, M, p, begin, end, coef, stream, buf);
+  });
+}
+
+template <typename T>
+void apply_channels_last(const ApplyArgs& args) {
+  using A = at::opmath_type<T>;
+  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
+  const T* x = args.x.const_data_ptr<T>();
+  T* y = args.y.mutable_data_ptr<T>();
+  const Coefficients<A> coef = given_coefficients<A>(args);
+  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
+  const bool stream = stream_output<T, A>(args.y, args.x, args.g);
+  const int64_t rows_per_chunk = nhwc_rows_per_chunk(C);
+  map_blocks<A>(N, M, C, rows_per_chunk, buffers * rows_per_chunk * C,
+                [&](int64_t n, int64_t begin, int64_t end, A* buf) {
+                  normalize_rows(x, y, M, C, n, begin, end, rows_per_chunk, coef, stream, buf);
+                });
 }
 
 template <typename T>
@@ -558,6 +646,16 @@ void forward(const ForwardArgs& args) {
       forward_channels_last<scalar_t>(args);
     } else {
       forward_contiguous<scalar_t>(args);
+    }
+  });
+}
+
+void apply(const ApplyArgs& args) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.x.scalar_type(), "instancenorm_apply_cpu", [&] {
+    if (args.g.channels_last) {
+      apply_channels_last<scalar_t>(args);
+    } else {
+      apply_contiguous<scalar_t>(args);
     }
   });
 }

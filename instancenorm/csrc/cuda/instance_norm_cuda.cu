@@ -8,7 +8,8 @@
 // of a unit, combines threads (warp shuffle, then shared memory) and, when it owns all of M, finalizes and
 // re-reads its (cache-hot) data to write the output. When there are too few units to fill the GPU, M is
 // split over gridDim.y blocks that write partials to a workspace; a second launch of the same kernel
-// combines them and applies.
+// combines them and applies. moments runs the forward kernel without an output (it stops after the statistics);
+// apply_kernel is the apply step alone, with given statistics.
 //
 // Numerics: moments are of x minus the unit's first element; each batch's come from a corrected two-pass
 // over V registers (pairwise mean, exact for constant data), and batches, threads and blocks merge with
@@ -239,7 +240,22 @@ __device__ __forceinline__ S combine_partials(const A* workspace, const Unit& u,
 __device__ __forceinline__ float rsqrt_(float v) { return rsqrtf(v); }
 __device__ __forceinline__ double rsqrt_(double v) { return rsqrt(v); }
 
+// The apply step over this thread's share of its unit: y = ((x - shift) - mean) * scale + b. The forward's mean is
+// relative to the unit's first element (shift); given statistics come with shift = 0.
+template <int V, typename T, typename A>
+__device__ __forceinline__ void normalize_unit(const Unit& u, const T* x, T* y, A shift, A mean, A scale, A b) {
+  visit<V>(u, [&](int64_t off, auto width) {
+    constexpr int K = decltype(width)::value;
+    A v[K];
+    load<K>(x, off, u.stride, v);
+#pragma unroll
+    for (int k = 0; k < K; ++k) v[k] = ((v[k] - shift) - mean) * scale + b;
+    store<K>(y, off, u.stride, v);
+  });
+}
+
 // apply_pass == false: reduce (and, when gridDim.y == 1, finalize and apply); true: combine partials, apply.
+// y == nullptr (moments): the statistics only.
 template <typename T, typename A = at::opmath_type<T>>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(const T* x, T* y, const A* __restrict__ weight, const A* __restrict__ bias, A* __restrict__ mean_out,
@@ -292,18 +308,20 @@ __global__ void __launch_bounds__(kThreads)
       coef[2][threadIdx.x] = bias[u.nc];
     }
   }
-  if (partial) return;
+  if (partial || y == nullptr) return;
   __syncthreads();
   if (!u.valid) return;
-  const A mean = coef[0][threadIdx.x], scale = coef[1][threadIdx.x], b = coef[2][threadIdx.x];
-  visit<V>(u, [&](int64_t off, auto width) {
-    constexpr int K = decltype(width)::value;
-    A v[K];
-    load<K>(x, off, u.stride, v);
-#pragma unroll
-    for (int k = 0; k < K; ++k) v[k] = ((v[k] - shift) - mean) * scale + b;
-    store<K>(y, off, u.stride, v);
-  });
+  normalize_unit<V>(u, x, y, shift, coef[0][threadIdx.x], coef[1][threadIdx.x], coef[2][threadIdx.x]);
+}
+
+// normalize_with_stats: no reduction, so a split of M is just more blocks, each normalizing its own batches.
+template <typename T, typename A = at::opmath_type<T>>
+__global__ void __launch_bounds__(kThreads)
+    apply_kernel(const T* x, T* y, const A* __restrict__ mean, const A* __restrict__ rstd, const A* __restrict__ weight,
+                 const A* __restrict__ bias, IndexMap map) {
+  const Unit u = make_unit<kBatch<T>>(map, x, /*apply_pass=*/false);
+  if (!u.valid) return;
+  normalize_unit<kBatch<T>>(u, x, y, A(0), mean[u.nc], rstd[u.nc] * weight[u.nc], bias[u.nc]);
 }
 
 template <typename T, typename A = at::opmath_type<T>>
@@ -375,7 +393,7 @@ struct Plan {
 };
 
 // Block shape, units, split count and workspace for kernel. ptrs: every data tensor it touches (for the
-// alignment check); fields: values per partial.
+// alignment check); fields: values per partial (0: the kernel's splits need no workspace).
 Plan make_plan(const void* kernel, const Geometry& g, int V, int elem_bytes, std::initializer_list<const void*> ptrs,
                int fields, const at::TensorOptions& stats) {
   Plan p;
@@ -420,7 +438,7 @@ Plan make_plan(const void* kernel, const Geometry& g, int V, int elem_bytes, std
   p.nsplit = static_cast<int>(nsplit);
   p.grid = dim3(static_cast<unsigned>(units), p.nsplit);
   p.block = dim3(bx, by);
-  if (nsplit > 1) p.workspace = at::empty({fields, map.N, nsplit, map.C}, stats);
+  if (nsplit > 1 && fields > 0) p.workspace = at::empty({fields, map.N, nsplit, map.C}, stats);
   return p;
 }
 
@@ -430,9 +448,9 @@ void forward_cuda(const ForwardArgs& a) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "instancenorm_forward_cuda", [&] {
     using A = at::opmath_type<scalar_t>;
     const scalar_t* x = a.x.const_data_ptr<scalar_t>();
-    scalar_t* y = a.y.mutable_data_ptr<scalar_t>();
+    scalar_t* y = a.y.defined() ? a.y.mutable_data_ptr<scalar_t>() : nullptr;  // none for moments
     const Plan p = make_plan(reinterpret_cast<const void*>(&forward_kernel<scalar_t>), a.g, kBatch<scalar_t>,
-                             sizeof(scalar_t), {x, y}, Moments<A>::K + 1, a.mean.options());
+                             sizeof(scalar_t), {x, y != nullptr ? y : x}, Moments<A>::K + 1, a.mean.options());
     A* workspace = p.nsplit > 1 ? p.workspace.mutable_data_ptr<A>() : nullptr;
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     for (int pass = 0; pass < 1 + (p.nsplit > 1); ++pass) {
@@ -465,11 +483,29 @@ void backward_cuda(const BackwardArgs& a) {
   });
 }
 
+void apply_cuda(const ApplyArgs& a) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "instancenorm_apply_cuda", [&] {
+    using A = at::opmath_type<scalar_t>;
+    const scalar_t* x = a.x.const_data_ptr<scalar_t>();
+    scalar_t* y = a.y.mutable_data_ptr<scalar_t>();
+    const Plan p = make_plan(reinterpret_cast<const void*>(&apply_kernel<scalar_t>), a.g, kBatch<scalar_t>,
+                             sizeof(scalar_t), {x, y}, 0, a.mean.options());
+    apply_kernel<scalar_t><<<p.grid, p.block, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        x, y, a.mean.const_data_ptr<A>(), a.inv_std.const_data_ptr<A>(), a.weight.const_data_ptr<A>(),
+        a.bias.const_data_ptr<A>(), p.map);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
 TORCH_LIBRARY_IMPL(instancenorm, CUDA, m) {
   m.impl("forward", &forward_op<forward_cuda>);
   m.impl("normalize_", &normalize_op<forward_cuda>);
   m.impl("normalize_out", &normalize_out_op<forward_cuda>);
   m.impl("backward", &backward_op<backward_cuda>);
+  m.impl("moments", &moments_op<forward_cuda>);
+  m.impl("normalize_with_stats", &normalize_with_stats_op<apply_cuda>);
+  m.impl("normalize_with_stats_", &normalize_with_stats_inplace_op<apply_cuda>);
+  m.impl("normalize_with_stats_out", &normalize_with_stats_out_op<apply_cuda>);
 }
 
 }  // namespace instancenorm
