@@ -189,6 +189,7 @@ class NormalizeWithStatsFunction : public torch::autograd::Function<NormalizeWit
     const at::Tensor dy = grads[0].to(acc);
     const at::Tensor dy_w = weight.defined() ? dy * over_plane(weight) : dy;
     const at::Tensor rstd = over_plane(inv_std);
+    // Edges number only the tensors given, as in InstanceNormFunction: an absent weight moves the bias down by one.
     const size_t weight_edge = 3, bias_edge = 3 + size_t(weight.defined());
     const bool need_xc = ctx->needs_input_grad(2) || (weight.defined() && ctx->needs_input_grad(weight_edge));
     const at::Tensor xc = need_xc ? input.to(acc) - over_plane(mean) : at::Tensor();
