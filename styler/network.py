@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 import instancenorm
 from styler.errors import StylerError
+from styler.temporal import ACTIVE_STATISTICS
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ def normalization(channels: int, num_styles: int) -> nn.Module:
     return instancenorm.ConditionalInstanceNorm2d(channels, num_styles)
 
 
+OUR_NORMS = (InstanceNorm, instancenorm.ConditionalInstanceNorm2d)
+
+
 def _inference_in_place() -> bool:
     """Whether the network may work in place: true outside autograd, where no op's input is kept for a backward pass.
 
@@ -128,16 +132,22 @@ def _inference_in_place() -> bool:
 
 def normalize(norm: nn.Module, x: Tensor, style: Tensor | None, relu: bool = True) -> Tensor:
     """norm(x, style), then ReLU; in place on x where _inference_in_place() allows, which saves two activation-sized
-    allocations per layer (a norm module other than ours, as the benchmarks swap in, runs out of place)."""
-    if not _inference_in_place():
-        y = norm(x, style)
-        return torch.relu(y) if relu else y
-    if isinstance(norm, (InstanceNorm, instancenorm.ConditionalInstanceNorm2d)):
-        # A conditional norm always gets a style: TransformerNet.forward refuses a multi-style call without one.
+    allocations per layer (a norm module other than ours, as the benchmarks swap in, runs out of place). While a
+    video runs with steady statistics (temporal.SteadyStatistics), our norms use those instead of x's own."""
+    in_place = _inference_in_place()
+    steady = ACTIVE_STATISTICS.get()
+    # A conditional norm always gets a style: TransformerNet.forward refuses a multi-style call without one.
+    if isinstance(norm, OUR_NORMS) and steady is not None:
+        mean, inv_std = steady.of(norm, x, norm.eps)
+        apply = instancenorm.normalize_with_stats_ if in_place else instancenorm.normalize_with_stats
+        y = apply(x, mean, inv_std, *norm.style_affine(style, x.shape[0]))  # type: ignore[arg-type]
+    elif isinstance(norm, OUR_NORMS) and in_place:
         y = instancenorm.instance_norm_(x, *norm.style_affine(style, x.shape[0]), norm.eps)  # type: ignore[arg-type]
     else:
         y = norm(x, style)
-    return y.relu_() if relu else y
+    if not relu:
+        return y
+    return y.relu_() if in_place else torch.relu(y)
 
 
 # Outside autograd, a convolution whose padded (and upsampled) input or output is bigger than WHOLE_BYTES runs a band

