@@ -17,7 +17,7 @@ $(VENV)/.installed: $(KERNEL_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PINS) ninja
 	# --no-build-isolation: the extension compiles against the torch installed above.
-	$(BIN)/pip install --no-build-isolation --editable '.[test,train]'
+	$(BIN)/pip install --no-build-isolation --editable '.[test,train,video]'
 	$(BIN)/python -m instancenorm
 	touch $@
 

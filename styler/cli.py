@@ -193,6 +193,96 @@ def stylize(
     raise typer.Exit(0 if run.main(inputs, options) else 2)
 
 
+@app.command("video")
+@user_errors_exit_2
+def video(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Video files (.mp4, .mov, .mkv, .webm, ...).", show_default=False)
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="A shipped model's name (`styler models`) or a model file.", show_default=False
+        ),
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file for one input, its container by extension (.mp4 H.264 by default; .mov, .mkv, .webm, "
+            ".avi); a folder (existing, or ending in /) gets <stem>-<style>.mp4 (default: beside the input).",
+        ),
+    ] = None,
+    style: Annotated[
+        str | None, typer.Option(help="For multi-style models: a style name, or a blend such as starry=0.7,wave=0.3.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (inputs are never overwritten).")] = False,
+    max_size: Annotated[
+        int | None, typer.Option(help="Shrink so the long side is at most this many pixels (sides made even).")
+    ] = None,
+    strength: Annotated[
+        float, typer.Option(help="Blend of stylized (1) and original (0) pixels, between 0 and 1.")
+    ] = 1.0,
+    preserve_color: Annotated[bool, typer.Option(help="Keep the video's colours, use stylized luminance.")] = False,
+    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = "auto",
+    precision: Annotated[
+        Literal["float32", "float16", "bfloat16"],
+        typer.Option(help="float16 (CUDA) or bfloat16 (CUDA or CPU): less accuracy, more speed."),
+    ] = "float32",
+    batch_size: Annotated[int, typer.Option(help="Frames through the network at once.")] = 2,
+    start: Annotated[float, typer.Option(help="Begin this many seconds into the video.")] = 0.0,
+    duration: Annotated[float | None, typer.Option(help="Stylize this many seconds (default: to the end).")] = None,
+    steady: Annotated[
+        bool,
+        typer.Option(
+            "--steady/--per-frame",
+            help="Normalize with statistics that move slowly across frames (reset at scene cuts), or with each "
+            "frame's own, which flickers.",
+        ),
+    ] = True,
+    smooth: Annotated[
+        float,
+        typer.Option(
+            help="Where the picture is still, keep this much of the previous output (0 to 0.95, 0 for none); "
+            "moving parts are never blended, so nothing leaves a trail."
+        ),
+    ] = 0.8,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON record per video: input, output, frames, size, frame_rate, audio, seconds, "
+            "frames_per_second, error, styler_version.",
+        ),
+    ] = False,
+) -> None:
+    """Stylize videos: frame rate, timing and sound kept, steady from frame to frame (needs the [video] extra).
+
+    Exit status 2 when any video failed (one line on stderr each; nothing is written for it).
+    """
+    from styler import video as run
+
+    options = run.VideoOptions(
+        model=model,
+        style=style,
+        output=output,
+        overwrite=overwrite,
+        max_size=max_size,
+        strength=strength,
+        preserve_color=preserve_color,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        start=start,
+        duration=duration,
+        steady=steady,
+        smooth=smooth,
+        json_output=json_output,
+    )
+    raise typer.Exit(0 if run.main([str(path) for path in inputs], options) else 2)
+
+
 def _default(name: str) -> str:
     """ " (default: ...)" for a train option, from TrainConfig and the loss weights, where they are defined."""
     return f" (default: {default_text(name)})"

@@ -72,15 +72,19 @@ class Stylizer:
 
     def __call__(self, photo: Photo, strength: float = 1.0, preserve_color: bool = False) -> Photo:
         content = image_to_tensor(photo.rgb).to(self.device)
+        result = self.stylize_finished(content, strength, preserve_color)
+        return Photo(tensor_to_image(result), photo.alpha, photo.icc_profile, photo.exif)
+
+    def stylize_finished(self, content: torch.Tensor, strength: float, preserve_color: bool) -> torch.Tensor:
+        """(N, 3, H, W) in 0..255 stylized, with the photo's colours kept and blended back by strength as asked."""
         styled = self.stylize_tensor(content)
         if preserve_color:
             styled = keep_colors(content, styled)
-        result = styled if strength == 1.0 else torch.lerp(content, styled, strength)
-        return Photo(tensor_to_image(result), photo.alpha, photo.icc_profile, photo.exif)
+        return styled if strength == 1.0 else torch.lerp(content, styled, strength)
 
     @torch.inference_mode()
     def stylize_tensor(self, content: torch.Tensor) -> torch.Tensor:
-        """(1, 3, H, W) in 0..255 to the same shape: mirror-padded to what the network needs, then cropped back."""
+        """(N, 3, H, W) in 0..255 to the same shape: mirror-padded to what the network needs, then cropped back."""
         height, width = content.shape[-2:]
         multiple, smallest = self.arch.size_multiple, self.arch.min_size
         padded = mirror_pad_to(
