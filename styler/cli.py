@@ -28,6 +28,23 @@ app = typer.Typer(
 )
 
 
+# Options that stylize and video share, written once.
+ModelOption = Annotated[
+    str,
+    typer.Option("--model", "-m", help="A shipped model's name (`styler models`) or a model file.", show_default=False),
+]
+StyleOption = Annotated[
+    str | None, typer.Option(help="For multi-style models: a style name, or a blend such as starry=0.7,wave=0.3.")
+]
+OverwriteOption = Annotated[bool, typer.Option(help="Replace existing outputs (inputs are never overwritten).")]
+DeviceOption = Annotated[Device, typer.Option(help="auto picks CUDA when present.")]
+StrengthOption = Annotated[float, typer.Option(help="Blend of stylized (1) and original (0) pixels, between 0 and 1.")]
+PrecisionOption = Annotated[
+    Literal["float32", "float16", "bfloat16"],
+    typer.Option(help="float16 (CUDA) or bfloat16 (CUDA or CPU, ~1.7x faster here): less accuracy, more speed."),
+]
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (`kill`, a service manager, a job scheduler), raised like Ctrl-C so the same cleanup runs."""
 
@@ -113,12 +130,7 @@ def stylize(
             show_default=False,
         ),
     ],
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model", "-m", help="A shipped model's name (`styler models`) or a model file.", show_default=False
-        ),
-    ],
+    model: ModelOption,
     output: Annotated[
         str | None,  # a string, not a Path, which would drop the trailing slash of "-o newdir/"
         typer.Option(
@@ -132,24 +144,17 @@ def stylize(
         Path | None,
         typer.Option("--output-dir", "-d", help="Folder for outputs, <stem>-<style>.<ext> (default: beside inputs)."),
     ] = None,
-    style: Annotated[
-        str | None, typer.Option(help="For multi-style models: a style name, or a blend such as starry=0.7,wave=0.3.")
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (inputs are never overwritten).")] = False,
+    style: StyleOption = None,
+    overwrite: OverwriteOption = False,
     max_size: Annotated[
         int | None, typer.Option(help="Shrink so the long side is at most this many pixels (1 or more).")
     ] = None,
     scale: Annotated[
         float | None, typer.Option(help="Resize by this factor first, in (0, 8] (0.5 halves each side).")
     ] = None,
-    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = "auto",
-    precision: Annotated[
-        Literal["float32", "float16", "bfloat16"],
-        typer.Option(help="float16 (CUDA) or bfloat16 (CUDA or CPU, ~1.7x faster here): less accuracy, more speed."),
-    ] = "float32",
-    strength: Annotated[
-        float, typer.Option(help="Blend of stylized (1) and original (0) pixels, between 0 and 1.")
-    ] = 1.0,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "float32",
+    strength: StrengthOption = 1.0,
     preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours, use stylized luminance.")] = False,
     max_pixels: Annotated[
         int | None, typer.Option(help="Refuse bigger images as decompression bombs (default: Pillow's, ~89 million).")
@@ -199,12 +204,7 @@ def video(
     inputs: Annotated[
         list[Path], typer.Argument(help="Video files (.mp4, .mov, .mkv, .webm, ...).", show_default=False)
     ],
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model", "-m", help="A shipped model's name (`styler models`) or a model file.", show_default=False
-        ),
-    ],
+    model: ModelOption,
     output: Annotated[
         str | None,
         typer.Option(
@@ -214,22 +214,15 @@ def video(
             ".avi); a folder (existing, or ending in /) gets <stem>-<style>.mp4 (default: beside the input).",
         ),
     ] = None,
-    style: Annotated[
-        str | None, typer.Option(help="For multi-style models: a style name, or a blend such as starry=0.7,wave=0.3.")
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (inputs are never overwritten).")] = False,
+    style: StyleOption = None,
+    overwrite: OverwriteOption = False,
     max_size: Annotated[
         int | None, typer.Option(help="Shrink so the long side is at most this many pixels (sides made even).")
     ] = None,
-    strength: Annotated[
-        float, typer.Option(help="Blend of stylized (1) and original (0) pixels, between 0 and 1.")
-    ] = 1.0,
+    strength: StrengthOption = 1.0,
     preserve_color: Annotated[bool, typer.Option(help="Keep the video's colours, use stylized luminance.")] = False,
-    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = "auto",
-    precision: Annotated[
-        Literal["float32", "float16", "bfloat16"],
-        typer.Option(help="float16 (CUDA) or bfloat16 (CUDA or CPU): less accuracy, more speed."),
-    ] = "float32",
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "float32",
     batch_size: Annotated[int, typer.Option(help="Frames through the network at once.")] = 2,
     start: Annotated[float, typer.Option(help="Begin this many seconds into the video.")] = 0.0,
     duration: Annotated[float | None, typer.Option(help="Stylize this many seconds (default: to the end).")] = None,
@@ -423,7 +416,7 @@ def grid(
     cell: Annotated[
         int, typer.Option(help="Side of each square cell in pixels; photos are stylized at that size.")
     ] = 320,
-    device: Annotated[Device, typer.Option(help="auto picks CUDA when present.")] = "auto",
+    device: DeviceOption = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing sheet.")] = False,
 ) -> None:
     """A contact sheet: one row per photo, the photo then its result with each model (each style and an equal blend
