@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,9 @@ from styler.model_files import resolve_model
 from styler.stylizer import Stylizer, choose_style
 from styler.video import FrameStylizer, VideoOptions
 
-av = pytest.importorskip("av", reason="styler video needs PyAV (the [video] extra)")
+needs_av = pytest.mark.skipif(
+    importlib.util.find_spec("av") is None, reason="styler video needs PyAV (the [video] extra)"
+)
 
 PHOTO = REPOSITORY / "samples" / "photos" / "coffee.jpg"
 PAN_PHOTO = REPOSITORY / "samples" / "photos" / "astronaut.jpg"
@@ -37,6 +41,8 @@ def stylize_clip(frames: np.ndarray, batch: int = 2, **options) -> torch.Tensor:
 
 
 def read_video(path: Path) -> tuple[list[np.ndarray], dict]:
+    import av
+
     with av.open(str(path)) as container:
         video = container.streams.video[0]
         facts = {
@@ -124,6 +130,7 @@ def test_the_still_area_blend_keeps_new_output_where_the_input_moved():
 # ----------------------------------------------------------------------------------------------- the command
 
 
+@needs_av
 def test_video_keeps_frames_rate_duration_and_sound(run_cli, clip, tmp_path):
     out = tmp_path / "out.mp4"
     result = run_cli("video", clip, "-m", "starry-lite", "-o", out, "--json")
@@ -139,6 +146,7 @@ def test_video_keeps_frames_rate_duration_and_sound(run_cli, clip, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@needs_av
 def test_video_container_by_extension_and_a_time_window(run_cli, clip, tmp_path):
     out = tmp_path / "part.webm"
     result = run_cli("video", clip, "-m", "starry-lite", "-o", out, "--start", "0.25", "--duration", "0.5", "--json")
@@ -149,6 +157,7 @@ def test_video_container_by_extension_and_a_time_window(run_cli, clip, tmp_path)
     assert facts["duration"] == pytest.approx(0.5, abs=0.1)
 
 
+@needs_av
 def test_default_output_name_beside_the_input_and_no_overwriting(run_cli, clip, tmp_path):
     source = tmp_path / "holiday.mp4"
     source.write_bytes(clip.read_bytes())
@@ -162,6 +171,7 @@ def test_default_output_name_beside_the_input_and_no_overwriting(run_cli, clip, 
     assert source.read_bytes() == clip.read_bytes()
 
 
+@needs_av
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -180,6 +190,7 @@ def test_bad_inputs_get_one_line_and_exit_2(run_cli, tmp_path, make, message):
     assert not (tmp_path / "input-starry.mp4").exists() and not list(tmp_path.glob(".*.tmp"))
 
 
+@needs_av
 def test_a_truncated_video_writes_nothing(run_cli, clip, tmp_path):
     source = tmp_path / "cut-short.mp4"
     source.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
@@ -190,6 +201,7 @@ def test_a_truncated_video_writes_nothing(run_cli, clip, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@needs_av
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
@@ -204,6 +216,7 @@ def test_bad_options_get_one_line_and_exit_2(run_cli, clip, tmp_path, option, va
     assert result.exit_code == 2 and message in result.stderr and not (tmp_path / "out.mp4").exists()
 
 
+@needs_av
 def test_ctrl_c_leaves_no_output(run_cli, clip, tmp_path, monkeypatch):
     calls = []
 
@@ -219,6 +232,7 @@ def test_ctrl_c_leaves_no_output(run_cli, clip, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@needs_av
 def test_a_rotated_video_is_stylized_upright(run_cli, tmp_path):
     """A phone's portrait video: landscape frames with a display matrix saying "turn 90 degrees clockwise"."""
     frames = np.zeros((6, 48, 64, 3), dtype=np.uint8)
@@ -237,3 +251,10 @@ def test_a_rotated_video_is_stylized_upright(run_cli, tmp_path):
     upright, _ = read_video(out)
     top, bottom = upright[0][:24].mean(axis=(0, 1)), upright[0][40:].mean(axis=(0, 1))
     assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]  # clockwise: the left half is now on top
+
+
+def test_without_pyav_one_line_says_what_to_install(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError
+    result = run_cli("video", tmp_path / "clip.mp4", "-m", "starry-lite")
+    assert result.exit_code == 2 and "pip install 'styler[video]'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
