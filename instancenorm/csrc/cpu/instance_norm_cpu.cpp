@@ -384,13 +384,16 @@ Coefficients<A> given_coefficients(const ApplyArgs& a) {
 template <typename A>
 struct BackwardCoefficients {
   std::vector<A> dy_scale, xc_scale, mean_dy;
-  explicit BackwardCoefficients(int64_t nc) : dy_scale(nc), xc_scale(nc), mean_dy(nc) {}
-  void set(int64_t i, const GradSums& s, const BackwardArgs& args, A* dweight, A* dbias) {
+  A *dweight_out, *dbias_out;
+  BackwardCoefficients(int64_t nc, const BackwardArgs& a)
+      : dy_scale(nc), xc_scale(nc), mean_dy(nc), dweight_out(a.dweight.mutable_data_ptr<A>()),
+        dbias_out(a.dbias.mutable_data_ptr<A>()) {}
+  void set(int64_t i, const GradSums& s, const BackwardArgs& args) {
     const A inv_std = args.inv_std.data_ptr<A>()[i], w = args.weight.data_ptr<A>()[i];
     const A M = A(args.g.M);
     const A sum_dy_xhat = A(s.dy_xc) * inv_std;
-    dweight[i] = sum_dy_xhat;
-    dbias[i] = A(s.dy);
+    dweight_out[i] = sum_dy_xhat;
+    dbias_out[i] = A(s.dy);
     dy_scale[i] = w * inv_std;
     xc_scale[i] = -dy_scale[i] * inv_std * sum_dy_xhat / M;
     mean_dy[i] = A(s.dy) / M;
@@ -400,98 +403,99 @@ struct BackwardCoefficients {
 // ---- The normalize pass, shared by the forward and apply: elements [begin, end) of a unit. ----
 // buf: a chunk of A, for reduced types (their chunk is converted to A and back).
 
+// What the forward and apply read in either layout, gathered once per call.
+template <typename T>
+struct NormalizeOperands {
+  using A = at::opmath_type<T>;
+  // Chunks of A per thread for reduced types: x's chunk, which y's result then overwrites. T == A needs none.
+  static constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
+  int64_t N, C, M;
+  const T* x;
+  T* y;         // null without an output (moments, y undefined): the forward stops after the statistics
+  bool stream;  // y is written with streaming stores
+  NormalizeOperands(const Geometry& g, const at::Tensor& x_, const at::Tensor& y_)
+      : N(g.N), C(g.C), M(g.M), x(x_.const_data_ptr<T>()), y(y_.defined() ? y_.mutable_data_ptr<T>() : nullptr),
+        stream(y != nullptr && stream_output<T, A>(y_, x_, g)) {}
+};
+
 template <typename T, typename A>
-void normalize_plane(const T* x, T* y, int64_t M, int64_t p, int64_t begin, int64_t end, const Coefficients<A>& coef,
-                     bool stream, A* buf) {
+void normalize_plane(const NormalizeOperands<T>& op, int64_t p, int64_t begin, int64_t end, const Coefficients<A>& coef,
+                     A* buf) {
   using Vec = Vectorized<A>;
   const Vec hi(coef.mean_hi[p]), lo(coef.mean_lo[p]), scale(coef.scale[p]), shift(coef.shift[p]);
   for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-    const A* x_acc = as_acc(x + p * M + i, n, buf);
-    A* y_acc = result_ptr(y + p * M + i, buf);
-    store_each_vector(y_acc, n, stream, [&](int64_t j, int64_t cnt) {
+    const int64_t offset = p * op.M + i;
+    const A* x_acc = as_acc(op.x + offset, n, buf);
+    A* y_acc = result_ptr(op.y + offset, buf);
+    store_each_vector(y_acc, n, op.stream, [&](int64_t j, int64_t cnt) {
       return at::vec::fmadd((Vec::loadu(x_acc + j, cnt) - hi) - lo, scale, shift);
     });
-    store_from(y_acc, y + p * M + i, n);
+    store_from(y_acc, op.y + offset, n);
   });
 }
 
 // Rows [begin, end) of sample n, in chunks of rows_per_chunk rows.
 template <typename T, typename A>
-void normalize_rows(const T* x, T* y, int64_t M, int64_t C, int64_t n, int64_t begin, int64_t end,
-                    int64_t rows_per_chunk, const Coefficients<A>& coef, bool stream, A* buf) {
+void normalize_rows(const NormalizeOperands<T>& op, int64_t n, int64_t begin, int64_t end, int64_t rows_per_chunk,
+                    const Coefficients<A>& coef, A* buf) {
   using Vec = Vectorized<A>;
+  const int64_t C = op.C;
   const A* hi = coef.mean_hi.data() + n * C;
   const A* lo = coef.mean_lo.data() + n * C;
   const A* scale = coef.scale.data() + n * C;
   const A* shift = coef.shift.data() + n * C;
   for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
-    const A* x_acc = as_acc(x + (n * M + r) * C, rows * C, buf);
-    A* y_acc = result_ptr(y + (n * M + r) * C, buf);
+    const int64_t offset = (n * op.M + r) * C;
+    const A* x_acc = as_acc(op.x + offset, rows * C, buf);
+    A* y_acc = result_ptr(op.y + offset, buf);
     for_row_vectors<A>(rows, C, [&](int64_t i, int64_t c, int64_t cnt) {
       const Vec v = (Vec::loadu(x_acc + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
       const Vec out = at::vec::fmadd(v, Vec::loadu(scale + c, cnt), Vec::loadu(shift + c, cnt));
-      store_vector(y_acc + i, out, cnt, stream);
+      store_vector(y_acc + i, out, cnt, op.stream);
     });
-    store_from(y_acc, y + (n * M + r) * C, rows * C);
+    store_from(y_acc, op.y + offset, rows * C);
   });
 }
 
 // ---- The kernels, one per direction and memory layout. ----
 // Contiguous (N, C, M): a unit is one (n, c) plane, walked in chunks of kChunk elements.
 // channels_last (N, M, C): a unit is one sample's (M, C) block, walked in chunks of whole rows.
-
-// Without an output (moments, args.y undefined) the forward stops after the statistics.
-template <typename T>
-T* output_ptr(const ForwardArgs& args) {
-  return args.y.defined() ? args.y.mutable_data_ptr<T>() : nullptr;
-}
+// A direction's sizes, pointers and streaming choice are read into one operands struct (NormalizeOperands,
+// BackwardOperands) that both its kernels build, so the two differ only in their loops.
 
 template <typename T>
 void forward_contiguous(const ForwardArgs& args) {
   using A = at::opmath_type<T>;
-  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
-  const T* x = args.x.const_data_ptr<T>();
-  T* y = output_ptr<T>(args);
-  ForwardCoefficients<A> coef(N * C, args);
-  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
-
-  const bool stream = y != nullptr && stream_output<T, A>(args.y, args.x, args.g);
-
+  const NormalizeOperands<T> op(args.g, args.x, args.y);
+  ForwardCoefficients<A> coef(op.N * op.C, args);
   reduce_then_map<A, Moments>(
-      N * C, M, 1, kChunk, buffers * kChunk,
+      op.N * op.C, op.M, 1, kChunk, op.buffers * kChunk,
       [&](int64_t p, int64_t begin, int64_t end, A* buf) {
         Moments m;
         for_chunks(begin, end, kChunk,
-                   [&](int64_t i, int64_t n) { m.add(contiguous_moments(as_acc(x + p * M + i, n, buf), n)); });
+                   [&](int64_t i, int64_t n) { m.add(contiguous_moments(as_acc(op.x + p * op.M + i, n, buf), n)); });
         return m;
       },
       [&](int64_t p, const Moments& m) { coef.set(p, m, args); },
       [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-        if (y != nullptr) normalize_plane(x, y, M, p, begin, end, coef, stream, buf);
+        if (op.y != nullptr) normalize_plane(op, p, begin, end, coef, buf);
       });
 }
 
 template <typename T>
 void forward_channels_last(const ForwardArgs& args) {
   using A = at::opmath_type<T>;
-  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
-  const T* x = args.x.const_data_ptr<T>();
-  T* y = output_ptr<T>(args);
-  ForwardCoefficients<A> coef(N * C, args);
-  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
-
-  const bool stream = y != nullptr && stream_output<T, A>(args.y, args.x, args.g);
-
-  const int64_t rows_per_chunk = nhwc_rows_per_chunk(C);
-  const int64_t chunk_elems = rows_per_chunk * C;
+  const NormalizeOperands<T> op(args.g, args.x, args.y);
+  ForwardCoefficients<A> coef(op.N * op.C, args);
+  const int64_t C = op.C, rows_per_chunk = nhwc_rows_per_chunk(C);
   reduce_then_map<A, ChannelMoments>(
-      N, M, C, rows_per_chunk, buffers * chunk_elems,
+      op.N, op.M, C, rows_per_chunk, op.buffers * rows_per_chunk * C,
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
         ChannelMoments m(C);
         std::vector<A> scratch(3 * C);
         std::vector<double> chunk(2 * C);
         for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
-          const A* x_acc = as_acc(x + (n * M + r) * C, rows * C, buf);
+          const A* x_acc = as_acc(op.x + (n * op.M + r) * C, rows * C, buf);
           rows_moments(x_acc, rows, C, m, scratch.data(), chunk.data());
         });
         return m;
@@ -500,81 +504,80 @@ void forward_channels_last(const ForwardArgs& args) {
         for (int64_t c = 0; c < C; ++c) coef.set(n * C + c, {m.count, m.mean[c], m.m2[c]}, args);
       },
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
-        if (y != nullptr) normalize_rows(x, y, M, C, n, begin, end, rows_per_chunk, coef, stream, buf);
+        if (op.y != nullptr) normalize_rows(op, n, begin, end, rows_per_chunk, coef, buf);
       });
 }
 
 template <typename T>
 void apply_contiguous(const ApplyArgs& args) {
   using A = at::opmath_type<T>;
-  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
-  const T* x = args.x.const_data_ptr<T>();
-  T* y = args.y.mutable_data_ptr<T>();
+  const NormalizeOperands<T> op(args.g, args.x, args.y);
   const Coefficients<A> coef = given_coefficients<A>(args);
-  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
-  const bool stream = stream_output<T, A>(args.y, args.x, args.g);
-  map_blocks<A>(N * C, M, 1, kChunk, buffers * kChunk, [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-    normalize_plane(x, y, M, p, begin, end, coef, stream, buf);
-  });
+  map_blocks<A>(op.N * op.C, op.M, 1, kChunk, op.buffers * kChunk,
+                [&](int64_t p, int64_t begin, int64_t end, A* buf) { normalize_plane(op, p, begin, end, coef, buf); });
 }
 
 template <typename T>
 void apply_channels_last(const ApplyArgs& args) {
   using A = at::opmath_type<T>;
-  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
-  const T* x = args.x.const_data_ptr<T>();
-  T* y = args.y.mutable_data_ptr<T>();
+  const NormalizeOperands<T> op(args.g, args.x, args.y);
   const Coefficients<A> coef = given_coefficients<A>(args);
-  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 1;
-  const bool stream = stream_output<T, A>(args.y, args.x, args.g);
-  const int64_t rows_per_chunk = nhwc_rows_per_chunk(C);
-  map_blocks<A>(N, M, C, rows_per_chunk, buffers * rows_per_chunk * C,
+  const int64_t rows_per_chunk = nhwc_rows_per_chunk(op.C);
+  map_blocks<A>(op.N, op.M, op.C, rows_per_chunk, op.buffers * rows_per_chunk * op.C,
                 [&](int64_t n, int64_t begin, int64_t end, A* buf) {
-                  normalize_rows(x, y, M, C, n, begin, end, rows_per_chunk, coef, stream, buf);
+                  normalize_rows(op, n, begin, end, rows_per_chunk, coef, buf);
                 });
 }
+
+// What the backward reads in either layout, gathered once per call.
+template <typename T>
+struct BackwardOperands {
+  using A = at::opmath_type<T>;
+  // Chunks of A per thread for reduced types: dy's chunk (which dx's result then overwrites) and x's.
+  static constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 2;
+  int64_t N, C, M;
+  const T *x, *dy;
+  T* dx;
+  const A *saved_mean, *saved_lo;  // the forward's mean pair (hi + lo)
+  bool stream;                     // dx is written with streaming stores
+  explicit BackwardOperands(const BackwardArgs& a)
+      : N(a.g.N), C(a.g.C), M(a.g.M), x(a.x.const_data_ptr<T>()), dy(a.dy.const_data_ptr<T>()),
+        dx(a.dx.mutable_data_ptr<T>()), saved_mean(a.mean.const_data_ptr<A>()), saved_lo(a.mean_lo.const_data_ptr<A>()),
+        stream(stream_output<T, A>(a.dx, a.x, a.g)) {}
+};
 
 template <typename T>
 void backward_contiguous(const BackwardArgs& args) {
   using A = at::opmath_type<T>;
   using Vec = Vectorized<A>;
-  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
-  const T* x = args.x.const_data_ptr<T>();
-  const T* dy = args.dy.const_data_ptr<T>();
-  T* dx = args.dx.mutable_data_ptr<T>();
-  const A* saved_mean = args.mean.const_data_ptr<A>();
-  const A* saved_lo = args.mean_lo.const_data_ptr<A>();
-  A* dweight = args.dweight.mutable_data_ptr<A>();
-  A* dbias = args.dbias.mutable_data_ptr<A>();
-  BackwardCoefficients<A> coef(N * C);
-  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 2;
-
-  const bool stream = stream_output<T, A>(args.dx, args.x, args.g);
-
+  const BackwardOperands<T> op(args);
+  BackwardCoefficients<A> coef(op.N * op.C, args);
   reduce_then_map<A, GradSums>(
-      N * C, M, 1, kChunk, buffers * kChunk,
+      op.N * op.C, op.M, 1, kChunk, op.buffers * kChunk,
       [&](int64_t p, int64_t begin, int64_t end, A* buf) {
         GradSums s;
         for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-          const A* dy_acc = as_acc(dy + p * M + i, n, buf);
-          const A* x_acc = as_acc(x + p * M + i, n, buf + kChunk);
-          s.add(contiguous_grad_sums(dy_acc, x_acc, n, saved_mean[p], saved_lo[p]));
+          const int64_t offset = p * op.M + i;
+          const A* dy_acc = as_acc(op.dy + offset, n, buf);
+          const A* x_acc = as_acc(op.x + offset, n, buf + kChunk);
+          s.add(contiguous_grad_sums(dy_acc, x_acc, n, op.saved_mean[p], op.saved_lo[p]));
         });
         return s;
       },
-      [&](int64_t p, const GradSums& s) { coef.set(p, s, args, dweight, dbias); },
+      [&](int64_t p, const GradSums& s) { coef.set(p, s, args); },
       [&](int64_t p, int64_t begin, int64_t end, A* buf) {
-        const Vec hi(saved_mean[p]), lo(saved_lo[p]), dy_scale(coef.dy_scale[p]), xc_scale(coef.xc_scale[p]),
+        const Vec hi(op.saved_mean[p]), lo(op.saved_lo[p]), dy_scale(coef.dy_scale[p]), xc_scale(coef.xc_scale[p]),
             mean_dy(coef.mean_dy[p]);
         for_chunks(begin, end, kChunk, [&](int64_t i, int64_t n) {
-          const A* dy_acc = as_acc(dy + p * M + i, n, buf);
-          const A* x_acc = as_acc(x + p * M + i, n, buf + kChunk);
-          A* dx_acc = result_ptr(dx + p * M + i, buf);
-          store_each_vector(dx_acc, n, stream, [&](int64_t j, int64_t cnt) {
+          const int64_t offset = p * op.M + i;
+          const A* dy_acc = as_acc(op.dy + offset, n, buf);
+          const A* x_acc = as_acc(op.x + offset, n, buf + kChunk);
+          A* dx_acc = result_ptr(op.dx + offset, buf);
+          store_each_vector(dx_acc, n, op.stream, [&](int64_t j, int64_t cnt) {
             return at::vec::fmadd(xc_scale, (Vec::loadu(x_acc + j, cnt) - hi) - lo,
                                   dy_scale * (Vec::loadu(dy_acc + j, cnt) - mean_dy));
           });
-          store_from(dx_acc, dx + p * M + i, n);
+          store_from(dx_acc, op.dx + offset, n);
         });
       });
 }
@@ -583,45 +586,33 @@ template <typename T>
 void backward_channels_last(const BackwardArgs& args) {
   using A = at::opmath_type<T>;
   using Vec = Vectorized<A>;
-  const int64_t N = args.g.N, C = args.g.C, M = args.g.M;
-  const T* x = args.x.const_data_ptr<T>();
-  const T* dy = args.dy.const_data_ptr<T>();
-  T* dx = args.dx.mutable_data_ptr<T>();
-  const A* saved_mean = args.mean.const_data_ptr<A>();
-  const A* saved_lo = args.mean_lo.const_data_ptr<A>();
-  A* dweight = args.dweight.mutable_data_ptr<A>();
-  A* dbias = args.dbias.mutable_data_ptr<A>();
-  BackwardCoefficients<A> coef(N * C);
-  constexpr int64_t buffers = std::is_same_v<T, A> ? 0 : 2;
-
-  const bool stream = stream_output<T, A>(args.dx, args.x, args.g);
-
-  const int64_t rows_per_chunk = nhwc_rows_per_chunk(C);
-  const int64_t chunk_elems = rows_per_chunk * C;
+  const BackwardOperands<T> op(args);
+  BackwardCoefficients<A> coef(op.N * op.C, args);
+  const int64_t C = op.C, rows_per_chunk = nhwc_rows_per_chunk(C), chunk_elems = rows_per_chunk * C;
   reduce_then_map<A, std::vector<GradSums>>(
-      N, M, C, rows_per_chunk, buffers * chunk_elems,
+      op.N, op.M, C, rows_per_chunk, op.buffers * chunk_elems,
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
         std::vector<GradSums> s(C);
         std::vector<A> scratch(2 * C);
         for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
-          const int64_t offset = (n * M + r) * C;
-          const A* dy_acc = as_acc(dy + offset, rows * C, buf);
-          const A* x_acc = as_acc(x + offset, rows * C, buf + chunk_elems);
-          rows_grad_sums(dy_acc, x_acc, rows, C, saved_mean + n * C, saved_lo + n * C, s, scratch.data());
+          const int64_t offset = (n * op.M + r) * C;
+          const A* dy_acc = as_acc(op.dy + offset, rows * C, buf);
+          const A* x_acc = as_acc(op.x + offset, rows * C, buf + chunk_elems);
+          rows_grad_sums(dy_acc, x_acc, rows, C, op.saved_mean + n * C, op.saved_lo + n * C, s, scratch.data());
         });
         return s;
       },
       [&](int64_t n, const std::vector<GradSums>& s) {
-        for (int64_t c = 0; c < C; ++c) coef.set(n * C + c, s[c], args, dweight, dbias);
+        for (int64_t c = 0; c < C; ++c) coef.set(n * C + c, s[c], args);
       },
       [&](int64_t n, int64_t begin, int64_t end, A* buf) {
         for_chunks(begin, end, rows_per_chunk, [&](int64_t r, int64_t rows) {
-          const int64_t offset = (n * M + r) * C;
-          const A* dy_acc = as_acc(dy + offset, rows * C, buf);
-          const A* x_acc = as_acc(x + offset, rows * C, buf + chunk_elems);
-          A* dx_acc = result_ptr(dx + offset, buf);
-          const A* hi = saved_mean + n * C;
-          const A* lo = saved_lo + n * C;
+          const int64_t offset = (n * op.M + r) * C;
+          const A* dy_acc = as_acc(op.dy + offset, rows * C, buf);
+          const A* x_acc = as_acc(op.x + offset, rows * C, buf + chunk_elems);
+          A* dx_acc = result_ptr(op.dx + offset, buf);
+          const A* hi = op.saved_mean + n * C;
+          const A* lo = op.saved_lo + n * C;
           const A* dy_scale = coef.dy_scale.data() + n * C;
           const A* xc_scale = coef.xc_scale.data() + n * C;
           const A* mean_dy = coef.mean_dy.data() + n * C;
@@ -630,9 +621,9 @@ void backward_channels_last(const BackwardArgs& args) {
             const Vec v = (Vec::loadu(x_acc + i, cnt) - Vec::loadu(hi + c, cnt)) - Vec::loadu(lo + c, cnt);
             store_vector(dx_acc + i,
                          at::vec::fmadd(Vec::loadu(xc_scale + c, cnt), v, Vec::loadu(dy_scale + c, cnt) * g), cnt,
-                         stream);
+                         op.stream);
           });
-          store_from(dx_acc, dx + offset, rows * C);
+          store_from(dx_acc, op.dx + offset, rows * C);
         });
       });
 }
