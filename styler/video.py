@@ -58,7 +58,7 @@ class VideoOptions:
     preserve_color: bool = False
     device: str = "auto"
     precision: str = "float32"
-    batch_size: int = 2
+    batch_size: int = 1  # on the CPU larger batches were no faster (docs/video.md)
     start: float = 0.0  # seconds into the input
     duration: float | None = None  # seconds from start; None: to the end
     steady: bool = True  # steady statistics across frames (temporal.SteadyStatistics); False: each frame's own
