@@ -83,9 +83,11 @@ def seconds_per_frame(stylizer: Stylizer, frames: np.ndarray, batch: int, rounds
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def pan_flicker(outputs: torch.Tensor) -> float:
-    now = outputs[1:, :, BORDER:-BORDER, BORDER : -BORDER - PAN_STEP]
-    before = outputs[:-1, :, BORDER:-BORDER, BORDER + PAN_STEP : -BORDER]
+def pan_flicker(outputs: torch.Tensor, step: int = PAN_STEP, border: int = BORDER) -> float:
+    """Mean absolute change between consecutive (T, 3, H, W) outputs of a pan `step` pixels a frame to the right,
+    frame t against frame t-1 shifted back by the pan, borders (where the padding differs) left out."""
+    now = outputs[1:, :, border:-border, border : -border - step]
+    before = outputs[:-1, :, border:-border, border + step : -border]
     return (now.float() - before.float()).abs().mean().item()
 
 
