@@ -156,7 +156,7 @@ class VideoJob:
         try:
             self.input = av.open(str(source), metadata_errors="ignore")
         except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-            raise StylerError(f"{source}: not a video file ({_reason(error)})") from None
+            raise StylerError(f"{source}: cannot be read as a video ({_reason(error)})") from None
         videos = self.input.streams.video
         if not videos:
             self.input.close()
