@@ -41,7 +41,10 @@ DeviceOption = Annotated[Device, typer.Option(help="auto picks CUDA when present
 StrengthOption = Annotated[float, typer.Option(help="Blend of stylized (1) and original (0) pixels, between 0 and 1.")]
 PrecisionOption = Annotated[
     Literal["float32", "float16", "bfloat16"],
-    typer.Option(help="float16 (CUDA) or bfloat16 (CUDA or CPU, ~1.7x faster here): less accuracy, more speed."),
+    typer.Option(
+        help="float16 (CUDA) or bfloat16 (CUDA, or a CPU with bfloat16 instructions such as AVX-512 BF16; several "
+        "times slower on a CPU without them): less accuracy, more speed."
+    ),
 ]
 
 
