@@ -26,3 +26,13 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     settings = {_M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: _INT_MAX, _M_TOP_PAD: 1 << 30}
     return all(mallopt(option, value) == 1 for option, value in settings.items())
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether an error raised while stylizing means "not enough memory": CUDA raises torch.OutOfMemoryError, the
+    CPU allocator a plain RuntimeError "... can't allocate memory"."""
+    import torch
+
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(error, RuntimeError) and "allocate" in str(error)
+    )

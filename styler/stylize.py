@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from styler import __version__
@@ -31,7 +30,7 @@ from styler.images import (
     writer_for,
 )
 from styler.inputs import STDIO, Job, expand_inputs
-from styler.memory import keep_freed_memory
+from styler.memory import is_out_of_memory, keep_freed_memory
 from styler.model_files import resolve_model
 from styler.stylizer import PRECISIONS, Stylizer, choose_style, target_size
 
@@ -234,8 +233,7 @@ def _stylize_one(job: Job, stylizer: Stylizer, options: StylizeOptions) -> tuple
     try:
         result = stylizer(photo, options.strength, options.preserve_color)
     except (MemoryError, RuntimeError) as error:
-        # CUDA raises torch.OutOfMemoryError; the CPU allocator a plain RuntimeError "... can't allocate memory".
-        if not isinstance(error, (MemoryError, torch.OutOfMemoryError)) and "allocate" not in str(error):
+        if not is_out_of_memory(error):
             raise
         raise StylerError(
             f"{job.input}: not enough memory for {photo.size[0]}x{photo.size[1]}; try --max-size"

@@ -27,7 +27,7 @@ from styler import __version__
 from styler.devices import check_device, pick_device
 from styler.errors import StylerError
 from styler.files import check_output_folder, file_identity, os_error_text, write_atomically
-from styler.memory import keep_freed_memory
+from styler.memory import is_out_of_memory, keep_freed_memory
 from styler.model_files import resolve_model
 from styler.stylizer import PRECISIONS, Stylizer, choose_style, target_size
 from styler.temporal import CameraTrack, SceneCuts, SteadyStatistics, StillAreaBlend
@@ -167,7 +167,11 @@ class VideoJob:
         self.frame_rate = self.video.average_rate or self.video.guessed_rate or Fraction(25)
         self.frames_done = 0
         self.audio_mode: str | None = None
-        self.quarter_turns, self.size = self._geometry()
+        try:
+            self.quarter_turns, self.size = self._geometry()
+        except StylerError:
+            self.input.close()
+            raise
         self.frames = FrameStylizer(stylizer, options)
 
     def expected_frames(self) -> int | None:
@@ -235,7 +239,16 @@ class VideoJob:
         self.out_video: Any = stream
 
     def _encode(self, frames: list[Any], progress: tqdm) -> None:
-        shown = self.frames(np.stack([self._frame_array(frame) for frame in frames]))
+        try:
+            shown = self.frames(np.stack([self._frame_array(frame) for frame in frames]))
+        except (MemoryError, RuntimeError) as error:
+            if not is_out_of_memory(error):
+                raise
+            width, height = self.size
+            raise StylerError(
+                f"{self.source}: not enough memory for {len(frames)} frame(s) of {width}x{height}; "
+                "try --max-size or --batch-size 1"
+            ) from None
         origin = round(self.options.start / self.video.time_base)
         for index, (frame, pixels) in enumerate(zip(frames, shown, strict=True)):
             out = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")

@@ -294,3 +294,14 @@ def test_without_pyav_one_line_says_what_to_install(run_cli, tmp_path, monkeypat
     result = run_cli("video", tmp_path / "clip.mp4", "-m", "starry-lite")
     assert result.exit_code == 2 and "pip install 'styler[video]'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@needs_av
+def test_running_out_of_memory_is_one_line(run_cli, clip, tmp_path, monkeypatch):
+    def no_memory(self, frames):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(FrameStylizer, "__call__", no_memory)
+    result = run_cli("video", clip, "-m", "starry-lite", "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 2 and "not enough memory for 1 frame(s) of 64x48; try --max-size" in result.stderr
+    assert list(tmp_path.iterdir()) == []
