@@ -233,8 +233,8 @@ def video(
         bool,
         typer.Option(
             "--steady/--per-frame",
-            help="Normalize with statistics that move slowly across frames (reset at scene cuts), or with each "
-            "frame's own, which flickers.",
+            help="Normalize with statistics that move slowly across frames (reset at scene cuts) and keep the "
+            "strokes on the scene while the camera pans, or stylize each frame on its own, which flickers.",
         ),
     ] = True,
     smooth: Annotated[
