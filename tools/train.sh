@@ -54,6 +54,8 @@ for painting in starry wave kandinsky; do  # not $name: stage() sets it
     stage "$painting-lite" --arch lite --teacher "$OUT/$painting.pth" --loss-net vgg16 \
         --init "$OUT/$painting-lite-pixel.pth" --batch-size 2 --max-steps "${LITE_STEPS:-250}"
 done
+# The shipped wave-lite and kandinsky-lite had their feature stage extended to 500 and 400 steps (--resume) and then
+# 150 steps more as a new run from that model: --init "$OUT/$painting-lite.pth" with the same teacher and loss.
 
 # Into models/ (float16) with manifest entries, once benchmarks.quality says they beat what is shipped: SHIP=1.
 [ "${SHIP:-0}" = 1 ] || exit 0
