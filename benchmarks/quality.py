@@ -34,7 +34,7 @@ from PIL import Image
 from torch import Tensor
 
 from styler.data import scan
-from styler.images import image_to_tensor, tensor_to_image
+from styler.images import image_to_tensor, luma, tensor_to_image
 from styler.losses import VGG16Features, gram_matrix, load_vgg16_weights
 from styler.model_files import resolve_model
 from styler.stylizer import Stylizer, choose_style
@@ -43,7 +43,6 @@ from styler.train import PREVIEW_PHOTOS, load_style_image, pick_preview_photos
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_SIZE = 512
 STYLE_SIZE = 256
-LUMA = (0.299, 0.587, 0.114)
 
 
 def load_rgb(path: Path, long_side: int) -> Tensor:
@@ -72,11 +71,10 @@ class StyleDistance:
 
 def sobel_magnitude(image: Tensor) -> Tensor:
     """Gradient magnitude of the luminance of (1, 3, H, W) 0..255, at half resolution."""
-    luma = (image * image.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    luma = F.avg_pool2d(luma, 2)
+    gray = F.avg_pool2d(luma(image), 2)
     kernel_x = image.new_tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
     kernels = torch.stack([kernel_x, kernel_x.t()]).unsqueeze(1)
-    gradients = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), kernels)
+    gradients = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), kernels)
     return gradients.square().sum(1).sqrt()
 
 

@@ -279,3 +279,12 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
 def tensor_to_image(x: torch.Tensor) -> Image.Image:
     array = x[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(np.ascontiguousarray(array), "RGB")
+
+
+# BT.601 luma, the Y of JPEG's YCbCr: with Cb and Cr held fixed, a change of Y moves R, G and B by the same amount.
+LUMA = (0.299, 0.587, 0.114)
+
+
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """The BT.601 luma of (..., 3, H, W) RGB images, as (..., 1, H, W)."""
+    return (images * images.new_tensor(LUMA).view(3, 1, 1)).sum(dim=-3, keepdim=True)

@@ -11,12 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from styler.errors import StylerError
-from styler.images import Photo, image_to_tensor, tensor_to_image
+from styler.images import Photo, image_to_tensor, luma, tensor_to_image
 from styler.model_files import StyleModel
 
 PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# BT.601 luma, the Y of JPEG's YCbCr: with Cb and Cr held fixed, a change of Y moves R, G and B by the same amount.
-LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
@@ -138,19 +136,17 @@ def mirror_pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def mirror_lead(x: torch.Tensor, top: int, left: int) -> torch.Tensor:
-    """(N, C, h, w) with `top` rows and `left` columns mirrored in front (each less than the side it mirrors)."""
+    """(N, C, h, w) with `top` rows and `left` columns mirrored in front: mirror_pad_to on the flipped image."""
     if not (top or left):
         return x
-    mode = "reflect" if min(x.shape[-2:]) > max(top, left) else "replicate"
-    return F.pad(x, (left, 0, top, 0), mode=mode)
+    height, width = x.shape[-2:]
+    return mirror_pad_to(x.flip(-2, -1), height + top, width + left).flip(-2, -1)
 
 
 def keep_colors(content: torch.Tensor, styled: torch.Tensor) -> torch.Tensor:
     """The stylized luminance with the photo's chroma (YCbCr), after Gatys et al. 2017, "Controlling perceptual
     factors in neural style transfer": adding the luma difference to every channel leaves Cb and Cr unchanged."""
-    luma = torch.tensor(LUMA, device=content.device).view(1, 3, 1, 1)
-    difference = ((styled - content) * luma).sum(dim=1, keepdim=True)
-    return (content + difference).clamp(0, 255)
+    return (content + luma(styled - content)).clamp(0, 255)
 
 
 def target_size(size: tuple[int, int], scale: float | None, max_size: int | None) -> tuple[int, int]:

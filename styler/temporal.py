@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import instancenorm
+from styler.images import luma
 
 # The statistics the network's instance-norm layers use while a video runs (network.normalize reads it).
 ACTIVE_STATISTICS: ContextVar[SteadyStatistics | None] = ContextVar("active_statistics", default=None)
@@ -43,11 +44,6 @@ ACTIVE_STATISTICS: ContextVar[SteadyStatistics | None] = ContextVar("active_stat
 # the statistics follow is their colours.
 BINS = 16
 THUMBNAIL = 64
-LUMA = (
-    0.299,
-    0.587,
-    0.114,
-)  # BT.601, as stylizer.LUMA (not imported: stylizer imports the network, which imports this)
 CUT_SHARE = 0.25
 
 
@@ -197,14 +193,13 @@ def camera_shift(frame: Tensor, previous: Tensor) -> tuple[int, int]:
     height, width = frame.shape[-2:]
     window_h, window_w = min(height, CAMERA_WINDOW), min(width, CAMERA_WINDOW)
     top, left = (height - window_h) // 2, (width - window_w) // 2
-    luma = frame.new_tensor(LUMA).view(3, 1, 1)
     taper = torch.outer(
         torch.hann_window(window_h, periodic=False, device=frame.device),
         torch.hann_window(window_w, periodic=False, device=frame.device),
     )
     spectra = []
     for image in (frame, previous):
-        middle = (image[:, top : top + window_h, left : left + window_w] * luma).sum(dim=0)
+        middle = luma(image[:, top : top + window_h, left : left + window_w])[0]
         spectra.append(torch.fft.rfft2((middle - middle.mean()) * taper))
     cross = spectra[0] * spectra[1].conj()
     correlation = torch.fft.irfft2(cross / (cross.abs() + 1e-6), s=(window_h, window_w))

@@ -300,11 +300,11 @@ def _outline_correlation(first: torch.Tensor, second: torch.Tensor) -> float:
     """How well two (1, 3, H, W) images' outlines coincide: correlation of their luminance gradient magnitudes,
     averaged over 4x4 cells so that brush texture (which adds edges of its own) does not drown the photo's."""
 
-    from styler.stylizer import LUMA
+    from styler.images import luma
 
     def outlines(image: torch.Tensor) -> torch.Tensor:
-        luma = (image * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
-        gradient = (luma[..., 1:, :-1] - luma[..., :-1, :-1]).abs() + (luma[..., :-1, 1:] - luma[..., :-1, :-1]).abs()
+        gray = luma(image)
+        gradient = (gray[..., 1:, :-1] - gray[..., :-1, :-1]).abs() + (gray[..., :-1, 1:] - gray[..., :-1, :-1]).abs()
         return torch.nn.functional.avg_pool2d(gradient, 4).flatten()
 
     return torch.corrcoef(torch.stack([outlines(first), outlines(second)]))[0, 1].item()
