@@ -349,7 +349,14 @@ def train(
         bool | None,
         typer.Option("--channels-last/--no-channels-last", help=f"NHWC memory layout{_default('channels_last')}."),
     ] = None,
-    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="float16 mixed precision, CUDA only.")] = None,
+    amp: Annotated[
+        bool | None,
+        typer.Option(
+            "--amp/--no-amp",
+            help="Mixed precision: float16 on CUDA, bfloat16 on a CPU with AMX or AVX-512 BF16 (refused on other "
+            "CPUs, where it is several times slower).",
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help=f"Photo-decoding processes per trainer{_default('workers')}.")
     ] = None,

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from tqdm import tqdm
 from styler import checkpoints
 from styler.checkpoints import Checkpoint, checkpoint_files
 from styler.data import PhotoFolder, ResumableSampler, Skipped, load_square, make_loader, scan
-from styler.devices import pick_device
+from styler.devices import cpu_has_bfloat16, pick_device
 from styler.errors import StylerError
 from styler.files import OutputExists, file_identity
 from styler.images import Photo, read_photo, tensor_to_image, to_uint8_tensor, write_photo
@@ -327,8 +327,11 @@ class Training:
         self.config, self.processes, self.device = config, processes, device
         assert config.out is not None and config.checkpoint_dir is not None  # a checked() config names both
         self.out, self.checkpoint_dir = Path(config.out), Path(config.checkpoint_dir)
-        if config.amp and device.type != "cuda":
-            raise StylerError("--amp needs a CUDA device (mixed precision on the CPU is slower, not faster)")
+        if config.amp and device.type == "cpu" and not cpu_has_bfloat16():
+            raise StylerError(
+                "--amp on the CPU needs bfloat16 instructions (AMX or AVX-512 BF16); this CPU would run it "
+                "several times slower than float32"
+            )
         if config.batch_size % processes.world_size:
             raise StylerError(
                 f"--batch-size {config.batch_size} does not split evenly over {processes.world_size} processes"
@@ -348,7 +351,7 @@ class Training:
         self.loss = self.loss.to(device, memory_format=layout)  # type: ignore[call-overload]
         self.network = self.network.to(device, memory_format=layout)  # type: ignore[call-overload]
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
         self.step, self.seconds = 0, 0.0
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -393,9 +396,15 @@ class Training:
         if self.config.channels_last:
             content = content.contiguous(memory_format=torch.channels_last)
         index, style = self.style_for(step)
-        autocast = torch.autocast("cuda", torch.float16) if self.config.amp else nullcontext()
-        with autocast:
+        with self.autocast():
             return self.loss(self.trained(content, style), content, index, self.style_scale(step))
+
+    def autocast(self) -> AbstractContextManager:
+        """--amp: float16 on CUDA (with the gradient scaler), bfloat16 on the CPU (same exponent range as float32,
+        no scaling needed); the Gram matrices stay float32 either way (losses.gram_matrix)."""
+        if not self.config.amp:
+            return nullcontext()
+        return torch.autocast(self.device.type, torch.float16 if self.device.type == "cuda" else torch.bfloat16)
 
     def style_scale(self, step: int) -> float:
         """Content first: the style weight is 0 for the first content_steps, then grows to full over style_ramp

@@ -195,6 +195,29 @@ def test_style_ramp_raises_the_style_weight_from_zero(photos, style, tmp_path):
     assert delayed[:2] == [0, 0] and delayed[2] == pytest.approx(styles[1], rel=1e-5) and delayed[3:] == styles[2:]
 
 
+def test_amp_on_the_cpu_runs_the_networks_in_bfloat16(photos, style, tmp_path, monkeypatch):
+    monkeypatch.setattr("styler.train.cpu_has_bfloat16", lambda: True)  # autocast itself works on any x86 CPU
+    config = TrainConfig(
+        styles=(str(style),), data=str(photos), out=str(tmp_path / "m.pth"), checkpoint_dir=str(tmp_path / "c"),
+        loss_net="random", arch="lite", image_size=64, batch_size=2, workers=0, device="cpu", amp=True,
+    ).checked()  # fmt: skip
+    training = Training(config, None, Processes(), torch.device("cpu"))
+    batch, _ = collate([training.loader.dataset[index] for index in (0, 1)])
+    with training.autocast():
+        assert training.network(batch.float()).dtype == torch.bfloat16
+    before = [parameter.detach().clone() for parameter in training.network.parameters()]
+    terms = training.losses(batch, 0)
+    assert terms.total.dtype == torch.float32 and torch.isfinite(terms.total)
+    training.update(terms)
+    assert all(parameter.dtype == torch.float32 for parameter in training.network.parameters())  # master weights
+    assert any(not torch.equal(a, b) for a, b in zip(before, training.network.parameters(), strict=True))
+    with training.autocast():
+        assert training.network(batch.float()).dtype == torch.bfloat16
+    training.config = replace(config, amp=False)
+    with training.autocast():
+        assert training.network(batch.float()).dtype == torch.float32
+
+
 def test_distillation_learns_a_teachers_outputs(run_cli, photos, tiny_model, tmp_path):
     config = TrainConfig(
         teachers=(str(tiny_model),), loss_net="teacher", data=str(photos), out=str(tmp_path / "m.pth"),
@@ -391,7 +414,7 @@ BAD_ARGUMENTS = {  # case: (arguments added to a good tiny run, with {tmp} for t
     "nan weight": (["--style-weight", "nan"], "--style-weight nan: must be a non-negative number"),
     "tiny images": (["--image-size", "32"], "--image-size 32: must be at least 64"),
     "odd image size": (["--image-size", "102"], "a multiple of 4 for --arch lite"),
-    "amp on cpu": (["--amp", "--device", "cpu"], "--amp needs a CUDA device"),
+    "amp on a cpu without bfloat16": (["--amp", "--device", "cpu"], "--amp on the CPU needs bfloat16 instructions"),
     "no vgg weights": (["--loss-net", "vgg16"], "--vgg-weights"),
     "missing checkpoint": (["--resume", "{tmp}/none.ckpt"], "no such checkpoint file"),
     "garbage checkpoint": (["--resume", "{tmp}/garbage.ckpt"], "not a readable checkpoint"),
@@ -402,6 +425,7 @@ BAD_ARGUMENTS = {  # case: (arguments added to a good tiny run, with {tmp} for t
 @pytest.mark.parametrize("case", BAD_ARGUMENTS)
 def test_bad_arguments_are_one_line_and_exit_2_before_any_work(run_cli, photos, style, tmp_path, monkeypatch, case):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-cache"))
+    monkeypatch.setattr("styler.train.cpu_has_bfloat16", lambda: False)  # the EPYC case, on any machine
     for folder in ("empty", "junk", "used"):
         (tmp_path / folder).mkdir()
     (tmp_path / "junk" / "a.jpg").write_text("not a photo")
