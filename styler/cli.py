@@ -292,6 +292,13 @@ def train(
         typer.Option(help="A style image; repeat for several styles in one (conditional instance norm) network."),
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Folder of training photos, searched recursively.")] = None,
+    hold_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="A text file of photo file names (one per line, # for comments) never to train on: keep the "
+            "photos you judge models by out of --data."
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="The model file to write (default: <style names>.pth); missing folders are created."),

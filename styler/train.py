@@ -257,10 +257,22 @@ def check_outputs(config: TrainConfig, resuming: bool) -> None:
         )
 
 
+def read_hold_out(path: Path) -> set[str]:
+    """The photo file names listed in a --hold-out file: one per line, blank lines and # comments ignored."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise StylerError(f"--hold-out {path}: cannot be read ({error.__class__.__name__})") from None
+    return {name for line in lines if (name := line.split("#", 1)[0].strip())}
+
+
 def find_photos(config: TrainConfig) -> TrainingPhotos:
     assert config.data is not None and config.out is not None  # a checked() config names both
     photos, skipped = scan(Path(config.data))
     _refuse_out_that_is_an_input(Path(config.out), config, photos)
+    if config.hold_out:
+        held_names = read_hold_out(Path(config.hold_out))
+        photos = [path for path in photos if path.name not in held_names]
     preview_paths, preview_crops = pick_preview_photos(photos, config.image_size)
     held_out = len(photos) >= HOLD_OUT_FACTOR * len(preview_paths)
     if held_out:

@@ -55,6 +55,7 @@ class TrainConfig:
 
     styles: tuple[str, ...] = ()
     data: str | None = None
+    hold_out: str | None = None  # a file listing photo names in --data never trained on (validation photos)
     out: str | None = None
     epochs: int = 3
     batch_size: int = 4  # global: split across processes under torchrun
@@ -171,6 +172,7 @@ class TrainConfig:
             style_ramp=style_ramp,
             content_steps=content_steps,
             data=str(Path(self.data).expanduser().resolve()),
+            hold_out=str(Path(self.hold_out).expanduser().resolve()) if self.hold_out else None,
             out=str(out),
             checkpoint_dir=str(checkpoint_dir),
             vgg_weights=str(Path(self.vgg_weights).expanduser().resolve()) if self.vgg_weights else None,
@@ -238,6 +240,7 @@ RECIPE_FIELDS = (
     "content_steps",
     "style_ramp",
     "teachers",
+    "hold_out",
 )
 
 

@@ -26,7 +26,7 @@ stage() {
     if [ -n "$last" ]; then
         $styler train --resume "$last" --workers 1
     else
-        $styler train --data "$DATA" --workers 1 --channels-last --checkpoint-every 50 --preview-every 50 --keep-checkpoints 20 \
+        $styler train --data "$DATA" --hold-out benchmarks/validation.txt --workers 1 --channels-last --checkpoint-every 50 --preview-every 50 --keep-checkpoints 20 \
             --out "$OUT/$name.pth" --checkpoint-dir "$OUT/$name" "$@"
     fi
 }

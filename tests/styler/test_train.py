@@ -34,7 +34,7 @@ from styler.losses import VGG16Features
 from styler.model_files import load_model_file
 from styler.network import architecture
 from styler.train import Processes, Training
-from styler.train_config import DEFAULT_WEIGHTS, LossWeights, TrainConfig
+from styler.train_config import DEFAULT_WEIGHTS, RECIPE_FIELDS, LossWeights, TrainConfig
 
 # Biases that add a per-channel constant which a later instance norm subtracts again (convolutions feeding one, and
 # the residual stream, which reaches only convolutions that feed one): their gradient is zero in exact arithmetic.
@@ -193,6 +193,21 @@ def test_style_ramp_raises_the_style_weight_from_zero(photos, style, tmp_path):
     with torch.no_grad():
         delayed = [training.losses(batch, step).style.item() for step in (0, 3, 5, 7, 11)]
     assert delayed[:2] == [0, 0] and delayed[2] == pytest.approx(styles[1], rel=1e-5) and delayed[3:] == styles[2:]
+
+
+def test_hold_out_keeps_the_listed_photos_out_of_training(photos, style, tmp_path):
+    names = sorted(path.name for path in photos.iterdir())
+    listed = tmp_path / "validation.txt"
+    listed.write_text(f"# judged on, never trained on\n{names[0]}\n\n  {names[-1]}  # trailing comment\n")
+    config = TrainConfig(
+        styles=(str(style),), data=str(photos), out=str(tmp_path / "m.pth"), checkpoint_dir=str(tmp_path / "c"),
+        loss_net="random", arch="lite", image_size=64, batch_size=2, workers=0, hold_out=str(listed),
+    ).checked()  # fmt: skip
+    training = Training(config, None, Processes(), torch.device("cpu"))
+    trained = {path.name for path in training.photos.paths} | {path.name for path in training.photos.preview_paths}
+    assert names[0] not in trained and names[-1] not in trained
+    assert trained == set(names) - {names[0], names[-1]}
+    assert config.hold_out == str(listed.resolve()) and "hold_out" in RECIPE_FIELDS  # a resumed run keeps it
 
 
 def test_amp_on_the_cpu_runs_the_networks_in_bfloat16(photos, style, tmp_path, monkeypatch):
@@ -416,6 +431,7 @@ BAD_ARGUMENTS = {  # case: (arguments added to a good tiny run, with {tmp} for t
     "odd image size": (["--image-size", "102"], "a multiple of 4 for --arch lite"),
     "amp on a cpu without bfloat16": (["--amp", "--device", "cpu"], "--amp on the CPU needs bfloat16 instructions"),
     "no vgg weights": (["--loss-net", "vgg16"], "--vgg-weights"),
+    "missing hold-out list": (["--hold-out", "{tmp}/none.txt"], "--hold-out"),
     "missing checkpoint": (["--resume", "{tmp}/none.ckpt"], "no such checkpoint file"),
     "garbage checkpoint": (["--resume", "{tmp}/garbage.ckpt"], "not a readable checkpoint"),
     "checkpoint folder in use": (["--checkpoint-dir", "{tmp}/used"], "holds another run's checkpoints"),

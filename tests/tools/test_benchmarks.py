@@ -113,6 +113,44 @@ def test_quality_figures_are_zero_and_one_for_the_painting_and_the_photo_themsel
     assert quality.structure(photo * 0.5 + 20, photo) == pytest.approx(1.0)  # contrast and brightness do not count
 
 
+def test_palette_distance_is_the_sliced_wasserstein_distance_of_lab_colours():
+    import torch
+
+    from benchmarks import quality
+
+    # CIELAB of known colours: white is L 100, black L 0, sRGB red (53.24, 80.09, 67.20).
+    swatches = torch.tensor([[255.0, 0, 255], [255, 0, 0], [255, 0, 0]]).view(1, 3, 1, 3)
+    lab = quality.srgb_to_lab(swatches)[0, :, 0].t()
+    assert lab[0].tolist() == pytest.approx([100.0, 0.0, 0.0], abs=0.01)
+    assert lab[1].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=0.01)
+    assert lab[2].tolist() == pytest.approx([53.24, 80.09, 67.20], abs=0.02)
+    grey, lighter = torch.full((1, 3, 40, 60), 119.0), torch.full((1, 3, 30, 30), 163.0)  # L 50.0 and 67.5
+    # Every direction's projections differ by the same L offset times that direction's L component: the mean over
+    # the 64 fixed directions of |u_L| times 17.5 (about 0.56 of it, as E|u_L| = 1/2 for a uniform unit vector).
+    distance = quality.palette_distance(grey, lighter)
+    assert quality.palette_distance(grey, grey) == 0.0
+    assert 0.4 * 17.5 < distance < 0.7 * 17.5
+    noise = torch.rand(1, 3, 300, 500) * 255
+    assert quality.palette_distance(noise, noise.flip(-1)) < 1.0  # colours, not where they are
+    assert quality.palette_distance(noise, grey) > 5 * quality.palette_distance(noise, noise.flip(-1))
+    assert quality.palette_distance(grey, lighter) == quality.palette_distance(grey, lighter)  # fixed samples
+
+
+def test_validation_photos_are_the_listed_ones_and_never_trained_on(tmp_path):
+    from benchmarks import quality
+    from styler.train import read_hold_out
+
+    listed = read_hold_out(quality.VALIDATION_LIST)
+    assert len(listed) >= 10
+    for name in sorted(listed)[:3] + ["other.jpg"]:
+        (tmp_path / name).write_bytes(b"")
+    photos = quality.validation_photos(tmp_path)
+    assert {path.name for path in photos if path.parent == tmp_path} == set(sorted(listed)[:3])
+    bundled = [path for path in photos if path.parent != tmp_path]
+    assert bundled and all(path.parent.name == "validation" for path in bundled)
+    assert "--hold-out benchmarks/validation.txt" in (quality.ROOT / "tools" / "train.sh").read_text()
+
+
 # ---------- benchmarks/gpu_check.sh, in the parts that run without a GPU ----------
 
 GPU_CHECK = ROOT / "benchmarks" / "gpu_check.sh"
