@@ -319,6 +319,13 @@ def train(
     ] = None,
     style_weight: Annotated[float | None, typer.Option(help=f"Style loss weight{_default('style_weight')}.")] = None,
     tv_weight: Annotated[float | None, typer.Option(help=f"Total-variation weight{_default('tv_weight')}.")] = None,
+    color_weight: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Palette weight: the output's colours against the painting's, as a distribution"
+            f"{_default('color_weight')}."
+        ),
+    ] = None,
     teacher: Annotated[
         list[str] | None,
         typer.Option(

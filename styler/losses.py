@@ -259,19 +259,59 @@ class RandomFeatureNetwork(nn.Module):
 
 @dataclass
 class LossTerms:
-    """Weighted loss terms of one batch; total = content + style + tv."""
+    """Weighted loss terms of one batch; total = content + style + tv + color."""
 
     content: Tensor
     style: Tensor
     tv: Tensor
+    color: Tensor | None = None  # None: the loss has no colour term
 
     @property
     def total(self) -> Tensor:
-        return self.content + self.style + self.tv
+        total = self.content + self.style + self.tv
+        return total if self.color is None else total + self.color
 
     def as_floats(self) -> dict[str, float]:
-        values = torch.stack([self.content, self.style, self.tv]).detach().float().cpu().tolist()
-        return {"content": values[0], "style": values[1], "tv": values[2], "total": sum(values)}
+        terms = {"content": self.content, "style": self.style, "tv": self.tv}
+        if self.color is not None:
+            terms["color"] = self.color
+        values = dict(zip(terms, torch.stack(list(terms.values())).detach().float().cpu().tolist(), strict=True))
+        return values | {"total": sum(values.values())}
+
+
+class ColorDistribution(nn.Module):
+    """How far an output's colours are from a painting's, as a distribution: the sliced Wasserstein-2 distance
+    (Rabin et al. 2011) between the output's pixels and the painting's, in RGB 0..1. Gram matrices of VGG features
+    say little about which colours, and how much of each: without this term the outputs kept the photo's palette
+    under the painting's texture. Each step projects both on `directions` random unit vectors and compares the
+    sorted projections (the 1-D optimal transport); the painting's pixels are a fixed sample of SAMPLE per style."""
+
+    SAMPLE = 65536
+
+    def __init__(self, style_images: list[Tensor], directions: int = 32) -> None:
+        """style_images: (1, 3, H, W) tensors in 0..255, one per style index."""
+        super().__init__()
+        self.directions = directions
+        generator = torch.Generator().manual_seed(0)
+        samples = []
+        for image in style_images:
+            pixels = image.float().flatten(2)[0].t() / 255.0  # (H*W, 3)
+            samples.append(pixels[torch.randint(len(pixels), (self.SAMPLE,), generator=generator)])
+        self.register_buffer("painting_pixels", torch.stack(samples))  # (styles, SAMPLE, 3)
+
+    def forward(self, output: Tensor, style: int) -> Tensor:
+        """Per image of (N, 3, H, W) 0..255 output: the mean squared difference of the sorted projections."""
+        with torch.autocast(output.device.type, enabled=False):
+            pixels = output.float().flatten(2).transpose(1, 2) / 255.0  # (N, H*W, 3), any memory layout
+            count = min(pixels.shape[1], self.SAMPLE)
+            if count < pixels.shape[1]:
+                pixels = pixels[:, torch.randperm(pixels.shape[1], device=output.device)[:count]]
+            directions = torch.randn(3, self.directions, device=output.device)
+            directions = directions / directions.norm(dim=0, keepdim=True)
+            ours = (pixels @ directions).sort(dim=1).values  # (N, count, directions)
+            theirs = (self.painting_pixels[style] @ directions).sort(dim=0).values  # (SAMPLE, directions)
+            quantiles = ((torch.arange(count, device=output.device) + 0.5) * (self.SAMPLE / count)).long()
+            return (ours - theirs[quantiles]).square().mean((1, 2))
 
 
 def _total(losses: Iterable[Tensor]) -> Tensor:
@@ -332,6 +372,7 @@ class PerceptualLoss(FeatureLoss):
     def __init__(self, network: FeatureNetwork, style_images: list[Tensor], weights: LossWeights) -> None:
         """style_images: (1, 3, H, W) tensors in 0..255, one per style index (sizes may differ)."""
         super().__init__(network, weights)
+        self.colors = ColorDistribution(style_images) if weights.color else None
         with torch.no_grad():
             per_style = [network(image) for image in style_images]
             for index, layer in enumerate(network.style_layers):
@@ -347,7 +388,10 @@ class PerceptualLoss(FeatureLoss):
         style_scale: a factor on the style weight (training's content-first ramp)."""
         with torch.no_grad():
             content_features = self.network(content, self.network.content_layers)
-        return self.terms(output, content_features, self.style_grams(style), style_scale)
+        terms = self.terms(output, content_features, self.style_grams(style), style_scale)
+        if self.colors is not None:  # a painting's palette is part of its style: it follows the style ramp
+            terms.color = self.weights.color * style_scale * self.colors(output, style).mean()
+        return terms
 
 
 def _teacher_outputs(teachers: nn.ModuleList, content: Tensor, style: int) -> Tensor:

@@ -120,7 +120,13 @@ def resolve_config(given: dict) -> tuple[TrainConfig, Checkpoint | None]:
         return TrainConfig(**given).checked(), None
     checkpoint = checkpoints.read(resume)
     # Fields added since a checkpoint was written take the value that reproduces its run.
-    written_before: dict[str, Any] = {"style_ramp": 0, "content_steps": 0, "style_size": None, "teachers": ()}
+    written_before: dict[str, Any] = {
+        "style_ramp": 0,
+        "content_steps": 0,
+        "style_size": None,
+        "teachers": (),
+        "color_weight": 0.0,
+    }
     saved = TrainConfig(
         **(written_before | {name: value for name, value in checkpoint.config.items() if name in known})
     )
@@ -659,6 +665,7 @@ def model_record(training: Training) -> dict:
         "content_weight": config.content_weight,
         "style_weight": config.style_weight,
         "tv_weight": config.tv_weight,
+        "color_weight": config.color_weight,
         "content_steps": config.content_steps,
         "style_ramp": config.style_ramp,
         "lr": config.lr,

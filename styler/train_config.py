@@ -25,6 +25,7 @@ class LossWeights:
     content: float
     style: float
     tv: float
+    color: float = 0.0  # the painting's palette: losses.ColorDistribution
 
 
 # VGG16 (activations at torchvision's scale, see vgg_weights): content as pytorch/examples; its style weight 1e10
@@ -33,7 +34,7 @@ class LossWeights:
 # 1000:1 gives a painting's palette and stroke texture with the photo still crisp (100 is gentler). Distillation: see
 # DistillationLoss.
 DEFAULT_WEIGHTS = {
-    "vgg16": LossWeights(content=1e5, style=3e8, tv=1e5),
+    "vgg16": LossWeights(content=1e5, style=3e8, tv=1e5, color=5e8),
     "random": LossWeights(content=1.0, style=1e3, tv=10.0),
     # Distillation: the content term is the mean squared pixel difference (0..1 scale) from the teacher's output.
     "teacher": LossWeights(content=1.0, style=0.0, tv=0.0),
@@ -64,6 +65,7 @@ class TrainConfig:
     content_weight: float | None = None  # None: losses.DEFAULT_WEIGHTS for the loss network
     style_weight: float | None = None
     tv_weight: float | None = None
+    color_weight: float | None = None
     checkpoint_dir: str | None = None
     # Long side of the style images: their strokes come out at this scale (None, in older checkpoints: own size).
     style_size: int | None = 256
@@ -141,7 +143,7 @@ class TrainConfig:
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise StylerError(f"--lr {self.lr}: must be a positive number")
         weights = self.loss_weights()
-        for name in ("content", "style", "tv"):
+        for name in ("content", "style", "tv", "color"):
             value = getattr(weights, name)
             if not (math.isfinite(value) and value >= 0):
                 raise StylerError(f"--{name}-weight {value}: must be a non-negative number")
@@ -180,6 +182,7 @@ class TrainConfig:
             content_weight=weights.content,
             style_weight=weights.style,
             tv_weight=weights.tv,
+            color_weight=weights.color,
         )
 
     def loss_weights(self) -> LossWeights:
@@ -188,6 +191,7 @@ class TrainConfig:
             content=default.content if self.content_weight is None else self.content_weight,
             style=default.style if self.style_weight is None else self.style_weight,
             tv=default.tv if self.tv_weight is None else self.tv_weight,
+            color=default.color if self.color_weight is None else self.color_weight,
         )
 
     @property
@@ -233,6 +237,7 @@ RECIPE_FIELDS = (
     "content_weight",
     "style_weight",
     "tv_weight",
+    "color_weight",
     "style_size",
     "seed",
     "arch",

@@ -10,6 +10,7 @@ import torch
 from styler import losses
 from styler.errors import StylerError
 from styler.losses import (
+    ColorDistribution,
     PerceptualLoss,
     RandomFeatureNetwork,
     VGG16Features,
@@ -141,6 +142,37 @@ def test_relative_losses_do_not_depend_on_feature_magnitude():
     after = PerceptualLoss(network, [style], LossWeights(1.0, 1.0, 0.0))(image * 0.5, image).as_floats()
     assert after["content"] == pytest.approx(before["content"], rel=1e-4)
     assert after["style"] == pytest.approx(before["style"], rel=1e-4)
+
+
+def test_color_distribution_compares_palettes_not_layouts():
+    torch.manual_seed(0)
+    painting = torch.rand(1, 3, 40, 50) * 255
+    colors = ColorDistribution([painting, torch.full((1, 3, 8, 8), 200.0)])
+    shuffled = painting.flatten(2)[..., torch.randperm(40 * 50)].view(1, 3, 40, 50)
+    grey = torch.full((2, 3, 32, 32), 128.0)
+    assert colors(shuffled, 0).item() < 2e-4  # the same colours elsewhere: only sampling noise
+    assert colors(grey, 0).shape == (2,) and colors(grey, 0).min() > 100 * colors(shuffled, 0).item()
+    # One flat colour against another: every projection differs by the same amount, (200 - 128)/255 along
+    # the direction's sum of components; the mean over random unit directions of (sum u)^2 is 1.
+    assert colors(grey, 1).mean().item() == pytest.approx((72 / 255) ** 2, rel=0.5)
+    assert colors(torch.full((1, 3, 8, 8), 200.0), 1).item() < 1e-10
+
+
+def test_color_term_pulls_the_output_towards_the_paintings_colours():
+    torch.manual_seed(0)
+    painting = torch.cat([torch.full((1, 1, 64, 64), 230.0), torch.full((1, 2, 64, 64), 40.0)], dim=1)  # red
+    network = RandomFeatureNetwork()
+    loss = PerceptualLoss(network, [painting], LossWeights(0.0, 0.0, 0.0, color=1.0))
+    output = (torch.rand(2, 3, 64, 64) * 255).requires_grad_()
+    terms = loss(output, output.detach())
+    terms.total.backward()
+    moved = output.detach() - 40 * output.grad / output.grad.abs().max()  # at most 40 levels per pixel
+    assert loss(moved, output.detach()).color.item() < 0.8 * terms.color.item()
+    assert (moved[:, 0] - output[:, 0]).mean() > 0 and (moved[:, 1:] - output[:, 1:]).mean() < 0  # redder
+    assert loss(output, output.detach(), style_scale=0.0).color.item() == 0.0  # it follows the style ramp
+    without = PerceptualLoss(network, [painting], LossWeights(1.0, 1.0, 0.0))(output, output.detach())
+    assert without.color is None and "color" not in without.as_floats()
+    assert terms.as_floats()["total"] == pytest.approx(sum(v for k, v in terms.as_floats().items() if k != "total"))
 
 
 def test_default_weights_cover_every_loss_network():

@@ -57,9 +57,8 @@ def test_trained_model_loads_in_stylize(run_cli, photos, style, tmp_path):
     training = model.training
     assert training["steps"] == 3 and training["image_size"] == 64 and training["loss_network"] == "random"
     assert training["styles"] == [{"name": "stripes", "image": "stripes.png"}] and training["seconds"] > 0
-    assert (training["content_weight"], training["style_weight"], training["tv_weight"]) == tuple(
-        vars(DEFAULT_WEIGHTS["random"]).values()
-    )
+    weights = ("content_weight", "style_weight", "tv_weight", "color_weight")
+    assert tuple(training[name] for name in weights) == tuple(vars(DEFAULT_WEIGHTS["random"]).values())
     previews = sorted(path.name for path in (tmp_path / "checkpoints" / "previews").iterdir())
     assert previews == ["step-0000002.png", "step-0000003.png"]  # every 2 steps, and the end
     with Image.open(tmp_path / "checkpoints" / "previews" / "step-0000003.png") as grid:
