@@ -283,12 +283,14 @@ class ColorDistribution(nn.Module):
     """How far an output's colours are from a painting's, as a distribution: the sliced Wasserstein-2 distance
     (Rabin et al. 2011) between the output's pixels and the painting's, in RGB 0..1. Gram matrices of VGG features
     say little about which colours, and how much of each: without this term the outputs kept the photo's palette
-    under the painting's texture. Each step projects both on `directions` random unit vectors and compares the
-    sorted projections (the 1-D optimal transport); the painting's pixels are a fixed sample of SAMPLE per style."""
+    under the painting's texture. Each step projects PIXELS random pixels of each output and the painting's fixed
+    sample of as many on `directions` random unit vectors and compares the sorted projections (the 1-D optimal
+    transport); sampling keeps it cheap (sorting every pixel cost a third of a step) and its noise averages out
+    over steps like the photos' own."""
 
-    SAMPLE = 65536
+    PIXELS = 4096
 
-    def __init__(self, style_images: list[Tensor], directions: int = 32) -> None:
+    def __init__(self, style_images: list[Tensor], directions: int = 16) -> None:
         """style_images: (1, 3, H, W) tensors in 0..255, one per style index."""
         super().__init__()
         self.directions = directions
@@ -296,22 +298,20 @@ class ColorDistribution(nn.Module):
         samples = []
         for image in style_images:
             pixels = image.float().flatten(2)[0].t() / 255.0  # (H*W, 3)
-            samples.append(pixels[torch.randint(len(pixels), (self.SAMPLE,), generator=generator)])
-        self.register_buffer("painting_pixels", torch.stack(samples))  # (styles, SAMPLE, 3)
+            samples.append(pixels[torch.randint(len(pixels), (self.PIXELS,), generator=generator)])
+        self.register_buffer("painting_pixels", torch.stack(samples))  # (styles, PIXELS, 3)
 
     def forward(self, output: Tensor, style: int) -> Tensor:
         """Per image of (N, 3, H, W) 0..255 output: the mean squared difference of the sorted projections."""
         with torch.autocast(output.device.type, enabled=False):
-            pixels = output.float().flatten(2).transpose(1, 2) / 255.0  # (N, H*W, 3), any memory layout
-            count = min(pixels.shape[1], self.SAMPLE)
-            if count < pixels.shape[1]:
-                pixels = pixels[:, torch.randperm(pixels.shape[1], device=output.device)[:count]]
-            directions = torch.randn(3, self.directions, device=output.device)
-            directions = directions / directions.norm(dim=0, keepdim=True)
-            ours = (pixels @ directions).sort(dim=1).values  # (N, count, directions)
-            theirs = (self.painting_pixels[style] @ directions).sort(dim=0).values  # (SAMPLE, directions)
-            quantiles = ((torch.arange(count, device=output.device) + 0.5) * (self.SAMPLE / count)).long()
-            return (ours - theirs[quantiles]).square().mean((1, 2))
+            n, pixels_per_image = output.shape[0], output.shape[2] * output.shape[3]
+            chosen = torch.randint(pixels_per_image, (n, self.PIXELS), device=output.device)
+            pixels = output.float().flatten(2).gather(2, chosen.unsqueeze(1).expand(n, 3, -1)) / 255.0  # (N, 3, P)
+            directions = torch.randn(self.directions, 3, device=output.device)
+            directions = directions / directions.norm(dim=1, keepdim=True)
+            ours = (directions @ pixels).sort(dim=-1).values  # (N, directions, P)
+            theirs = (directions @ self.painting_pixels[style].t()).sort(dim=-1).values  # (directions, P)
+            return (ours - theirs).square().mean((1, 2))
 
 
 def _total(losses: Iterable[Tensor]) -> Tensor:
