@@ -36,11 +36,17 @@ def open_new(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
 
 
+def one_line(error: object, limit: int = 200) -> str:
+    """An error's message as one line of at most `limit` characters (its type's name when it has no message): the
+    form every StylerError quotes a library's error in."""
+    return " ".join(str(error).split())[:limit] or type(error).__name__
+
+
 def os_error_text(error: OSError) -> str:
     """`[Errno 28] No space left on device`: the reason without the file name, which may be a temporary file's."""
     if error.errno and error.strerror:
         return f"[Errno {error.errno}] {error.strerror}"
-    return " ".join(str(error).split())[:200] or type(error).__name__
+    return one_line(error)
 
 
 def write_atomically(path: Path, write, overwrite: bool = True) -> None:

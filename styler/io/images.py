@@ -26,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from styler import __version__
 from styler.errors import StylerError
-from styler.io.files import os_error_text, write_atomically
+from styler.io.files import one_line, os_error_text, write_atomically
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default: 0.25 GiB of 24-bit pixels
 READABLE_EXTENSIONS = frozenset(
@@ -112,7 +112,7 @@ def read_photo(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, data: bytes | N
         raise StylerError(f"{path}: not an image file, or a format Pillow cannot read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         # Pillow's decoders signal damaged data with these; "image file is truncated" is the common one.
-        raise StylerError(f"{path}: damaged or unsupported image ({_one_line(error)})") from None
+        raise StylerError(f"{path}: damaged or unsupported image ({one_line(error)})") from None
     width, height = oriented.size
     if width < 1 or height < 1:
         raise StylerError(f"{path}: image has zero size ({width}x{height})")
@@ -155,11 +155,6 @@ def _pixel_limit(max_pixels: int) -> Iterator[None]:
         yield
     finally:
         Image.MAX_IMAGE_PIXELS = saved
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text[:200] or type(error).__name__
 
 
 def _split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:

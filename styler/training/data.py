@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from styler.errors import StylerError
+from styler.io.files import one_line
 from styler.io.images import DEFAULT_MAX_PIXELS, read_photo, to_uint8_tensor
 from styler.io.inputs import walk_images
 from styler.training.config import TrainConfig
@@ -71,7 +72,7 @@ def header_problem(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | No
     except UnidentifiedImageError:
         return "not an image file, or a format Pillow cannot read"
     except Exception as error:  # Pillow signals unreadable headers with many types; each means "skip this file"
-        return " ".join(str(error).split())[:160] or type(error).__name__
+        return one_line(error, 160)
     if width < 1 or height < 1:
         return f"zero size ({width}x{height})"
     if width * height > max_pixels:

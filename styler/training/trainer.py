@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from styler.errors import StylerError
+from styler.io.files import one_line
 from styler.io.outputs import OutputPlan, ready_folder, write_problem
 from styler.memory import available_memory
 from styler.model import checkpoints
@@ -206,9 +207,7 @@ class Training:
             if self.device.type == "cuda" and checkpoint.rng.get("cuda"):
                 torch.cuda.set_rng_state_all(checkpoint.rng["cuda"])
         except (KeyError, RuntimeError, ValueError) as error:
-            raise StylerError(
-                f"--resume: the checkpoint does not fit this run ({' '.join(str(error).split())[:160]})"
-            ) from None
+            raise StylerError(f"--resume: the checkpoint does not fit this run ({one_line(error, 160)})") from None
 
     # --------------------------------------------------------------------------------------- one step
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from styler import __version__
 from styler.errors import StylerError
-from styler.io.files import write_atomically
+from styler.io.files import one_line, write_atomically
 from styler.memory import is_out_of_memory
 from styler.model.stylizer import Stylizer, target_size
 from styler.video.options import VideoOptions
@@ -272,8 +272,7 @@ def _seconds(pts: int | None, time_base: Fraction | None, index: int, rate: Frac
 
 
 def _reason(error: BaseException) -> str:
-    text = getattr(error, "strerror", None) or str(error)
-    return " ".join(str(text).split())[:160] or type(error).__name__
+    return one_line(getattr(error, "strerror", None) or error, 160)
 
 
 def stylize_one(av: Any, source: Path, target: Path, stylizer: Stylizer, options: VideoOptions) -> VideoResult:
