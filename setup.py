@@ -7,6 +7,8 @@ Environment switches:
   INSTANCENORM_CPU_FLAGS     compiler flags for every C++ file (default: -O3, portable). The CPU kernels are built
                              once per instruction set (baseline, and on x86-64 AVX2 and AVX-512) and the library
                              picks the best the CPU supports when it loads (INSTANCENORM_CPU_CAPABILITY lowers it).
+  INSTANCENORM_CPU_VARIANTS=0  build only the baseline CPU kernels, not the AVX2 / AVX-512 copies (a quicker build,
+                             as the packaging test makes; the library then runs the baseline everywhere)
   INSTANCENORM_NATIVE=1      opt-in: add -march=native, for a build that runs only on CPUs like the build machine
   INSTANCENORM_OPENMP=0|1    compile with -fopenmp, which at::parallel_for's inline OpenMP code needs to use threads
                              (default: on, except on macOS, whose Apple clang rejects -fopenmp)
@@ -90,7 +92,7 @@ CPU_VARIANTS = (
         "AVX2": ["-mavx2", "-mfma", "-mf16c"],
         "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"],
     }
-    if platform.machine().lower() in ("x86_64", "amd64")
+    if platform.machine().lower() in ("x86_64", "amd64") and switch("INSTANCENORM_CPU_VARIANTS", True)
     else {}
 )
 # The baseline variant (CPU_CAPABILITY=DEFAULT) is an ordinary source. It is linked before the variants: inline

@@ -25,7 +25,7 @@ from torch import nn
 
 import instancenorm
 from benchmarks.timing import SETTINGS, apply_settings, medians_in_turns_ms, peak_memory_mib
-from styler.network import TransformerNet
+from styler.model.network import TransformerNet
 
 BASELINE = "examples (torch IN, NCHW)"
 

@@ -38,11 +38,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from styler.images import image_to_tensor, luma, tensor_to_image
-from styler.losses import VGG16Features, gram_matrix, load_vgg16_weights
-from styler.model_files import resolve_model
-from styler.stylizer import Stylizer, choose_style
-from styler.train import load_style_image, read_hold_out
+from styler.io.images import image_to_tensor, luma, tensor_to_image
+from styler.model.model_files import resolve_model
+from styler.model.stylizer import Stylizer, choose_style
+from styler.training.data import load_style_image, read_hold_out
+from styler.training.losses import gram_matrix
+from styler.training.vgg16 import VGG16Features, load_vgg16_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_SIZE = 512

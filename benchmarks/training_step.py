@@ -26,9 +26,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from styler.devices import cpu_has_bfloat16
-from styler.losses import PerceptualLoss, VGG16Features, load_vgg16_weights
-from styler.network import TransformerNet, architecture
-from styler.train_config import DEFAULT_WEIGHTS
+from styler.model.architecture import architecture
+from styler.model.network import TransformerNet
+from styler.training.config import DEFAULT_WEIGHTS
+from styler.training.losses import PerceptualLoss
+from styler.training.vgg16 import VGG16Features, load_vgg16_weights
 
 PARTS = ("transformer forward", "VGG16 on photo", "VGG16 on output + loss", "backward: VGG16 + loss",
          "backward: transformer", "optimizer")  # fmt: skip

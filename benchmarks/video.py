@@ -38,10 +38,10 @@ import numpy as np
 import torch
 
 from benchmarks import clips
-from styler import temporal
-from styler.model_files import resolve_model
-from styler.stylizer import Stylizer, choose_style
-from styler.video import FrameStylizer, VideoOptions
+from styler.model.model_files import resolve_model
+from styler.model.stylizer import Stylizer, choose_style
+from styler.video.options import VideoOptions
+from styler.video.steadiness import FrameStylizer
 
 ROOT = Path(__file__).resolve().parent.parent
 OBJECT_PHOTO = ROOT / "samples" / "photos" / "coffee.jpg"
@@ -81,6 +81,22 @@ def seconds_per_frame(stylizer: Stylizer, frames: np.ndarray, batch: int, rounds
             stylize_frames(stylizer, frames, steady, smooth, plain, batch)
             times[name].append((time.perf_counter() - started) / len(frames))
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def flicker(outputs: torch.Tensor, still: torch.Tensor | None = None) -> float:
+    """Mean absolute change between consecutive (T, 3, H, W) output frames in levels of 255, over the pixels
+    `still` (H, W) marks, where the input did not move (all pixels when None)."""
+    change = (outputs[1:].float() - outputs[:-1].float()).abs().mean(dim=1)
+    if still is None:
+        return change.mean().item()
+    return change[:, still].mean().item()
+
+
+def ghosting(outputs: torch.Tensor, references: torch.Tensor, vacated: torch.Tensor) -> float:
+    """Mean absolute difference in levels between outputs and references (the same frames stylized one by one) over
+    the pixels `vacated` (T, H, W) marks: just behind a moving object, where a trail would show."""
+    difference = (outputs.float() - references.float()).abs().mean(dim=1)
+    return difference[vacated].mean().item()
 
 
 def pan_flicker(outputs: torch.Tensor, step: int = PAN_STEP, border: int = BORDER) -> float:
@@ -123,8 +139,8 @@ def stability(arguments: argparse.Namespace) -> list[dict]:
         rows.append(
             {
                 "method": name,
-                "flicker": temporal.flicker(outputs, still),
-                "ghosting": temporal.ghosting(outputs, reference, vacated),
+                "flicker": flicker(outputs, still),
+                "ghosting": ghosting(outputs, reference, vacated),
                 "pan_flicker": pan_flicker(panned),
                 "ms_per_frame": 1000 * timing[name],
                 "time_ratio": timing[name] / timing["per-frame statistics"],
@@ -161,7 +177,7 @@ def file_to_file(arguments, objects, pan, still, vacated, size) -> list[dict]:
             rows.append(
                 {
                     "method": label,
-                    "flicker": temporal.flicker(outputs["objects"], still),
+                    "flicker": flicker(outputs["objects"], still),
                     "ghosting": None,  # no per-frame reference of the same network file to file
                     "pan_flicker": pan_flicker(outputs["pan"]),
                     "ms_per_frame": None,

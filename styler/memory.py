@@ -1,4 +1,6 @@
-"""Keep freed memory in the process: big tensors are then recycled instead of page-faulted in anew.
+"""Memory: keep freed memory in the process, tell how much is available, recognise running out of it.
+
+Keeping freed memory: big tensors are then recycled instead of page-faulted in anew.
 
 glibc serves every allocation above its mmap threshold (at most 32 MiB by default) with a fresh mmap, and each
 page of that memory faults on first touch: filling an activation-sized tensor that way costs several times what
@@ -11,6 +13,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _INT_MAX = 2**31 - 1
@@ -36,3 +42,18 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
         isinstance(error, RuntimeError) and "allocate" in str(error)
     )
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on `device`: the GPU's free memory, or the CPU's MemAvailable (Linux); None
+    where it cannot be told."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None  # not Linux: no estimate, no refusal

@@ -52,8 +52,9 @@ def tiny_multi_style_model(tmp_path_factory) -> Path:
 def _save_random_model(path: Path, styles: list[str]) -> Path:
     import torch
 
-    from styler.model_files import save_model
-    from styler.network import Architecture, TransformerNet
+    from styler.model.architecture import Architecture
+    from styler.model.model_files import save_model
+    from styler.model.network import TransformerNet
 
     torch.manual_seed(len(styles))
     network = TransformerNet(Architecture(width=0.125, residual_blocks=1, num_styles=len(styles)))

@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 
 from styler.errors import StylerError
-from styler.model_files import load_model_file, manifest_entry, models_dir, read_manifest, save_model, write_manifest
+from styler.model.model_files import (
+    load_model_file,
+    manifest_entry,
+    models_dir,
+    read_manifest,
+    save_model,
+    write_manifest,
+)
 
 _PUBLIC_DOMAIN = (
     "public domain (artist died more than 70 years ago; a faithful photograph of a 2-D work adds no copyright)"

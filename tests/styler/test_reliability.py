@@ -21,11 +21,12 @@ import torch
 from helpers import REPOSITORY, smooth_image, stripes, tiny_run  # tests/helpers.py (pytest puts tests/ on sys.path)
 from PIL import Image
 
-from styler import files
-from styler.checkpoints import FILE_NAME, checkpoint_files, read
-from styler.data import PhotoFolder, ResumableSampler, make_loader, scan
-from styler.model_files import load_model_file, save_model
-from styler.network import Architecture, TransformerNet
+from styler.io import files
+from styler.model.architecture import Architecture
+from styler.model.checkpoints import FILE_NAME, checkpoint_files, read
+from styler.model.model_files import load_model_file, save_model
+from styler.model.network import TransformerNet
+from styler.training.data import PhotoFolder, ResumableSampler, make_loader, scan
 
 
 def styler_command() -> list[str]:
@@ -192,7 +193,7 @@ def test_sigkill_mid_run_leaves_whole_checkpoints_and_resume_finishes(run_cli, p
 
 @pytest.fixture
 def full_disk(monkeypatch):
-    """Every atomic write (styler.files.write_atomically) meets a full disk: the temporary file is created,
+    """Every atomic write (styler.io.files.write_atomically) meets a full disk: the temporary file is created,
     then its descriptor is pointed at /dev/full, so each write(2), from Python or from a C encoder, fails ENOSPC."""
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full (Linux) to simulate a full disk")
@@ -283,15 +284,15 @@ def test_train_on_a_full_disk_stops_with_one_line(run_cli, photos, tmp_path, ful
 def test_a_model_that_cannot_be_written_keeps_the_checkpoint_to_resume(run_cli, photos, tmp_path, monkeypatch):
     """--out on a disk that fills up during the run (the checkpoints elsewhere): one line naming the checkpoint, which
     --resume turns into the model once there is room."""
-    import styler.train
+    import styler.training.loop
 
     style = stripes(tmp_path / "stripes.png")
-    real_save_model = styler.train.save_model
+    real_save_model = styler.training.loop.save_model
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(styler.train, "save_model", full)
+    monkeypatch.setattr(styler.training.loop, "save_model", full)
     result = run_cli(*tiny_run(photos, style, tmp_path, "--max-steps", "2"))
     assert result.exit_code == 2
     last = tmp_path / "checkpoints" / "step-0000002.ckpt"
@@ -299,7 +300,7 @@ def test_a_model_that_cannot_be_written_keeps_the_checkpoint_to_resume(run_cli, 
         f"styler: error: --out {tmp_path / 'model.pth'}: cannot write the model (No space left on device); the "
         f"trained weights are in {last}: --resume it to write the model"
     )
-    monkeypatch.setattr(styler.train, "save_model", real_save_model)
+    monkeypatch.setattr(styler.training.loop, "save_model", real_save_model)
     result = run_cli("train", "--resume", last)
     assert result.exit_code == 0, result.stderr
     assert load_model_file(tmp_path / "model.pth").training["steps"] == 2
@@ -359,7 +360,7 @@ finally:
 def test_a_12_megapixel_photo_through_lite_stays_under_2_gib(tmp_path):
     """4000x3000 on the CPU through an untrained `lite` network: peak RSS 1.5 GiB here, 2.1 GiB before inference
     normalized in place and gathered the full-resolution deconv3's padded input in bands (docs/reliability.md)."""
-    from styler.network import architecture
+    from styler.model.architecture import architecture
 
     photo = smooth_image(tmp_path / "big.jpg", 4000, 3000, seed=0)
     torch.manual_seed(0)

@@ -99,7 +99,7 @@ def test_quality_figures_are_zero_and_one_for_the_painting_and_the_photo_themsel
     import torch
 
     from benchmarks import quality
-    from styler.losses import VGG16Features
+    from styler.training.vgg16 import VGG16Features
 
     torch.manual_seed(0)
     vgg = VGG16Features()  # random weights: the figures' definitions do not depend on them
@@ -138,7 +138,7 @@ def test_palette_distance_is_the_sliced_wasserstein_distance_of_lab_colours():
 
 def test_validation_photos_are_the_listed_ones_and_never_trained_on(tmp_path):
     from benchmarks import quality
-    from styler.train import read_hold_out
+    from styler.training.data import read_hold_out
 
     listed = read_hold_out(quality.VALIDATION_LIST)
     assert len(listed) >= 10

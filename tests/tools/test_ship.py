@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 from helpers import REPOSITORY  # tests/helpers.py (pytest puts tests/ on sys.path)
 
-from styler.model_files import load_model_file, resolve_model, save_model
-from styler.network import Architecture, TransformerNet
+from styler.model.architecture import Architecture
+from styler.model.model_files import load_model_file, resolve_model, save_model
+from styler.model.network import TransformerNet
 
 SHIP = REPOSITORY / "tools" / "ship.py"
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from helpers import REPOSITORY, smooth_image, stripes  # tests/helpers.py (pytest puts tests/ on sys.path)
 
-from styler.losses import VGG16Features
-from styler.model_files import load_model_file
+from styler.model.model_files import load_model_file
+from styler.training.vgg16 import VGG16Features
 
 SCRIPT = REPOSITORY / "tools" / "train_gpu.sh"
 PAINTINGS = ("vangogh_starry_night", "hokusai_great_wave", "kandinsky_composition_vii")

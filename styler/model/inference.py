@@ -1,0 +1,139 @@
+"""How the network runs outside autograd: in place, convolutions band by band, and with borrowed statistics.
+
+The network's forward (network.py) reads like the paper; the memory-saving paths it takes when no backward pass
+will follow live here, with the hook through which a video supplies the statistics its norms normalize with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+import instancenorm
+
+
+class NormStatistics(Protocol):
+    """Statistics an instance-norm layer normalizes with instead of its input's own (video.steadiness implements
+    it): for `layer` and its input x (N, C, H, W), the (mean, inv_std) to use, each (N, C)."""
+
+    def of(self, layer: nn.Module, x: Tensor, eps: float) -> tuple[Tensor, Tensor]: ...
+
+
+@runtime_checkable
+class StyleNorm(Protocol):
+    """Our instance norms (network.InstanceNorm, instancenorm.ConditionalInstanceNorm2d): their affine parameters
+    for a style can be applied by the fused kernels. A norm module other than these (the benchmarks swap torch's in)
+    runs as an ordinary module."""
+
+    eps: float
+
+    def style_affine(self, style: Tensor | None, batch: int) -> tuple[Tensor, Tensor]: ...
+
+
+class ConvLayerLike(Protocol):
+    conv2d: nn.Conv2d
+    upsample_factor: int
+
+
+_ACTIVE_STATISTICS: ContextVar[NormStatistics | None] = ContextVar("active_statistics", default=None)
+
+
+@contextlib.contextmanager
+def statistics_in_use(statistics: NormStatistics) -> Iterator[None]:
+    """Inside this block our norms normalize with `statistics` (a ContextVar: other threads are not affected)."""
+    token = _ACTIVE_STATISTICS.set(statistics)
+    try:
+        yield
+    finally:
+        _ACTIVE_STATISTICS.reset(token)
+
+
+def inference_in_place() -> bool:
+    """Whether the network may work in place: true outside autograd, where no op's input is kept for a backward pass.
+
+    Then a conv output that no one else holds may be overwritten: instance norm and ReLU write into it (normalize), a
+    residual block adds its input into it (ResidualBlock), and a convolution gathers its upsampled, reflection-padded
+    input in one pass, band by band for large layers (ConvLayer), instead of materializing each intermediate. With
+    autograd every op is the ordinary out-of-place one, as the backward pass needs their inputs.
+    """
+    return not torch.is_grad_enabled()
+
+
+def normalize(norm: nn.Module, x: Tensor, style: Tensor | None, relu: bool = True) -> Tensor:
+    """norm(x, style), then ReLU; in place on x where inference_in_place() allows, which saves two activation-sized
+    allocations per layer (a norm module other than ours, as the benchmarks swap in, runs out of place). While a
+    video runs with steady statistics (statistics_in_use), our norms use those instead of x's own."""
+    in_place = inference_in_place()
+    steady = _ACTIVE_STATISTICS.get()
+    # A conditional norm always gets a style: TransformerNet.forward refuses a multi-style call without one.
+    if isinstance(norm, StyleNorm) and steady is not None:
+        mean, inv_std = steady.of(norm, x, norm.eps)
+        apply = instancenorm.normalize_with_stats_ if in_place else instancenorm.normalize_with_stats
+        y = apply(x, mean, inv_std, *norm.style_affine(style, x.shape[0]))
+    elif isinstance(norm, StyleNorm) and in_place:
+        y = instancenorm.instance_norm_(x, *norm.style_affine(style, x.shape[0]), norm.eps)
+    else:
+        y = norm(x, style)
+    if not relu:
+        return y
+    return y.relu_() if in_place else torch.relu(y)
+
+
+# Outside autograd, a convolution whose padded (and upsampled) input or output is bigger than WHOLE_BYTES runs a band
+# of output rows at a time, each band's input and output about BAND_BYTES, so the full-size padded copy never exists:
+# at 4000x3000 johnson's deconv2 input would be 3.1 GB upsampled and again padded. Smaller layers (all of johnson's at
+# 1024x768) run whole, as each band costs a weight reorder and an output copy (docs/reliability.md).
+WHOLE_BYTES = 256 * 2**20
+BAND_BYTES = 32 * 2**20
+
+
+def _source_index(start: int, stop: int, pad: int, size: int, upsample: int) -> Tensor:
+    """For positions start..stop-1 of a line upsampled to `size` then reflection-padded by `pad`: the input index."""
+    index = (torch.arange(start, stop) - pad).abs()
+    index = torch.where(index >= size, 2 * (size - 1) - index, index)
+    return index // upsample
+
+
+def _gather(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """x[:, :, rows][..., cols] in x's memory layout, as one gather of whole pixels (channels_last) or values."""
+    n, c, _, width = x.shape
+    flat = (rows[:, None] * width + cols).flatten().to(x.device)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        pixels = x.permute(0, 2, 3, 1).reshape(n, -1, c).index_select(1, flat)
+        return pixels.view(n, len(rows), len(cols), c).permute(0, 3, 1, 2)
+    return x.reshape(n, c, -1).index_select(2, flat).view(n, c, len(rows), len(cols))
+
+
+def banded_conv(layer: ConvLayerLike, x: Tensor) -> Tensor:
+    """layer's convolution of x with its padded input gathered (one pass instead of upsample + pad), for large
+    layers band by band: exact, as each output row needs only kernel_size rows of the padded input."""
+    (kernel, _), (stride, _) = layer.conv2d.kernel_size, layer.conv2d.stride
+    pad, up = kernel // 2, layer.upsample_factor
+    height, width = x.shape[-2] * up, x.shape[-1] * up
+    cols = _source_index(0, width + 2 * pad, pad, width, up)
+    out_rows = (height + 2 * pad - kernel) // stride + 1
+    # Bytes per output row: of its padded input, and of its output (which the conv may reorder, i.e. copy).
+    row = max(x.shape[1] * len(cols) * stride, layer.conv2d.out_channels * ((len(cols) - kernel) // stride + 1))
+    row *= x.element_size()
+    band = out_rows if row * out_rows <= WHOLE_BYTES else max(1, BAND_BYTES // row)
+    out = None
+    for first in range(0, out_rows, band):
+        last = min(out_rows, first + band)
+        rows = _source_index(first * stride, (last - 1) * stride + kernel, pad, height, up)
+        y = layer.conv2d(_gather(x, rows, cols))
+        if last - first == out_rows:
+            return y
+        if out is None:
+            channels_last = y.is_contiguous(memory_format=torch.channels_last)
+            layout = torch.channels_last if channels_last else torch.contiguous_format
+            out = torch.empty(
+                (*y.shape[:2], out_rows, y.shape[-1]), dtype=y.dtype, device=y.device, memory_format=layout
+            )
+        out[:, :, first:last] = y
+    assert out is not None  # more than one band, so the first one made it
+    return out

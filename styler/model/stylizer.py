@@ -1,0 +1,158 @@
+"""A trained model applied to images: the chosen style or blend, the device and precision, the padding the network
+needs, and the optional colour preservation and strength. Shared by the commands that stylize (stylize, grid)."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from styler.errors import StylerError
+from styler.io.images import Photo, image_to_tensor, luma, tensor_to_image
+from styler.model.model_files import StyleModel
+
+PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class StyleChoice:
+    tag: str  # names outputs: "starry" or "starry70+wave30"
+    weights: tuple[float, ...] | None  # per style of a multi-style model; None for a single-style model
+
+
+def choose_style(spec: str | None, styles: list[str]) -> StyleChoice:
+    """--style: a style name, or name=weight,... to blend a multi-style model's styles (weights normalized)."""
+    if len(styles) == 1:
+        if spec not in (None, styles[0]):
+            raise StylerError(f"--style {spec!r}: this model has the single style {styles[0]!r}")
+        return StyleChoice(_safe_name(styles[0]), None)
+    if spec is None:
+        raise StylerError(
+            f"this model holds {len(styles)} styles ({', '.join(styles)}): pick one or a blend with --style"
+        )
+    weights = dict.fromkeys(styles, 0.0)
+    for part in spec.split(","):
+        name, _, weight = part.partition("=")
+        name = name.strip()
+        if name not in weights:
+            raise StylerError(f"--style: unknown style {name!r}; this model has {', '.join(styles)}")
+        try:
+            weights[name] += float(weight) if weight else 1.0
+        except ValueError:
+            raise StylerError(f"--style: weight {weight!r} of {name!r} is not a number") from None
+    total = sum(weights.values())  # finite weights can still add up to infinity: 1e308 + 1e308
+    if any(w < 0 or not math.isfinite(w) for w in weights.values()) or not (0 < total < math.inf):
+        raise StylerError(f"--style {spec!r}: weights must be non-negative with a positive sum")
+    mix = tuple(w / total for w in weights.values())
+    used = [(name, w) for name, w in zip(styles, mix, strict=True) if w > 0]
+    tag = used[0][0] if len(used) == 1 else "+".join(f"{name}{round(100 * w)}" for name, w in used)
+    return StyleChoice(_safe_name(tag), mix)
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "+-_." else "_" for c in text)
+
+
+class Stylizer:
+    """The network on its device, the chosen style, and the per-photo pipeline around it."""
+
+    def __init__(self, model: StyleModel, choice: StyleChoice, device: torch.device, precision: str = "float32"):
+        if precision == "float16" and device.type != "cuda":
+            raise StylerError("--precision float16 is for CUDA; on the CPU use bfloat16 or float32")
+        self.device, self.autocast_dtype = device, PRECISIONS[precision]
+        self.arch = model.arch
+        # torch accepts to(device, memory_format=...); its type stubs lack that overload.
+        self.network = model.build().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.style = None if choice.weights is None else torch.tensor([choice.weights], device=device)
+
+    def __call__(self, photo: Photo, strength: float = 1.0, preserve_color: bool = False) -> Photo:
+        content = image_to_tensor(photo.rgb).to(self.device)
+        result = self.stylize_finished(content, strength, preserve_color)
+        return Photo(tensor_to_image(result), photo.alpha, photo.icc_profile, photo.exif)
+
+    def stylize_finished(
+        self, content: torch.Tensor, strength: float, preserve_color: bool, offsets: list[tuple[int, int]] | None = None
+    ) -> torch.Tensor:
+        """(N, 3, H, W) in 0..255 stylized, with the photo's colours kept and blended back by strength as asked."""
+        styled = self.stylize_tensor(content, offsets)
+        if preserve_color:
+            styled = keep_colors(content, styled)
+        return styled if strength == 1.0 else torch.lerp(content, styled, strength)
+
+    @torch.inference_mode()
+    def stylize_tensor(self, content: torch.Tensor, offsets: list[tuple[int, int]] | None = None) -> torch.Tensor:
+        """(N, 3, H, W) in 0..255 to the same shape: mirror-padded to what the network needs, then cropped back.
+
+        offsets, one (rows, columns) pair per image, each below the network's size multiple, first mirror-pads that
+        many pixels at the top and left: the network's strided layers then meet the content at another phase of
+        their grid (video keeps each scene point at one phase while the camera pans, see temporal.CameraTrack).
+        """
+        height, width = content.shape[-2:]
+        multiple, smallest = self.arch.size_multiple, self.arch.min_size
+        lead = multiple - 1 if offsets else 0
+        size = max(smallest, _round_up(height + lead, multiple)), max(smallest, _round_up(width + lead, multiple))
+        if offsets:
+            padded = torch.cat(
+                [
+                    mirror_pad_to(mirror_lead(frame[None], *offset), *size)
+                    for frame, offset in zip(content, offsets, strict=True)
+                ]
+            )
+        else:
+            padded = mirror_pad_to(content, *size)
+        autocast = torch.autocast(self.device.type, self.autocast_dtype) if self.autocast_dtype else nullcontext()
+        with autocast:
+            styled = self.network(padded.contiguous(memory_format=torch.channels_last), self.style)
+        if offsets:
+            styled = torch.stack(
+                [
+                    image[:, top : top + height, left : left + width]
+                    for image, (top, left) in zip(styled, offsets, strict=True)
+                ]
+            )
+        return styled[..., :height, :width].float().clamp(0, 255)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def mirror_pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Extend (N, C, h, w) to (N, C, height, width) by mirroring at the bottom and right edges.
+
+    A reflection can add at most side-1 pixels, so tiny images are mirrored repeatedly; a 1-pixel side has nothing
+    to mirror and is repeated once first.
+    """
+    while x.shape[-2:] != (height, width):
+        h, w = x.shape[-2:]
+        if min(h, w) == 1:
+            x = F.pad(x, (0, min(1, width - w), 0, min(1, height - h)), mode="replicate")
+        else:
+            x = F.pad(x, (0, min(width - w, w - 1), 0, min(height - h, h - 1)), mode="reflect")
+    return x
+
+
+def mirror_lead(x: torch.Tensor, top: int, left: int) -> torch.Tensor:
+    """(N, C, h, w) with `top` rows and `left` columns mirrored in front: mirror_pad_to on the flipped image."""
+    if not (top or left):
+        return x
+    height, width = x.shape[-2:]
+    return mirror_pad_to(x.flip(-2, -1), height + top, width + left).flip(-2, -1)
+
+
+def keep_colors(content: torch.Tensor, styled: torch.Tensor) -> torch.Tensor:
+    """The stylized luminance with the photo's chroma (YCbCr), after Gatys et al. 2017, "Controlling perceptual
+    factors in neural style transfer": adding the luma difference to every channel leaves Cb and Cr unchanged."""
+    return (content + luma(styled - content)).clamp(0, 255)
+
+
+def target_size(size: tuple[int, int], scale: float | None, max_size: int | None) -> tuple[int, int]:
+    """--scale first, then --max-size shrinks the long side; each side stays at least one pixel."""
+    width, height = size
+    factor = scale or 1.0
+    if max_size is not None:
+        factor = min(factor, max_size / max(width, height))
+    return max(1, round(width * factor)), max(1, round(height * factor))
