@@ -407,7 +407,7 @@ def train(
         str | None,
         typer.Option(
             help="Start from this model's weights, a shipped name or a file (same architecture; fine-tune or warm "
-            "start)."
+            f"start); none: from scratch{_default('init')}."
         ),
     ] = None,
 ) -> None:

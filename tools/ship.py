@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from styler.errors import StylerError
+from styler.model.architecture import architecture
 from styler.model.model_files import (
+    BASE_MODEL,
     load_model_file,
     manifest_entry,
     models_dir,
@@ -22,6 +25,7 @@ from styler.model.model_files import (
     save_model,
     write_manifest,
 )
+from styler.training.config import BASE_ARCH
 
 _PUBLIC_DOMAIN = (
     "public domain (artist died more than 70 years ago; a faithful photograph of a 2-D work adds no copyright)"
@@ -92,16 +96,37 @@ def ship(trained: Path, name: str, description: str, directory: Path, style_name
     return target
 
 
+def ship_base(trained: Path, directory: Path) -> Path:
+    """Copy a reconstruction network (trained with --style-weight 0) into `directory` as the base model that
+    `styler train` starts from by default, in float16; it is not a style, so it gets no manifest entry."""
+    model = load_model_file(trained)
+    if model.training.get("style_weight") != 0 or model.arch.num_styles != 1:
+        raise StylerError(f"{trained}: not a one-network reconstruction run (--style-weight 0)")
+    if replace(model.arch, num_styles=1) != architecture(BASE_ARCH):
+        raise StylerError(f"{trained}: the base model must be the {BASE_ARCH} network")
+    training = {**model.training, "styles": [], "data": "BSDS500 (386 photos; non-commercial research licence)"}
+    target = directory / f"{BASE_MODEL}.pth"
+    save_model(target, model.build(), ["photo"], training, half=True)
+    load_model_file(target).build()  # float16 round trip
+    return target
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trained", type=Path, help="a model file written by styler train")
-    parser.add_argument("--name", required=True, help="what users type: --model NAME")
+    parser.add_argument("--name", help="what users type: --model NAME")
+    parser.add_argument("--base", action="store_true", help="ship it as the base model train starts from")
     parser.add_argument("--description", default="", help="one line for styler models")
     parser.add_argument("--style-names", help="comma-separated new names for the model's styles, in order")
     parser.add_argument("--models-dir", type=Path, default=None, help="default: this repository's models/")
     arguments = parser.parse_args(argv)
     try:
         names = arguments.style_names.split(",") if arguments.style_names else None
+        if arguments.base:
+            print(ship_base(arguments.trained, arguments.models_dir or models_dir()))
+            return 0
+        if not arguments.name:
+            raise StylerError("give --name (or --base)")
         print(
             ship(arguments.trained, arguments.name, arguments.description, arguments.models_dir or models_dir(), names)
         )

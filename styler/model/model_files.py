@@ -306,9 +306,19 @@ def manifest_entry(
     )
 
 
+# The network `styler train` starts from by default: the johnson network trained to reconstruct photos (VGG16
+# content loss alone). Not a style, so not in the manifest that `styler models` and `stylize` list.
+BASE_MODEL = "base"
+
+
 def resolve_model(name_or_path: str, directory: Path | None = None) -> StyleModel:
-    """A shipped model by manifest name (its sha256 checked), or any model file by path."""
+    """A shipped model by manifest name (its sha256 checked), the base model by its name, or any model file by path."""
     directory = directory or models_dir()
+    if name_or_path == BASE_MODEL:
+        path = directory / f"{BASE_MODEL}.pth"
+        if not path.is_file():
+            raise StylerError(f"the base model is missing: no {path}")
+        return load_model_file(path)
     entries = read_manifest(directory)
     for entry in entries:
         if entry.name == name_or_path:

@@ -14,7 +14,7 @@ from typing import Literal, get_args
 from styler.devices import check_device
 from styler.errors import StylerError
 from styler.model.architecture import ARCHITECTURES, architecture
-from styler.model.model_files import StyleModel, resolve_model
+from styler.model.model_files import BASE_MODEL, StyleModel, resolve_model
 
 LossNetwork = Literal["vgg16", "random", "teacher"]  # the --loss-net choices
 LOSS_NETWORKS: tuple[str, ...] = get_args(LossNetwork)
@@ -32,7 +32,7 @@ class LossWeights:
 # faces readable after the content-first start, TV around a percent of the total. Random features: the losses are
 # relative to their targets, so the weights are ratios. How these were chosen: docs/training.md.
 DEFAULT_WEIGHTS = {
-    "vgg16": LossWeights(content=1e5, style=3e8, tv=1e5, color=5e8),
+    "vgg16": LossWeights(content=1e5, style=1e9, tv=1e5, color=5e8),
     "random": LossWeights(content=1.0, style=1e3, tv=10.0),
     # Distillation: the content term is the mean squared pixel difference (0..1 scale) from the teacher's output.
     "teacher": LossWeights(content=1.0, style=0.0, tv=0.0),
@@ -47,6 +47,10 @@ DEFAULT_CONTENT_STEPS = {"vgg16": 100}
 # input, the random features' 11x11 filters at 1/4 need 44 pixels).
 MIN_IMAGE_SIZE = 64
 DEFAULT_STYLE_RAMP = {"vgg16": 50}
+# --init by default: the shipped base network (it reconstructs photos) for the johnson network with VGG16, which it
+# fits; it replaces the content-only steps, so a new painting starts painting at once.
+AUTO_INIT = "auto"
+BASE_ARCH, BASE_LOSS_NET = "johnson", "vgg16"
 
 
 @dataclass
@@ -80,7 +84,8 @@ class TrainConfig:
     preview_every: int = 100
     checkpoint_every: int = 100
     keep_checkpoints: int = 3
-    init: str | None = None  # a model file whose weights the network starts from
+    # A model whose weights the network starts from: AUTO_INIT is the base model where it fits, "none" from scratch.
+    init: str | None = AUTO_INIT
     teachers: tuple[str, ...] = ()  # distillation: trained models (names or files), one per style, instead of styles
     # Content first: steps with the content loss alone, then steps over which the style weight rises linearly from
     # 0 to its value; None: DEFAULT_CONTENT_STEPS (from scratch only) and DEFAULT_STYLE_RAMP.
@@ -128,7 +133,13 @@ class TrainConfig:
         # keeps the photo: it needs no content-only steps.
         default_ramp = 0 if self.teachers else DEFAULT_STYLE_RAMP.get(self.loss_net, 0)
         style_ramp = default_ramp if self.style_ramp is None else self.style_ramp
-        default_content_steps = 0 if self.teachers or self.init else DEFAULT_CONTENT_STEPS.get(self.loss_net, 0)
+        init = self.init
+        if init == AUTO_INIT:
+            fits = self.arch == BASE_ARCH and self.loss_net == BASE_LOSS_NET and not self.teachers
+            init = BASE_MODEL if fits else None
+        elif init == "none":
+            init = None
+        default_content_steps = 0 if self.teachers or init else DEFAULT_CONTENT_STEPS.get(self.loss_net, 0)
         content_steps = default_content_steps if self.content_steps is None else self.content_steps
         at_least_zero["style_ramp"] = style_ramp
         at_least_zero["content_steps"] = content_steps
@@ -173,7 +184,7 @@ class TrainConfig:
             out=str(out),
             checkpoint_dir=str(checkpoint_dir),
             vgg_weights=str(Path(self.vgg_weights).expanduser().resolve()) if self.vgg_weights else None,
-            init=model_reference(self.init) if self.init else None,
+            init=model_reference(init) if init else None,
             content_weight=weights.content,
             style_weight=weights.style,
             tv_weight=weights.tv,
@@ -265,7 +276,9 @@ def default_text(name: str) -> str:
         return ", ".join(f"{DEFAULT_STYLE_RAMP.get(net, 0)} with {net}" for net in ("vgg16", "random"))
     if name == "content_steps":
         stated = ", ".join(f"{DEFAULT_CONTENT_STEPS.get(net, 0)} with {net}" for net in ("vgg16", "random"))
-        return f"{stated}; 0 with --init or --teacher"
+        return f"{stated}; 0 with --teacher or --init, which is base by default with johnson"
+    if name == "init":
+        return f"{BASE_MODEL}, a shipped network that reconstructs photos, for --arch {BASE_ARCH} with {BASE_LOSS_NET}"
     value = getattr(TrainConfig(), name)
     if isinstance(value, bool):
         return "on" if value else "off"

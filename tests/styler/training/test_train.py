@@ -29,13 +29,14 @@ from styler.cli import app
 from styler.errors import StylerError
 from styler.model.architecture import architecture
 from styler.model.checkpoints import read as read_checkpoint
-from styler.model.model_files import load_model_file
+from styler.model.model_files import BASE_MODEL, load_model_file, read_manifest, resolve_model
+from styler.model.network import TransformerNet
 from styler.training import losses
 from styler.training.config import DEFAULT_WEIGHTS, RECIPE_FIELDS, LossWeights, TrainConfig
 from styler.training.data import collate
 from styler.training.processes import Processes
 from styler.training.random_features import RandomFeatureNetwork
-from styler.training.trainer import Training
+from styler.training.trainer import Training, start_from
 from styler.training.vgg16 import VGG16Features
 
 # Biases that add a per-channel constant which a later instance norm subtracts again (convolutions feeding one, and
@@ -163,19 +164,34 @@ def test_vgg16_loss_trains_with_a_weights_file(run_cli, photos, style, tmp_path)
     assert result.exit_code == 0, result.stderr
     training = load_model_file(tmp_path / "model.pth").training
     assert training["loss_network"] == "vgg16" and training["vgg_weights"] == "vgg16.pth"
-    assert training["content_weight"] == 1e5 and training["style_weight"] == 3e8
+    assert training["content_weight"] == 1e5 and training["style_weight"] == 1e9 and training["color_weight"] == 5e8
     assert training["content_steps"] == 100 and training["style_ramp"] == 50 and training["style_size"] == 256
 
 
 def test_content_first_by_default_with_vgg16_from_scratch(photos, tiny_model):
-    scratch = TrainConfig(styles=("a.png",), data=str(photos)).checked()
-    assert (scratch.content_steps, scratch.style_ramp) == (100, 50)
+    scratch = TrainConfig(styles=("a.png",), data=str(photos), init="none").checked()
+    assert (scratch.content_steps, scratch.style_ramp, scratch.init) == (100, 50, None)
+    lite = TrainConfig(styles=("a.png",), data=str(photos), arch="lite").checked()
+    assert (lite.content_steps, lite.init) == (100, None)  # the base model is a johnson network
     warm = TrainConfig(styles=("a.png",), data=str(photos), init=str(tiny_model)).checked()
     assert (warm.content_steps, warm.style_ramp) == (0, 50)  # an --init network already keeps the photo
     chosen = TrainConfig(styles=("a.png",), data=str(photos), content_steps=7).checked()
     assert chosen.content_steps == 7
     with pytest.raises(StylerError, match="^--content-steps -1: must be 0 or more"):
         TrainConfig(styles=("a.png",), data=str(photos), content_steps=-1).checked()
+
+
+def test_johnson_runs_start_from_the_shipped_base_model_by_default(photos, style, tmp_path):
+    config = TrainConfig(styles=(str(style),), data=str(photos)).checked()
+    assert (config.init, config.content_steps, config.style_ramp) == (BASE_MODEL, 0, 50)
+    base = resolve_model(BASE_MODEL)
+    assert base.arch == architecture("johnson") and base.training["style_weight"] == 0  # it reconstructs photos
+    network = TransformerNet(architecture("johnson"))
+    start_from(network, config.init)
+    started, shipped = network.state_dict(), base.build().state_dict()
+    assert started.keys() == shipped.keys() and all(torch.equal(started[key], shipped[key]) for key in started)
+    assert TrainConfig(styles=(str(style),), data=str(photos), teachers=(), loss_net="random").checked().init is None
+    assert BASE_MODEL not in {entry.name for entry in read_manifest()}  # not a style: styler models does not list it
 
 
 def test_style_ramp_raises_the_style_weight_from_zero(photos, style, tmp_path):
@@ -479,13 +495,15 @@ def test_help_states_the_real_defaults():
         assert float(stated[name].group(1)) == getattr(defaults, name), name
     assert stated["device"].group(1) == defaults.device and stated["arch"].group(1) == defaults.arch
     assert stated["channels_last"].group(1) == "off" and not defaults.channels_last
-    for term in ("content", "style", "tv"):
+    for term in ("content", "style", "tv", "color"):
         values = re.fullmatch(r"(\S+) with vgg16, (\S+) with random", stated[f"{term}_weight"].group(1)).groups()
         expected = (getattr(DEFAULT_WEIGHTS["vgg16"], term), getattr(DEFAULT_WEIGHTS["random"], term))
         assert tuple(map(float, values)) == expected
     assert stated["content_weight"].group(1) == "1e5 with vgg16, 1 with random"  # written as a person would
     assert stated["style_ramp"].group(1) == "50 with vgg16, 0 with random"
-    assert stated["content_steps"].group(1) == "100 with vgg16, 0 with random; 0 with --init or --teacher"
+    expected = "100 with vgg16, 0 with random; 0 with --teacher or --init, which is base by default with johnson"
+    assert stated["content_steps"].group(1) == expected
+    assert stated["init"].group(1) == "base, a shipped network that reconstructs photos, for --arch johnson with vgg16"
     assert float(stated["style_size"].group(1)) == defaults.style_size
 
 
