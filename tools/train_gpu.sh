@@ -2,7 +2,7 @@
 # Train every shipped style in one go on a GPU, inside a fixed time budget (GPU time is lent here in ~15-minute
 # slices, start-up included): tools/train_gpu.sh OUT_DIR [SECONDS]
 #
-# Same recipe as tools/train.sh (recon, each painting from it with a style ramp, mix, lite distilled from each
+# Same recipe as tools/train.sh (base, each painting from it with the default style and colour weights, mix, lite distilled from each
 # johnson model, first pixel by pixel, then through VGG16 features) at batch 4 with --amp and channels_last, and many more steps. Each stage gets its share of the
 # budget and is stopped with SIGTERM when it runs out, which makes styler save a checkpoint; the stage is then
 # finished from that checkpoint (`--resume ... --max-steps` the step it reached), so every stage leaves a model.
@@ -23,7 +23,7 @@ AMP=""
 [ "$DEVICE" = cuda ] && AMP="--amp"
 mkdir -p "$OUT"
 START=$(date +%s)
-STAGES=11  # recon, three paintings, mix, three lite in two stages each
+STAGES=11  # base, three paintings, mix, three lite in two stages each
 
 # stage NAME SHARE STEPS ARGS...: train OUT/NAME.pth for at most STEPS*SCALE steps and SHARE/STAGES of the budget.
 stage() {
@@ -59,15 +59,16 @@ stage() {
 }
 
 # shellcheck disable=SC2086
-stage recon 1 400 --style "$STYLES/vangogh_starry_night.jpg" --style-weight 0 --lr 3e-3 --batch-size 4 ${LOSS_ARGS:-}
+stage base 1 400 --style "$STYLES/vangogh_starry_night.jpg" --style-weight 0 --color-weight 0 --lr 3e-3 --batch-size 4 --init none \
+    --content-steps 0 ${LOSS_ARGS:-}
 for pair in vangogh_starry_night:starry hokusai_great_wave:wave kandinsky_composition_vii:kandinsky; do
     image=${pair%%:*} name=${pair##*:}
     # shellcheck disable=SC2086
-    stage "$name" 1 2000 --style "$STYLES/$image.jpg" --style-size 256 --init "$OUT/recon.pth" --batch-size 4 \
-        --content-weight 1e5 --style-weight 3e8 --style-ramp 200 ${LOSS_ARGS:-}
+    stage "$name" 1 2000 --style "$STYLES/$image.jpg" --style-size 256 --init "$OUT/base.pth" --batch-size 4 \
+        --style-ramp 200 ${LOSS_ARGS:-}
 done
 stage mix 2 3000 --teacher "$OUT/starry.pth" --teacher "$OUT/wave.pth" --teacher "$OUT/kandinsky.pth" \
-    --init "$OUT/recon.pth" --lr 3e-3 --batch-size 4
+    --init "$OUT/base.pth" --lr 3e-3 --batch-size 4
 for painting in starry wave kandinsky; do  # not $name: stage() sets it
     stage "$painting-lite-pixel" 1 2000 --arch lite --teacher "$OUT/$painting.pth" --lr 3e-3 --batch-size 8
     # shellcheck disable=SC2086

@@ -50,7 +50,7 @@ def test_every_stage_leaves_a_model(environment, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     lite = [f"{name}-lite{stage}" for name in ("starry", "wave", "kandinsky") for stage in ("-pixel", "")]
-    names = ["recon", "starry", "wave", "kandinsky", "mix", *lite]
+    names = ["base", "starry", "wave", "kandinsky", "mix", *lite]
     for name in names:
         assert (out / name / "step-0000002.ckpt").is_file() and (out / f"{name}.log").is_file(), name
         model = load_model_file(out / f"{name}.pth")
@@ -72,4 +72,4 @@ def test_an_exhausted_budget_stops_without_starting_a_stage(environment, tmp_pat
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "no time left for recon" in result.stderr and not list((tmp_path / "out").glob("*.pth"))
+    assert "no time left for base" in result.stderr and not list((tmp_path / "out").glob("*.pth"))
