@@ -291,6 +291,7 @@ def test_distillation_through_vgg16_features(run_cli, photos, tiny_model, tmp_pa
     training = load_model_file(tmp_path / "m.pth").training
     assert training["loss_network"] == "vgg16" and training["teachers"] == ["tiny.pth"]
     assert training["style_ramp"] == 0  # the teacher's output is already stylized: nothing to learn first
+    assert (training["style_weight"], training["color_weight"]) == (3e8, 0.0)  # not the painting runs' 1e9 and 5e8
     refused = run_cli("train", "--teacher", tiny_model, "--loss-net", "random", "--data", photos,
                       "--out", tmp_path / "r.pth")  # fmt: skip
     assert refused.exit_code == 2 and "--loss-net random" in refused.stderr and refused.stderr.count("\n") == 1
