@@ -80,7 +80,7 @@ class TrainConfig:
     seed: int = 42
     max_steps: int | None = None
     device: str = "auto"
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC through both networks and our instance norm: 1.2x a float32 step on a CPU
     amp: bool = False
     workers: int = 2
     arch: str = "johnson"

@@ -495,7 +495,7 @@ def test_help_states_the_real_defaults():
     for name in ("epochs", "batch_size", "image_size", "lr", "seed", "workers", "preview_every", "keep_checkpoints"):
         assert float(stated[name].group(1)) == getattr(defaults, name), name
     assert stated["device"].group(1) == defaults.device and stated["arch"].group(1) == defaults.arch
-    assert stated["channels_last"].group(1) == "off" and not defaults.channels_last
+    assert stated["channels_last"].group(1) == "on" and defaults.channels_last
     for term in ("content", "style", "tv", "color"):
         values = re.fullmatch(r"(\S+) with vgg16, (\S+) with random", stated[f"{term}_weight"].group(1)).groups()
         expected = (getattr(DEFAULT_WEIGHTS["vgg16"], term), getattr(DEFAULT_WEIGHTS["random"], term))
