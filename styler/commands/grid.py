@@ -102,7 +102,8 @@ def main(inputs: list[str], options: GridOptions) -> None:
     # --overwrite or not, the sheet never replaces a photo or a model it reads; a read-only folder is found now.
     OutputPlan([*(job.input for job in jobs), *models], overwrite).check(output)
     columns = columns_for(models, pick_device(options.device))
-    photos = [read_photo(job.input, DEFAULT_MAX_PIXELS) for job in jobs]
+    advice = "shrink it first, or stylize it alone with `styler stylize --max-pixels`"
+    photos = [read_photo(job.input, DEFAULT_MAX_PIXELS, bomb_advice=advice) for job in jobs]
     cells = [
         [render_cell(photo, column, cell) for column in columns]
         for photo in tqdm(photos, unit="photo", file=sys.stderr, disable=True if len(photos) < 2 else None)
