@@ -315,7 +315,7 @@ def load_vgg16_weights(path: Path | None) -> tuple[dict[str, Tensor], Path]:
     try:
         contents = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for bytes that are not a state_dict
-        reason = foreign_file_kind(source) or load_failure(error)[:120]
+        reason = foreign_file_kind(source) or load_failure(error, source)
         raise StylerError(f"{source}: not {expected_kind}: {reason}") from None
     if isinstance(contents, dict) and contents.get("format") == FORMAT:
         contents = contents.get("state_dict")
