@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from styler.devices import pick_device
 from styler.errors import StylerError
+from styler.io.files import shown_name
 from styler.io.images import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo, writer_for
 from styler.io.inputs import expand_inputs
 from styler.io.outputs import OutputPlan
@@ -110,4 +111,4 @@ def main(inputs: list[str], options: GridOptions) -> None:
     ]
     sheet_image = assemble(cells, [column.caption for column in columns], cell)
     write_photo(output, Photo(sheet_image, None, None), overwrite=overwrite)  # a sheet written meanwhile is kept
-    print(output)
+    print(shown_name(str(output)))

@@ -195,3 +195,25 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return status.st_dev, status.st_ino
+
+
+def shown_name(name: str) -> str:
+    """A file name for a line of plain output: as it is when printable, else in bash's $'...' quoting with its control
+    characters and undecodable bytes escaped, so that each name stays on one line and `eval` gives it back (--json
+    gives names exactly)."""
+    if name.isprintable():
+        return name
+    escaped = []
+    for character in name:
+        code = ord(character)
+        if character in "\\'":
+            escaped.append("\\" + character)
+        elif character.isprintable():
+            escaped.append(character)
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, as os.fsdecode keeps it
+            escaped.append(f"\\x{code - 0xDC00:02x}")
+        else:
+            escaped.append(
+                f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+            )
+    return "$'" + "".join(escaped) + "'"

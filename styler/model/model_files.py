@@ -59,6 +59,11 @@ class StyleModel:
     styler_version: str | None = None
     path: Path | None = None
 
+    @property
+    def name(self) -> str:
+        """What the user called it: a shipped model's name (its file's stem) or the model file's stem."""
+        return self.path.stem if self.path else self.styles[0]
+
     def build(self) -> TransformerNet:
         """The network in eval mode with these weights (float32, CPU)."""
         from styler.model.network import TransformerNet

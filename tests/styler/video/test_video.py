@@ -201,7 +201,7 @@ def test_default_output_name_beside_the_input_and_no_overwriting(run_cli, clip, 
     source.write_bytes(clip.read_bytes())
     first = run_cli("video", source, "-m", "starry-lite", "--duration", "0.2")
     assert first.exit_code == 0, first.stderr
-    assert first.stdout.strip() == str(tmp_path / "holiday-starry.mp4")
+    assert first.stdout.strip() == str(tmp_path / "holiday-starry-lite.mp4")
     again = run_cli("video", source, "-m", "starry-lite", "--duration", "0.2")
     assert again.exit_code == 2 and "exists (pass --overwrite to replace it)" in again.stderr
     onto_input = run_cli("video", source, "-m", "starry-lite", "-o", source, "--overwrite")
