@@ -135,15 +135,15 @@ def test_strength_zero_returns_the_photo_itself(run_cli, tiny_model, make_image)
     assert np.array_equal(pixels(source.with_name("photo-tiny.png")), pixels(source))
 
 
-def test_strength_blends_linearly(run_cli, tiny_model, make_image, tmp_path):
+@pytest.mark.parametrize("strength", [0.5, 0.2])  # 0.2 tells s from 1 - s, which 0.5 cannot
+def test_strength_blends_linearly(run_cli, tiny_model, make_image, tmp_path, strength):
     source = make_image("photo.png", 31, 17)
-    for strength in ("1", "0.5"):
+    for value in (1, strength):
         assert (
-            stylize(run_cli, tiny_model, source, "--strength", strength, "-o", tmp_path / f"s{strength}.png").exit_code
-            == 0
+            stylize(run_cli, tiny_model, source, "--strength", value, "-o", tmp_path / f"s{value}.png").exit_code == 0
         )
-    full, half = pixels(tmp_path / "s1.png"), pixels(tmp_path / "s0.5.png")
-    assert np.abs(half - (full + pixels(source)) / 2).max() <= 1.0
+    full, blended = pixels(tmp_path / "s1.png"), pixels(tmp_path / f"s{strength}.png")
+    assert np.abs(blended - (strength * full + (1 - strength) * pixels(source))).max() <= 1.0
 
 
 def test_exif_rotation_is_applied_before_stylizing(run_cli, tiny_model, tmp_path, random_pixels):
@@ -165,6 +165,18 @@ def test_alpha_is_kept_and_the_colour_stylized(run_cli, tiny_model, tmp_path, ra
     assert output.shape == (20, 30, 4)
     assert np.array_equal(output[..., 3], rgba[..., 3])
     assert not np.array_equal(output[..., :3], rgba[..., :3])
+
+
+def test_alpha_is_kept_resized_through_max_size(run_cli, tiny_model, tmp_path, random_pixels):
+    rgba = random_pixels(60, 40, 4)
+    rgba[..., 3] = np.where(np.arange(60) < 30, 0, 255)  # left half clear, right half opaque
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "logo.png")
+    assert stylize(run_cli, tiny_model, tmp_path / "logo.png", "--max-size", "30").exit_code == 0
+    output = pixels(tmp_path / "logo-tiny.png")
+    assert output.shape == (20, 30, 4)
+    expected = Image.fromarray(rgba[..., 3]).resize((30, 20), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    assert np.array_equal(output[..., 3], np.asarray(expected))
+    assert (output[:, :12, 3] == 0).all() and (output[:, 18:, 3] == 255).all()
 
 
 def test_alpha_is_composited_onto_white_for_jpeg_output(run_cli, tiny_model, tmp_path):
