@@ -58,11 +58,12 @@ class StyleModel:
     training: dict[str, Any] = field(default_factory=dict)
     styler_version: str | None = None
     path: Path | None = None
+    shipped_name: str | None = None  # the manifest's name, for a shipped model
 
     @property
     def name(self) -> str:
-        """What the user called it: a shipped model's name (its file's stem) or the model file's stem."""
-        return self.path.stem if self.path else self.styles[0]
+        """What the user calls it: a shipped model's name, else the model file's name without its extension."""
+        return self.shipped_name or (self.path.stem if self.path else self.styles[0])
 
     def build(self) -> TransformerNet:
         """The network in eval mode with these weights (float32, CPU)."""
@@ -324,7 +325,9 @@ def resolve_model(name_or_path: str, directory: Path | None = None) -> StyleMode
                 raise StylerError(f"shipped model {entry.name!r} is missing its file {path}")
             if sha256_of(path) != entry.sha256:
                 raise StylerError(f"{path}: does not match the sha256 in the manifest (damaged or replaced file)")
-            return load_model_file(path)
+            model = load_model_file(path)
+            model.shipped_name = entry.name
+            return model
     path = Path(name_or_path).expanduser()
     if path.exists():
         return load_model_file(path)

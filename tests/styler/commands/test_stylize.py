@@ -475,6 +475,9 @@ def test_two_models_of_one_style_write_different_names(run_cli, make_image, tmp_
 def test_the_output_tag_names_the_model_unless_it_is_named_after_its_style(file, styles, tag):
     model = StyleModel(architecture("lite"), styles, {}, path=Path("/models") / file)
     assert output_tag(model, choose_style(None, styles).tag) == tag
+    named = Path(file).stem  # a shipped model is called by its manifest name, whatever its file is called
+    shipped = StyleModel(architecture("lite"), styles, {}, path=Path("/models/file.pth"), shipped_name=named)
+    assert output_tag(shipped, choose_style(None, styles).tag) == tag
 
 
 def test_a_bad_model_is_one_line_and_exit_2(run_cli, make_image, tmp_path):
