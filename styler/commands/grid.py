@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from styler.devices import pick_device
 from styler.errors import StylerError
+from styler.io.files import shown_name
 from styler.io.images import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo, writer_for
 from styler.io.inputs import expand_inputs
 from styler.io.outputs import OutputPlan
@@ -102,11 +103,12 @@ def main(inputs: list[str], options: GridOptions) -> None:
     # --overwrite or not, the sheet never replaces a photo or a model it reads; a read-only folder is found now.
     OutputPlan([*(job.input for job in jobs), *models], overwrite).check(output)
     columns = columns_for(models, pick_device(options.device))
-    photos = [read_photo(job.input, DEFAULT_MAX_PIXELS) for job in jobs]
+    advice = "shrink it first, or stylize it alone with `styler stylize --max-pixels`"
+    photos = [read_photo(job.input, DEFAULT_MAX_PIXELS, bomb_advice=advice) for job in jobs]
     cells = [
         [render_cell(photo, column, cell) for column in columns]
         for photo in tqdm(photos, unit="photo", file=sys.stderr, disable=True if len(photos) < 2 else None)
     ]
     sheet_image = assemble(cells, [column.caption for column in columns], cell)
     write_photo(output, Photo(sheet_image, None, None), overwrite=overwrite)  # a sheet written meanwhile is kept
-    print(output)
+    print(shown_name(str(output)))

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from styler import __version__
 from styler.devices import check_device, pick_device
 from styler.errors import StylerError
-from styler.io.files import os_error_text
+from styler.io.files import os_error_text, shown_name
 from styler.io.images import (
     DEFAULT_MAX_PIXELS,
     WRITERS,
@@ -32,7 +32,7 @@ from styler.io.inputs import STDIO, Job, expand_inputs
 from styler.io.outputs import OutputPlan, names_folder, output_name, ready_folder
 from styler.memory import is_out_of_memory, keep_freed_memory
 from styler.model.model_files import resolve_model
-from styler.model.stylizer import PRECISIONS, Stylizer, choose_style, target_size
+from styler.model.stylizer import PRECISIONS, Stylizer, choose_style, output_tag, target_size
 
 DEFAULT_OUTPUT_SUFFIX = (
     ".png"  # for inputs whose own format styler does not write (gif, psd, ...): lossless, keeps alpha
@@ -163,11 +163,12 @@ def prepare(arguments: list[str], options: StylizeOptions) -> tuple[Stylizer, li
     folders given are not images."""
     model = resolve_model(options.model)
     choice = choose_style(options.style, model.styles)
+    tag = output_tag(model, choice.tag)
     not_images: list[Path] = []
     jobs = expand_inputs(arguments, options.recursive, not_images)
-    own = skip_own_outputs(jobs, choice.tag)
+    own = skip_own_outputs(jobs, tag)
     jobs = [job for job in jobs if job not in own]
-    plan_outputs(jobs, choice.tag, options)
+    plan_outputs(jobs, tag, options)
     stylizer = Stylizer(model, choice, pick_device(options.device), options.precision)
     return stylizer, jobs, len(own), len(not_images)
 
@@ -243,7 +244,7 @@ def main(inputs: list[str], options: StylizeOptions) -> bool:
             if options.json_output:
                 tqdm.write(result.as_json(), file=sys.stdout)
             elif result.output and result.output != str(STDIO):  # the image itself went to standard output
-                tqdm.write(result.output, file=sys.stdout)
+                tqdm.write(shown_name(result.output), file=sys.stdout)
             bar.update()
     seconds = time.perf_counter() - started
     images = len(jobs) - skipped_in_run

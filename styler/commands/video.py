@@ -7,11 +7,11 @@ from pathlib import Path
 
 from styler.devices import pick_device
 from styler.errors import StylerError
-from styler.io.files import os_error_text
+from styler.io.files import os_error_text, shown_name
 from styler.io.outputs import OutputPlan, names_folder, output_name, ready_folder
 from styler.memory import keep_freed_memory
 from styler.model.model_files import resolve_model
-from styler.model.stylizer import Stylizer, choose_style
+from styler.model.stylizer import Stylizer, choose_style, output_tag
 from styler.video.options import VideoOptions
 from styler.video.transcode import CONTAINERS, DEFAULT_SUFFIX, VideoResult, import_av, stylize_one
 
@@ -44,7 +44,7 @@ def main(inputs: list[str], options: VideoOptions) -> bool:
             raise StylerError(f"{source}: no such file" if not source.exists() else f"{source}: not a file")
     model = resolve_model(options.model)
     choice = choose_style(options.style, model.styles)
-    targets = plan_outputs(sources, choice.tag, options)
+    targets = plan_outputs(sources, output_tag(model, choice.tag), options)
     stylizer = Stylizer(model, choice, pick_device(options.device), options.precision)
     failures = 0
     for source, target in zip(sources, targets, strict=True):
@@ -60,5 +60,5 @@ def main(inputs: list[str], options: VideoOptions) -> bool:
         if options.json_output:
             print(result.as_json(), flush=True)
         elif result.output:
-            print(result.output, flush=True)
+            print(shown_name(result.output), flush=True)
     return failures == 0

@@ -96,17 +96,51 @@ def write_atomically(path: Path, write, overwrite: bool = True) -> None:
         raise
 
 
-def load_failure(error: Exception) -> str:
+def load_failure(error: Exception, path: Path | None = None) -> str:
     """torch.load's error as a short reason. Its weights-only refusals are paragraphs of advice (with terminal escape
-    codes) ending in the one fact that matters: the Python object the file wanted to create or call."""
+    codes) ending in the one fact that matters: the Python object the file wanted to create or call. Its other errors
+    are a first sentence of fact followed by advice ("This is an internal miniz error. If you are seeing..."): only
+    the fact is kept, without the file's name, which the caller's message already starts with."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(error).split()))
+    if path is not None:
+        text = text.replace(f"'{path}'", "the file").replace(str(path), "the file")
     if text.startswith("Weights only load failed"):
         name = re.search(r"GLOBAL (\S+) was not an allowed global", text)
         if name:
             return f"it refers to {name.group(1)}; styler loads only tensors and plain data, never code"
         detail = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
-        return f"not tensors and plain data: {detail.group(1).strip() if detail else 'refused by weights-only loading'}"
-    return text[:200] or type(error).__name__
+        found = detail.group(1).strip().rstrip(".") if detail else "refused by weights-only loading"
+        return f"not tensors and plain data: {found}"
+    fact = re.split(r"(?<=[.!?]) (?=[A-Z])", text)[0].rstrip(".").removeprefix("PytorchStreamReader ")
+    return _within(fact, 160) or type(error).__name__
+
+
+def _within(text: str, limit: int) -> str:
+    """`text`, or its first words within `limit` characters and "...": never a word cut in two."""
+    return text if len(text) <= limit else text[: text.rfind(" ", 0, limit - 3)].rstrip(" ,;:") + "..."
+
+
+def unloadable_reason(path: Path, error: Exception, expected: str) -> str:
+    """Why torch.load could not read `path`, in words for "PATH: not a readable X (REASON)": what the file is instead
+    and what was `expected`, or for a torch file (a zip) the damage torch found."""
+    kind = foreign_file_kind(path)
+    if kind == "the file is empty":
+        return kind
+    if kind is not None:
+        return f"{kind}; expected {expected}"
+    reason = load_failure(error, path)
+    try:
+        with open(path, "rb") as file:
+            zipped = file.read(4) == b"PK\x03\x04"  # torch's zip format
+    except OSError:
+        zipped = False
+    if not zipped or reason.startswith("it refers to"):
+        return reason
+    # Inside torch's own zip format, bytes that are no pickle instruction are damage, not a foreign pickle.
+    unsupported = re.fullmatch(r"not tensors and plain data: Unsupported (operand \S+)", reason)
+    if unsupported:
+        return f"damaged data: unsupported {unsupported.group(1)}"
+    return reason if reason.startswith("not tensors") else f"a damaged or truncated torch file: {reason}"
 
 
 IMAGE_SIGNATURES = (
@@ -161,3 +195,25 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return status.st_dev, status.st_ino
+
+
+def shown_name(name: str) -> str:
+    """A file name for a line of plain output: as it is when printable, else in bash's $'...' quoting with its control
+    characters and undecodable bytes escaped, so that each name stays on one line and `eval` gives it back (--json
+    gives names exactly)."""
+    if name.isprintable():
+        return name
+    escaped = []
+    for character in name:
+        code = ord(character)
+        if character in "\\'":
+            escaped.append("\\" + character)
+        elif character.isprintable():
+            escaped.append(character)
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, as os.fsdecode keeps it
+            escaped.append(f"\\x{code - 0xDC00:02x}")
+        else:
+            escaped.append(
+                f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+            )
+    return "$'" + "".join(escaped) + "'"

@@ -84,9 +84,16 @@ def check_readable_file(path: Path) -> None:
         raise StylerError(f"{path}: is {kind}, not a regular file; expected an image file")
 
 
-def read_photo(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, data: bytes | None = None) -> Photo:
+# What a decompression-bomb refusal advises: the way past the limit depends on the command (only stylize has it).
+RAISE_THE_LIMIT = "raise the limit with --max-pixels if the file is trusted"
+
+
+def read_photo(
+    path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, data: bytes | None = None, bomb_advice: str = RAISE_THE_LIMIT
+) -> Photo:
     """Decode an image file completely, or raise StylerError with the reason in one line. data: the file's bytes
-    (standard input), `path` then only names it in messages."""
+    (standard input), `path` then only names it in messages; bomb_advice: what a refusal over `max_pixels` says to
+    do."""
     if data is None:
         check_readable_file(path)
     try:
@@ -101,8 +108,7 @@ def read_photo(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, data: bytes | N
                 exif, from_styler = _exif_and_mark(image)  # after turning: it removes the orientation tag
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise StylerError(
-            f"{path}: refused as a possible decompression bomb (more than {max_pixels:,} pixels; "
-            "raise the limit with --max-pixels if the file is trusted)"
+            f"{path}: refused as a possible decompression bomb (more than {max_pixels:,} pixels; {bomb_advice})"
         ) from None
     except FileNotFoundError:
         raise StylerError(f"{path}: no such file") from None

@@ -7,7 +7,7 @@ instance norm, Dumoulin et al. 2017). `ARCHITECTURES` names the two configuratio
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from styler.errors import StylerError
 
@@ -76,3 +76,10 @@ def architecture(name: str | None, num_styles: int = 1) -> Architecture:
     if name not in ARCHITECTURES:
         raise StylerError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     return Architecture(**{**ARCHITECTURES[name].to_dict(), "num_styles": num_styles})
+
+
+def architecture_name(arch: Architecture) -> str | None:
+    """The --arch name of `arch`'s shape (whatever its number of styles); None for a shape --arch does not offer."""
+    return next(
+        (name for name, known in ARCHITECTURES.items() if replace(known, num_styles=arch.num_styles) == arch), None
+    )

@@ -19,7 +19,7 @@ from typing import Any
 
 from styler import __version__
 from styler.errors import StylerError
-from styler.io.files import foreign_file_kind, load_failure, write_atomically
+from styler.io.files import unloadable_reason, write_atomically
 from styler.model.architecture import ARCHITECTURES, FORMER_ARCHITECTURES
 
 FORMAT = "styler-checkpoint"
@@ -149,9 +149,8 @@ def read(path: Path, flag: str = "--resume") -> Checkpoint:
     try:
         contents = load(path)
     except Exception as error:  # torch.load raises many types for damaged or foreign files
-        kind = foreign_file_kind(path)
-        reason = f"{kind}; expected a step-NNNNNNN.ckpt written by `styler train`" if kind else load_failure(error)
-        raise StylerError(f"{flag} {path}: not a readable checkpoint ({reason[:160]})") from None
+        reason = unloadable_reason(path, error, "a step-NNNNNNN.ckpt written by `styler train`")
+        raise StylerError(f"{flag} {path}: not a readable checkpoint ({reason})") from None
     return Checkpoint.from_dict(contents, path, flag)
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from styler import __version__
 from styler.errors import StylerError
-from styler.io.files import foreign_file_kind, load_failure, sha256_of, write_atomically
+from styler.io.files import sha256_of, unloadable_reason, write_atomically
 from styler.model import checkpoints
 from styler.model.architecture import Architecture
 
@@ -58,6 +58,12 @@ class StyleModel:
     training: dict[str, Any] = field(default_factory=dict)
     styler_version: str | None = None
     path: Path | None = None
+    shipped_name: str | None = None  # the manifest's name, for a shipped model
+
+    @property
+    def name(self) -> str:
+        """What the user calls it: a shipped model's name, else the model file's name without its extension."""
+        return self.shipped_name or (self.path.stem if self.path else self.styles[0])
 
     def build(self) -> TransformerNet:
         """The network in eval mode with these weights (float32, CPU)."""
@@ -128,16 +134,8 @@ def load_model_file(path: Path) -> StyleModel:
             warnings.simplefilter("ignore")  # e.g. about old pickle protocols: the error line below says enough
             contents = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for non-model bytes; all mean "not a model file"
-        reason = load_failure(error)
-        with open(path, "rb") as file:
-            start = file.read(4)
-        kind = foreign_file_kind(path)
-        if kind == "the file is empty":
-            reason = kind
-        elif kind is not None:
-            reason = f"{kind}; expected a model written by `styler train` or a fast_neural_style state_dict"
-        elif start == b"PK\x03\x04" and not reason.startswith(("it refers to", "not tensors")):  # torch's zip format
-            reason = f"a damaged or truncated torch file: {reason}"
+        expected = "a model written by `styler train` or a fast_neural_style state_dict"
+        reason = unloadable_reason(path, error, expected)
         raise StylerError(f"{path}: not a readable model file ({reason})") from None
     if isinstance(contents, dict) and contents.get("format") == FORMAT:
         model = _from_styler_dict(contents, path)
@@ -327,7 +325,9 @@ def resolve_model(name_or_path: str, directory: Path | None = None) -> StyleMode
                 raise StylerError(f"shipped model {entry.name!r} is missing its file {path}")
             if sha256_of(path) != entry.sha256:
                 raise StylerError(f"{path}: does not match the sha256 in the manifest (damaged or replaced file)")
-            return load_model_file(path)
+            model = load_model_file(path)
+            model.shipped_name = entry.name
+            return model
     path = Path(name_or_path).expanduser()
     if path.exists():
         return load_model_file(path)

@@ -4,6 +4,7 @@ needs, and the optional colour preservation and strength. Shared by the commands
 from __future__ import annotations
 
 import math
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -14,6 +15,9 @@ from styler.errors import StylerError
 from styler.io.images import Photo, image_to_tensor, luma, tensor_to_image
 from styler.model.model_files import StyleModel
 
+# A --style weight: digits with an optional fraction and exponent (what a person types), nothing float() merely
+# tolerates such as 1_000, inf or nan.
+PLAIN_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -39,17 +43,38 @@ def choose_style(spec: str | None, styles: list[str]) -> StyleChoice:
         name = name.strip()
         if name not in weights:
             raise StylerError(f"--style: unknown style {name!r}; this model has {', '.join(styles)}")
-        try:
-            weights[name] += float(weight) if weight else 1.0
-        except ValueError:
-            raise StylerError(f"--style: weight {weight!r} of {name!r} is not a number") from None
+        if weight and not PLAIN_NUMBER.fullmatch(weight):  # float() would also take 1_000, inf and nan
+            raise StylerError(f"--style: weight {weight!r} of {name!r} is not a number such as 0.7 or 3")
+        weights[name] += float(weight) if weight else 1.0
     total = sum(weights.values())  # finite weights can still add up to infinity: 1e308 + 1e308
     if any(w < 0 or not math.isfinite(w) for w in weights.values()) or not (0 < total < math.inf):
         raise StylerError(f"--style {spec!r}: weights must be non-negative with a positive sum")
     mix = tuple(w / total for w in weights.values())
     used = [(name, w) for name, w in zip(styles, mix, strict=True) if w > 0]
-    tag = used[0][0] if len(used) == 1 else "+".join(f"{name}{round(100 * w)}" for name, w in used)
+    tag = used[0][0] if len(used) == 1 else "+".join(f"{name}{_percent(w)}" for name, w in used)
     return StyleChoice(_safe_name(tag), mix)
+
+
+def _percent(share: float) -> str:
+    """A used style's share of a blend in percent, for output names: whole percents where they are exact enough,
+    else as many decimals as keep it off 0 and 100 (starry=1000,wave=1 is starry99.9+wave0.1)."""
+    value = 100 * share
+    for decimals in range(16):
+        text = f"{value:.{decimals}f}"
+        if 0 < float(text) < 100:
+            return text
+    return f"{value:.1e}"
+
+
+def output_tag(model: StyleModel, style_tag: str) -> str:
+    """What a model's outputs are named with, <stem>-<tag>: the style (or blend) alone when the model is named after
+    it (starry, a my-style.pth trained on my-style.jpg), so those keep their names; else the model's name comes
+    first, so that two models never write the same name: mix-starry beside starry, step-0000200-stripes for a
+    checkpoint, and the model's name alone when it begins with the style's (starry-lite)."""
+    name = _safe_name(model.name)
+    if name == style_tag or name.startswith(f"{style_tag}-"):
+        return name
+    return f"{name}-{style_tag}"
 
 
 def _safe_name(text: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from styler.devices import check_device
-from styler.errors import StylerError
+from styler.errors import StylerError, under_option
 from styler.model.architecture import ARCHITECTURES, architecture
 from styler.model.model_files import BASE_MODEL, StyleModel, resolve_model
 
@@ -237,7 +237,7 @@ def teacher_model(reference: str) -> StyleModel:
     try:
         return resolve_model(reference)
     except StylerError as error:
-        raise StylerError(f"--teacher {reference}: {error}") from None
+        raise under_option("--teacher", reference, error) from None
 
 
 # What a checkpoint fixes: a resumed run may change where files go, how long it runs and how, not what it learns.

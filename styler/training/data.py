@@ -23,11 +23,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from styler.errors import StylerError
+from styler.errors import StylerError, under_option
 from styler.io.files import one_line
 from styler.io.images import DEFAULT_MAX_PIXELS, read_photo, to_uint8_tensor
 from styler.io.inputs import walk_images
-from styler.training.config import TrainConfig
+from styler.training.config import MIN_IMAGE_SIZE, TrainConfig
 from styler.training.random_features import RandomFeatureNetwork
 
 PREVIEW_PHOTOS = 4
@@ -211,19 +211,35 @@ def find_photos(config: TrainConfig) -> TrainingPhotos:
     return TrainingPhotos(photos, skipped, preview_paths, preview_crops, held_out)
 
 
+# A painting must have at least this many pixels a side as the file holds it (the smallest --image-size and
+# --style-size): scaled up from fewer it is a blur, a 1x1 or 8x8 image a flat colour, with no strokes to learn.
+MIN_STYLE_SIDE = MIN_IMAGE_SIZE
+STYLE_BOMB_ADVICE = (
+    "train has no --max-pixels: scale the painting down first, it is used at --style-size pixels long side anyway"
+)
+
+
 def load_style_image(path: str, style_size: int | None) -> Tensor:
     """(3, H, W) uint8, scaled so its long side is `style_size` (when given)."""
-    image = read_photo(Path(path)).rgb
+    try:
+        image = read_photo(Path(path), bomb_advice=STYLE_BOMB_ADVICE).rgb
+    except StylerError as error:
+        raise under_option("--style", path, error) from None
+    if min(image.size) < MIN_STYLE_SIDE:
+        raise StylerError(
+            f"--style {path}: {image.width}x{image.height} is too small a painting to learn strokes from "
+            f"(at least {MIN_STYLE_SIDE} pixels a side)"
+        )
     if style_size is not None:
         scale = style_size / max(image.size)
-        image = image.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS
-        )
-    if min(image.size) < RandomFeatureNetwork.min_size:
-        raise StylerError(
-            f"--style {path}: {image.width}x{image.height} is too small "
-            f"(at least {RandomFeatureNetwork.min_size} pixels a side)"
-        )
+        scaled = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+        if min(scaled) < RandomFeatureNetwork.min_size:
+            raise StylerError(
+                f"--style {path}: {image.width}x{image.height} scaled to a long side of --style-size {style_size} is "
+                f"{scaled[0]}x{scaled[1]}, under {RandomFeatureNetwork.min_size} pixels a side; crop it to a less "
+                "elongated shape or raise --style-size"
+            )
+        image = image.resize(scaled, Image.Resampling.LANCZOS)
     return to_uint8_tensor(image)
 
 

@@ -37,5 +37,11 @@ def resolve_config(given: dict) -> tuple[TrainConfig, Checkpoint | None]:
                 f"{flag(name)} {given[name]!r} differs from the checkpoint's {getattr(saved, name)!r}; "
                 "a resumed run keeps what it learns (start a new run to change it)"
             )
+    if given.get("max_steps") is not None and given["max_steps"] <= checkpoint.step:
+        # Nothing to train: the run would only write the checkpoint's network as --out, which is not what was asked.
+        raise StylerError(
+            f"--resume {resume}: already at step {checkpoint.step}; --max-steps {given['max_steps']} trains "
+            "nothing (give more steps)"
+        )
     # --overwrite is a decision about this command's --out, not part of the run a checkpoint records.
     return replace(saved, **({"overwrite": False} | given)).checked(), checkpoint

@@ -16,12 +16,12 @@ import torch
 from torch import Tensor, nn
 
 from styler.devices import cpu_has_bfloat16
-from styler.errors import StylerError
+from styler.errors import StylerError, under_option
 from styler.io.files import one_line
 from styler.io.outputs import OutputPlan, ready_folder, write_problem
 from styler.memory import available_memory
 from styler.model import checkpoints
-from styler.model.architecture import Architecture, architecture
+from styler.model.architecture import Architecture, architecture, architecture_name
 from styler.model.checkpoints import Checkpoint, checkpoint_files
 from styler.model.model_files import resolve_model
 from styler.model.network import TransformerNet
@@ -111,12 +111,19 @@ def start_from(network: TransformerNet, path: Path | str) -> None:
     try:
         model = resolve_model(str(path))  # a shipped model's name, as --model takes, or a file
     except StylerError as error:
-        raise StylerError(f"--init {path}: {error}") from None
+        raise under_option("--init", path, error) from None
     wanted, given = network.arch, model.arch
-    if replace(given, num_styles=wanted.num_styles) != wanted or given.num_styles not in (1, wanted.num_styles):
+    name, given_name = Path(str(path)).name, architecture_name(given)
+    if replace(given, num_styles=wanted.num_styles) != wanted:
+        trains = f"this run trains {architecture_name(wanted)}"
+        if given_name:
+            raise StylerError(f"--init {path}: {name} is a {given_name} model; use --arch {given_name} ({trains})")
+        shape = f"width {given.width:g}, {given.residual_blocks} residual blocks, stem stride {given.stem_stride}"
+        raise StylerError(f"--init {path}: {name}'s network ({shape}) is neither johnson nor lite ({trains})")
+    if given.num_styles not in (1, wanted.num_styles):
         raise StylerError(
-            f"--init {path}: a {given.to_dict()} network cannot start a {wanted.to_dict()} one "
-            "(same width, blocks and stem; one style or as many as trained)"
+            f"--init {path}: {name} holds {given.num_styles} styles and this run trains {wanted.num_styles}; start "
+            "from a one-style model or one with as many styles"
         )
     own = network.state_dict()
     weights = {

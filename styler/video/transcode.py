@@ -142,9 +142,15 @@ class VideoJob:
         if pending:
             self._encode(pending, progress)
         if not self.frames_done:
-            raise StylerError(
-                f"{self.source}: no video frames" + (f" after {window.start:g} s" if window.start else "")
+            start, duration, frame = window.start, window.duration, 1 / float(self.frame_rate)
+            where = "" if duration is None else f" between {start:g} s and {start + duration:g} s"
+            where = where or (f" after {start:g} s" if start else "")
+            short = (
+                f"; --duration {duration:g} s is shorter than a frame ({frame:.3g} s)"
+                if duration and duration < frame
+                else ""
             )
+            raise StylerError(f"{self.source}: no video frames{where}{short}")
         for packet in self.out_video.encode(None):
             self.output.mux(packet)
         if self.audio_path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from helpers import claimed_size_png  # tests/helpers.py (pytest puts tests/ on sys.path)
 from PIL import Image
 
 from styler.commands.grid import CAPTION_HEIGHT, GAP
@@ -55,3 +56,13 @@ def test_the_sheet_never_replaces_an_input_photo(run_cli, make_image, tiny_model
     result = run_cli("grid", source, "-m", tiny_model, "-o", source, "--overwrite", "--cell", "16")
     assert result.exit_code == 2 and "refusing to overwrite an input" in result.stderr
     assert source.read_bytes() == before
+
+
+def test_an_oversized_photo_gets_advice_that_grid_can_follow(run_cli, tiny_model, tmp_path):
+    photo = claimed_size_png(tmp_path / "huge.png", 20_000, 20_000)
+    result = run_cli("grid", photo, "-m", tiny_model, "-o", tmp_path / "sheet.png")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        "decompression bomb" in result.stderr and "stylize it alone with `styler stylize --max-pixels`" in result.stderr
+    )
+    assert "raise the limit with --max-pixels" not in result.stderr and not (tmp_path / "sheet.png").exists()

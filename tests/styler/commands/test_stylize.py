@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -12,10 +13,15 @@ import pytest
 import torch
 from helpers import REPOSITORY  # tests/helpers.py (pytest puts tests/ on sys.path)
 from PIL import Image
+from typer.testing import CliRunner
 
 from styler import __version__
+from styler.cli import app, complete_model
 from styler.errors import StylerError
-from styler.model.stylizer import choose_style, keep_colors, mirror_pad_to, target_size
+from styler.io.files import shown_name
+from styler.model.architecture import architecture
+from styler.model.model_files import StyleModel
+from styler.model.stylizer import choose_style, keep_colors, mirror_pad_to, output_tag, target_size
 
 # What each odd image must give: readable ones an output of their oriented size, the rest one error line.
 ODD_IMAGES_THAT_FAIL = {
@@ -129,15 +135,15 @@ def test_strength_zero_returns_the_photo_itself(run_cli, tiny_model, make_image)
     assert np.array_equal(pixels(source.with_name("photo-tiny.png")), pixels(source))
 
 
-def test_strength_blends_linearly(run_cli, tiny_model, make_image, tmp_path):
+@pytest.mark.parametrize("strength", [0.5, 0.2])  # 0.2 tells s from 1 - s, which 0.5 cannot
+def test_strength_blends_linearly(run_cli, tiny_model, make_image, tmp_path, strength):
     source = make_image("photo.png", 31, 17)
-    for strength in ("1", "0.5"):
+    for value in (1, strength):
         assert (
-            stylize(run_cli, tiny_model, source, "--strength", strength, "-o", tmp_path / f"s{strength}.png").exit_code
-            == 0
+            stylize(run_cli, tiny_model, source, "--strength", value, "-o", tmp_path / f"s{value}.png").exit_code == 0
         )
-    full, half = pixels(tmp_path / "s1.png"), pixels(tmp_path / "s0.5.png")
-    assert np.abs(half - (full + pixels(source)) / 2).max() <= 1.0
+    full, blended = pixels(tmp_path / "s1.png"), pixels(tmp_path / f"s{strength}.png")
+    assert np.abs(blended - (strength * full + (1 - strength) * pixels(source))).max() <= 1.0
 
 
 def test_exif_rotation_is_applied_before_stylizing(run_cli, tiny_model, tmp_path, random_pixels):
@@ -159,6 +165,18 @@ def test_alpha_is_kept_and_the_colour_stylized(run_cli, tiny_model, tmp_path, ra
     assert output.shape == (20, 30, 4)
     assert np.array_equal(output[..., 3], rgba[..., 3])
     assert not np.array_equal(output[..., :3], rgba[..., :3])
+
+
+def test_alpha_is_kept_resized_through_max_size(run_cli, tiny_model, tmp_path, random_pixels):
+    rgba = random_pixels(60, 40, 4)
+    rgba[..., 3] = np.where(np.arange(60) < 30, 0, 255)  # left half clear, right half opaque
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "logo.png")
+    assert stylize(run_cli, tiny_model, tmp_path / "logo.png", "--max-size", "30").exit_code == 0
+    output = pixels(tmp_path / "logo-tiny.png")
+    assert output.shape == (20, 30, 4)
+    expected = Image.fromarray(rgba[..., 3]).resize((30, 20), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    assert np.array_equal(output[..., 3], np.asarray(expected))
+    assert (output[:, :12, 3] == 0).all() and (output[:, 18:, 3] == 255).all()
 
 
 def test_alpha_is_composited_onto_white_for_jpeg_output(run_cli, tiny_model, tmp_path):
@@ -383,7 +401,8 @@ def test_a_multi_style_model_needs_a_style_and_can_blend(run_cli, tiny_multi_sty
     assert stylize(run_cli, tiny_multi_style_model, source, "--style", "wave").exit_code == 0
     assert stylize(run_cli, tiny_multi_style_model, source, "--style", "starry=0.7,wave=0.3").exit_code == 0
     assert stylize(run_cli, tiny_multi_style_model, source, "--style", "starry").exit_code == 0
-    wave, blend, starry = (pixels(tmp_path / f"photo-{tag}.png") for tag in ("wave", "starry70+wave30", "starry"))
+    tags = ("multi-wave", "multi-starry70+wave30", "multi-starry")  # the model's name first: it is not the style's
+    wave, blend, starry = (pixels(tmp_path / f"photo-{tag}.png") for tag in tags)
     assert not np.array_equal(wave, starry) and not np.array_equal(blend, starry) and not np.array_equal(blend, wave)
 
 
@@ -408,6 +427,57 @@ def test_style_blends_are_normalized_and_named():
     assert choose_style(None, ["candy"]).tag == "candy" and choose_style(None, ["candy"]).weights is None
     with pytest.raises(StylerError, match="single style 'candy'"):
         choose_style("mosaic", ["candy"])
+
+
+@pytest.mark.parametrize(
+    "spec, tag",
+    [
+        ("starry=1000,wave=1", "starry99.9+wave0.1"),  # a used style never shows as 0, nor the other as 100
+        ("starry=1,wave=100000", "starry0.001+wave99.999"),
+        ("starry=1,wave=2", "starry33+wave67"),
+        ("starry=0.7, wave=0.3", "starry70+wave30"),
+    ],
+)
+def test_blend_tags_name_every_used_style_above_0(spec, tag):
+    assert choose_style(spec, ["starry", "wave"]).tag == tag
+
+
+@pytest.mark.parametrize("weight", ["1_000", "inf", "nan", "0x10", "1.2.3", "½"])
+def test_a_blend_weight_is_a_plain_number(weight):
+    with pytest.raises(StylerError, match=f"weight '{weight}' of 'starry' is not a number"):
+        choose_style(f"starry={weight},wave=1", ["starry", "wave"])
+
+
+def test_two_models_of_one_style_write_different_names(run_cli, make_image, tmp_path):
+    source = make_image("photo.png", 16, 12)
+    for model in ("starry", "starry-lite"):
+        assert run_cli("stylize", source, "-m", model).exit_code == 0
+    assert run_cli("stylize", source, "-m", "mix", "--style", "starry").exit_code == 0
+    assert run_cli("stylize", source, "-m", "mix", "--style", "starry=3,wave=1").exit_code == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "photo-mix-starry.png",
+        "photo-mix-starry75+wave25.png",
+        "photo-starry-lite.png",
+        "photo-starry.png",
+        "photo.png",
+    ]
+
+
+@pytest.mark.parametrize(
+    "file, styles, tag",
+    [
+        ("starry.pth", ["starry"], "starry"),  # named after its style: the name outputs always had
+        ("starry-lite.pth", ["starry"], "starry-lite"),
+        ("step-0000200.ckpt", ["stripes"], "step-0000200-stripes"),  # checkpoints of one run: told apart
+        ("model.pth", ["stripes"], "model-stripes"),
+    ],
+)
+def test_the_output_tag_names_the_model_unless_it_is_named_after_its_style(file, styles, tag):
+    model = StyleModel(architecture("lite"), styles, {}, path=Path("/models") / file)
+    assert output_tag(model, choose_style(None, styles).tag) == tag
+    named = Path(file).stem  # a shipped model is called by its manifest name, whatever its file is called
+    shipped = StyleModel(architecture("lite"), styles, {}, path=Path("/models/file.pth"), shipped_name=named)
+    assert output_tag(shipped, choose_style(None, styles).tag) == tag
 
 
 def test_a_bad_model_is_one_line_and_exit_2(run_cli, make_image, tmp_path):
@@ -545,9 +615,9 @@ def test_rerunning_over_a_folder_skips_stylers_own_outputs(run_cli, tiny_model, 
     # another model's run recognises the output by the mark in its metadata, not only by its name
     other = run_cli("stylize", folder, "-m", tiny_multi_style_model, "--style", "wave")
     assert other.exit_code == 0, other.stderr
-    assert sorted(path.name for path in folder.iterdir()) == ["a-tiny.png", "a-wave.png", "a.png"]
+    assert sorted(path.name for path in folder.iterdir()) == ["a-multi-wave.png", "a-tiny.png", "a.png"]
     # named explicitly, an output is stylized like any photo
-    assert stylize(run_cli, tiny_model, folder / "a-wave.png").exit_code == 0
+    assert stylize(run_cli, tiny_model, folder / "a-multi-wave.png").exit_code == 0
 
 
 def test_the_same_file_given_twice_is_stylized_once(run_cli, tiny_model, make_image, tmp_path):
@@ -555,6 +625,46 @@ def test_the_same_file_given_twice_is_stylized_once(run_cli, tiny_model, make_im
     result = stylize(run_cli, tiny_model, source, source, tmp_path / "." / "a.png", tmp_path)
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [str(tmp_path / "a-tiny.png")]
+
+
+def test_plain_output_prints_one_line_per_file_that_the_shell_reads_back(run_cli, tiny_model, make_image, tmp_path):
+    odd = make_image("two\nlines 'quoted'\t.png", 8, 8)
+    plain = make_image("plain name.png", 8, 8)
+    result = stylize(run_cli, tiny_model, odd, plain)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == str(tmp_path / "plain name-tiny.png") and lines[0].startswith("$'")
+    back = subprocess.run(["bash", "-c", f"printf %s {lines[0]}"], capture_output=True, text=True, check=True)
+    assert back.stdout == str(tmp_path / "two\nlines 'quoted'\t-tiny.png")
+
+
+def test_names_that_are_not_utf8_are_escaped_byte_for_byte():
+    name = os.fsdecode(b"/photos/caf\xe9\x1b[31m.png")  # Latin-1 bytes and a terminal escape sequence
+    assert shown_name(name) == "$'/photos/caf\\xe9\\x1b[31m.png'"
+    assert shown_name("/photos/café.png") == "/photos/café.png"
+
+
+@pytest.mark.parametrize(
+    "words, expected",
+    [
+        ("styler stylize a.jpg -m starry", ["starry", "starry-lite"]),
+        ("styler video a.mp4 -m mi", ["mix"]),
+        ("styler grid a.jpg -m wave", ["wave", "wave-lite"]),
+    ],
+)
+def test_completion_offers_the_shipped_models_for_m(words, expected):
+    environment = {"_STYLER_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": "4"}
+    result = CliRunner().invoke(app, [], env=environment, prog_name="styler")
+    assert result.exit_code == 0 and result.stdout.split() == expected
+
+
+def test_completion_offers_model_files_and_folders(tmp_path, monkeypatch):
+    for name in ("mine.pth", "run.ckpt", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "checkpoints").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert [value for value, _ in complete_model("")][-3:] == ["checkpoints/", "mine.pth", "run.ckpt"]
+    assert complete_model(f"{tmp_path}/m") == [(f"{tmp_path}/mine.pth", "")]
 
 
 def test_a_fifo_given_as_input_is_refused_instead_of_hanging(run_cli, tiny_model, make_image, tmp_path):

@@ -91,3 +91,23 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_flag(tmp_path, damage, mess
     with pytest.raises(StylerError, match="^--resume .*bad.ckpt: ") as error:
         checkpoints.read(tmp_path / "bad.ckpt")
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda data: data[: len(data) // 2], "(a damaged or truncated torch file: failed reading zip archive: "),
+        (lambda data: data[:100] + b"\x17" * 50 + data[150:], "(damaged data: unsupported operand 23)"),
+    ],
+)
+def test_a_damaged_checkpoint_file_is_one_clean_line(tmp_path, damage, reason):
+    """torch's own text goes on with advice ("This is an internal miniz error. If you are seeing..."): only its
+    first sentence is kept, whole, and the file is named once."""
+    checkpoints.write(tmp_path, checkpoint(), keep=1)
+    path = checkpoints.file_for(tmp_path, 3)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(StylerError) as error:
+        checkpoints.read(path)
+    message = str(error.value)
+    assert message.startswith(f"--resume {path}: not a readable checkpoint {reason}") and message.endswith(")")
+    assert message.count(str(path)) == 1 and "\n" not in message and "miniz" not in message and len(message) < 250

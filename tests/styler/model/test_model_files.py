@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import pickle
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -141,18 +141,46 @@ def test_a_truncated_model_file_gives_one_line(tmp_path):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda data: data[: len(data) // 2], "a damaged or truncated torch file: failed reading zip archive: "),
+        (lambda data: data[:-30], "a damaged or truncated torch file: failed reading zip archive: failed "),
+        (lambda data: data[:100] + b"\x17" * 50 + data[150:], "damaged data: unsupported operand 23"),
+    ],
+)
+def test_a_damaged_model_file_is_one_clean_line_naming_it_once(tmp_path, damage, reason):
+    """torch's own text goes on with advice ("This is an internal miniz error. If you are seeing..."): only its
+    first sentence is kept, whole, and the file is named once."""
+    (tmp_path / "bad.pth").write_bytes(damage((REPOSITORY / "models" / "starry-lite.pth").read_bytes()))
+    with pytest.raises(StylerError) as error:
+        load_model_file(tmp_path / "bad.pth")
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'bad.pth'}: not a readable model file ({reason}")
+    assert message.endswith(")") and "." not in message.removeprefix(str(tmp_path / "bad.pth")).split("(", 1)[1]
+    assert message.count("bad.pth") == 1 and "\n" not in message and len(message) < 250
+
+
 class Payload:
-    """Unpickling this would run code; weights_only loading must refuse it."""
+    """Unpickling this runs code: it creates the file `marker`. weights_only loading must refuse it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
 
     def __reduce__(self):
-        return (os.system, ("echo pwned",))
+        return (open, (str(self.marker), "w"))
 
 
-def test_pickled_code_is_refused(tmp_path):
+def test_pickled_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "payload-ran"
     with open(tmp_path / "evil.pth", "wb") as file:
-        pickle.dump({"conv1.conv2d.weight": Payload()}, file)
+        pickle.dump({"conv1.conv2d.weight": Payload(marker)}, file)
     with pytest.raises(StylerError, match="not a readable model file"):
         load_model_file(tmp_path / "evil.pth")
+    assert not marker.exists()
+    with open(tmp_path / "evil.pth", "rb") as file:  # the payload is live: loading the unsafe way runs it
+        pickle.load(file)["conv1.conv2d.weight"].close()
+    assert marker.exists()
 
 
 @pytest.mark.parametrize(

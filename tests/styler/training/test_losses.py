@@ -110,6 +110,26 @@ def test_losses_vanish_when_output_is_the_content_in_its_own_style():
     assert terms.style.item() < 1e-10
 
 
+def test_the_vgg16_content_term_is_the_mse_of_relu2_2_features_computed_directly():
+    """The paper's content layer, from torchvision's own VGG16 layers and ImageNet normalization, written out here
+    rather than taken from VGG16Features, so that a wrong layer index, layer name or normalization there shows."""
+    from torchvision.models import vgg16
+
+    torch.manual_seed(0)
+    reference = vgg16().features.eval()
+    network = VGG16Features(reference[:23].state_dict())
+    relu2_2 = reference[:9]  # conv1_1, relu, conv1_2, relu, pool, conv2_1, relu, conv2_2, relu
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
+    content, output = torch.rand(2, 3, 48, 40) * 255, torch.rand(2, 3, 48, 40) * 255
+    with torch.no_grad():
+        expected = (relu2_2((output / 255 - mean) / std) - relu2_2((content / 255 - mean) / std)).square().mean()
+    terms = PerceptualLoss(network, [torch.rand(1, 3, 48, 48) * 255], LossWeights(3.0, 0.0, 0.0))(output, content)
+    torch.testing.assert_close(terms.content, 3.0 * expected, rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("loss_network", [RandomFeatureNetwork, VGG16Features])
 def test_batch_loss_is_the_mean_of_per_image_losses(loss_network):
     # What makes a batch split over processes (DDP, gradients averaged) equal to one process with the whole batch.

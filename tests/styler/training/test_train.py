@@ -112,7 +112,38 @@ def test_init_starts_from_a_model_file_and_a_single_style_starts_every_style(run
     johnson = run_cli(
         *tiny_run(photos, style, tmp_path / "c", "--arch", "johnson", "--init", tmp_path / "a" / "model.pth")
     )
-    assert johnson.exit_code == 2 and "--init" in johnson.stderr and "cannot start" in johnson.stderr
+    expected = "model.pth is a lite model; use --arch lite (this run trains johnson)"
+    assert johnson.exit_code == 2 and expected in johnson.stderr
+
+
+@pytest.mark.parametrize(
+    "arch, init, expected",
+    [
+        ("lite", "starry", "--init starry: starry is a johnson model; use --arch johnson (this run trains lite)"),
+        ("johnson", "mix", "--init mix: mix holds 3 styles and this run trains 1; start from a one-style model"),
+        ("lite", "{tmp}/broken.pth", "--init {tmp}/broken.pth: not a readable model file (it holds binary data"),
+    ],
+)
+def test_an_init_that_cannot_start_the_run_says_why_in_words(run_cli, photos, style, tmp_path, arch, init, expected):
+    (tmp_path / "broken.pth").write_bytes(b"\x00" * 100)
+    init, expected = init.format(tmp=tmp_path), expected.format(tmp=tmp_path)
+    result = run_cli(*tiny_run(photos, style, tmp_path, "--arch", arch, "--init", init))
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert expected in result.stderr and "{" not in result.stderr, result.stderr
+    assert result.stderr.count(f"{init}:") == 1  # the model named once, not once by --init and again by the loader
+    assert not (tmp_path / "model.pth").exists()
+
+
+@pytest.mark.parametrize("max_steps", ["3", "2"])
+def test_resume_with_max_steps_at_or_below_the_checkpoint_says_so_and_writes_nothing(
+    run_cli, photos, style, tmp_path, max_steps
+):
+    assert run_cli(*tiny_run(photos, style, tmp_path)).exit_code == 0
+    checkpoint = tmp_path / "checkpoints" / "step-0000003.ckpt"
+    result = run_cli("train", "--resume", checkpoint, "--max-steps", max_steps, "--out", tmp_path / "again.pth")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert f"--resume {checkpoint}: already at step 3; --max-steps {max_steps} trains nothing" in result.stderr
+    assert not (tmp_path / "again.pth").exists()
 
 
 def test_style_weight_zero_computes_only_the_content_features(photos, style):

