@@ -85,6 +85,8 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum, frame) -> None:
+    # The next SIGTERM ends the process at once: whatever the cleanup this one starts may wait on, `kill` works twice.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise Terminated
 
 
@@ -281,14 +283,16 @@ def video(
         bool,
         typer.Option(
             "--json",
-            help="Print one JSON record per video: input, output, frames, size, frame_rate, audio, seconds, "
-            "frames_per_second, error, styler_version.",
+            help="Print one JSON record per video: input, output, frames, size, frame_rate, audio, damaged_packets, "
+            "seconds, frames_per_second, error, skipped, styler_version.",
         ),
     ] = False,
 ) -> None:
-    """Stylize videos: frame rate, timing and sound kept, steady from frame to frame (needs the [video] extra).
+    """Stylize videos: frame rate, timing, sound, colour and pixel aspect kept, steady from frame to frame (needs the
+    [video] extra).
 
-    Exit status 2 when any video failed (one line on stderr each; nothing is written for it).
+    Exit status 2 when any video failed (one line on stderr each; nothing is written for it; the others are). In a
+    batch, styler's own earlier outputs are skipped.
     """
     from styler.commands import video as run
     from styler.video.options import VideoOptions

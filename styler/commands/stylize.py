@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from styler import __version__
@@ -30,7 +31,7 @@ from styler.io.images import (
 )
 from styler.io.inputs import STDIO, Job, expand_inputs
 from styler.io.outputs import OutputPlan, names_folder, output_name, ready_folder
-from styler.memory import is_out_of_memory, keep_freed_memory
+from styler.memory import available_memory, is_out_of_memory, keep_freed_memory
 from styler.model.model_files import resolve_model
 from styler.model.stylizer import PRECISIONS, Stylizer, choose_style, output_tag, target_size
 
@@ -196,10 +197,14 @@ class OwnOutput(Exception):
 def _stylize_one(job: Job, stylizer: Stylizer, options: StylizeOptions) -> tuple[int, int]:
     if job.error:
         raise StylerError(job.error)
+    # Decoding must fit in the memory left (a 74-byte PNG can claim 100000x100000 pixels): checked from the header.
+    memory = available_memory(torch.device("cpu"))
     if job.input == STDIO:
-        photo = read_photo(Path("<standard input>"), options.max_pixels or DEFAULT_MAX_PIXELS, sys.stdin.buffer.read())
+        photo = read_photo(
+            Path("<standard input>"), options.max_pixels or DEFAULT_MAX_PIXELS, sys.stdin.buffer.read(), memory=memory
+        )
     else:
-        photo = read_photo(job.input, options.max_pixels or DEFAULT_MAX_PIXELS)
+        photo = read_photo(job.input, options.max_pixels or DEFAULT_MAX_PIXELS, memory=memory)
     if job.listed and photo.from_styler:  # an earlier run's output, of any style: stylizing it again snowballs
         raise OwnOutput
     photo = photo.resized(target_size(photo.size, options.scale, options.max_size))

@@ -1,4 +1,9 @@
-"""`styler video`: video files in, stylized video files out (video/transcode.py does each file), sound kept."""
+"""`styler video`: video files in, stylized video files out (video/transcode.py does each file), sound kept.
+
+Like `stylize`, a batch refuses per file: a missing input, an existing output or one that would overwrite an input
+gets one line and the other videos are still written; a file named twice is stylized once; in a batch, styler's
+own earlier outputs (`styler video *.mp4` run again) are skipped.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,52 @@ from pathlib import Path
 
 from styler.devices import pick_device
 from styler.errors import StylerError
-from styler.io.files import os_error_text, shown_name
+from styler.io.files import file_identity, os_error_text, shown_name
 from styler.io.outputs import OutputPlan, names_folder, output_name, ready_folder
 from styler.memory import keep_freed_memory
 from styler.model.model_files import resolve_model
 from styler.model.stylizer import Stylizer, choose_style, output_tag
 from styler.video.options import VideoOptions
-from styler.video.transcode import CONTAINERS, DEFAULT_SUFFIX, VideoResult, import_av, stylize_one
+from styler.video.transcode import CONTAINERS, DEFAULT_SUFFIX, VideoResult, import_av, is_styler_output, stylize_one
 
 
-def plan_outputs(inputs: list[Path], tag: str, options: VideoOptions) -> list[Path]:
-    """The output of each input, refusing (one line, before any work) names that would overwrite an input, each
-    other or an existing file without --overwrite, and folders that cannot be written."""
+def unique_inputs(names: list[str]) -> list[Path]:
+    """The inputs in order, each file once under whatever names it was given."""
+    seen: set[tuple[int, int]] = set()
+    sources = []
+    for name in names:
+        source = Path(name).expanduser()
+        identity = file_identity(source)
+        if identity is None or identity not in seen:
+            sources.append(source)
+        if identity is not None:
+            seen.add(identity)
+    return sources
+
+
+def own_outputs(av, sources: list[Path], tag: str) -> list[Path]:
+    """In a batch, the inputs styler wrote: those carrying its mark, and <stem>-<tag>.* beside a given <stem>.* (the
+    outputs of versions before the mark). Stylizing them again would make a-starry-starry.mp4; a video named alone
+    is always stylized."""
+    if len(sources) < 2:
+        return []
+    stems = {(source.parent, source.stem) for source in sources}
+    suffix = f"-{tag}"
+    return [
+        source
+        for source in sources
+        if source.stem.endswith(suffix)
+        and (source.parent, source.stem.removesuffix(suffix)) in stems
+        or source.is_file()
+        and is_styler_output(av, source)
+    ]
+
+
+def plan_outputs(inputs: list[Path], tag: str, options: VideoOptions) -> list[tuple[Path, Path | None, str | None]]:
+    """(input, output, refusal) for each input: the output named and claimed, or the one-line reason it cannot be
+    (a missing input, an output that would overwrite an input, another output or, without --overwrite, an existing
+    file). Mistakes about the whole run (-o naming one file for several videos, an unwritable folder) raise, before
+    any work."""
     output = None if options.output is None else Path(options.output)
     folder = None
     if options.output is not None and names_folder(options.output):
@@ -31,34 +70,61 @@ def plan_outputs(inputs: list[Path], tag: str, options: VideoOptions) -> list[Pa
         if chosen is not None:
             ready_folder(chosen)
     plan = OutputPlan(inputs, options.overwrite)
-    return [plan.check(output or output_name(source, tag, DEFAULT_SUFFIX, folder), source) for source in inputs]
+    planned: list[tuple[Path, Path | None, str | None]] = []
+    for source in inputs:
+        if not source.is_file():
+            planned.append(
+                (source, None, f"{source}: no such file" if not source.exists() else f"{source}: not a file")
+            )
+            continue
+        target = output or output_name(source, tag, DEFAULT_SUFFIX, folder)
+        planned.append((source, target, plan.refusal(target, source)))
+    return planned
 
 
 def main(inputs: list[str], options: VideoOptions) -> bool:
     """The command: stdout gets each output path (or a JSON line per video), stderr one line per failure."""
     av = import_av()
     keep_freed_memory()
-    sources = [Path(name).expanduser() for name in inputs]
-    for source in sources:
-        if not source.is_file():
-            raise StylerError(f"{source}: no such file" if not source.exists() else f"{source}: not a file")
     model = resolve_model(options.model)
     choice = choose_style(options.style, model.styles)
-    targets = plan_outputs(sources, output_tag(model, choice.tag), options)
-    stylizer = Stylizer(model, choice, pick_device(options.device), options.precision)
+    sources = unique_inputs(inputs)
+    tag = output_tag(model, choice.tag)
+    own = own_outputs(av, sources, tag)
+    planned = plan_outputs([source for source in sources if source not in own], tag, options)
+    stylizer = None
     failures = 0
-    for source, target in zip(sources, targets, strict=True):
-        try:
-            result = stylize_one(av, source, target, stylizer, options)
-        except StylerError as error:
-            result = VideoResult(str(source), error=str(error))
-        except OSError as error:
-            result = VideoResult(str(source), error=f"{target}: {os_error_text(error)}")
-        if result.error:
-            failures += 1
-            print(f"styler: error: {result.error}", file=sys.stderr)
-        if options.json_output:
-            print(result.as_json(), flush=True)
-        elif result.output:
-            print(shown_name(result.output), flush=True)
+    for source, target, refusal in planned:
+        if refusal is not None or target is None:
+            result = VideoResult(str(source), error=refusal)
+        else:
+            stylizer = stylizer or Stylizer(model, choice, pick_device(options.device), options.precision)
+            try:
+                result = stylize_one(av, source, target, stylizer, options)
+            except StylerError as error:
+                result = VideoResult(str(source), error=str(error))
+            except OSError as error:
+                result = VideoResult(str(source), error=f"{target}: {os_error_text(error)}")
+        report(result, options)
+        failures += bool(result.error)
+    for source in own:
+        report(VideoResult(str(source), skipped=True), options)
+    if own:
+        print(f"styler: skipped {len(own)} videos styler wrote (name one alone to stylize it again)", file=sys.stderr)
     return failures == 0
+
+
+def report(result: VideoResult, options: VideoOptions) -> None:
+    if result.error:
+        print(f"styler: error: {result.error}", file=sys.stderr, flush=True)
+    elif result.damaged_packets:
+        print(
+            f"styler: warning: {result.input}: {result.damaged_packets} damaged video packets skipped "
+            "(the decoder concealed the gaps)",
+            file=sys.stderr,
+            flush=True,
+        )
+    if options.json_output:
+        print(result.as_json(), flush=True)
+    elif result.output:
+        print(shown_name(result.output), flush=True)

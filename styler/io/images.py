@@ -89,11 +89,16 @@ RAISE_THE_LIMIT = "raise the limit with --max-pixels if the file is trusted"
 
 
 def read_photo(
-    path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, data: bytes | None = None, bomb_advice: str = RAISE_THE_LIMIT
+    path: Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    data: bytes | None = None,
+    bomb_advice: str = RAISE_THE_LIMIT,
+    memory: int | None = None,
 ) -> Photo:
     """Decode an image file completely, or raise StylerError with the reason in one line. data: the file's bytes
     (standard input), `path` then only names it in messages; bomb_advice: what a refusal over `max_pixels` says to
-    do."""
+    do; memory: the bytes available, which decoding must fit in (checked from the header, before decoding); None:
+    not checked."""
     if data is None:
         check_readable_file(path)
     try:
@@ -102,6 +107,7 @@ def read_photo(
             warnings.simplefilter("ignore")  # metadata oddities (bad EXIF, MPO headers) do not spoil the pixels
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with _pixel_limit(max_pixels), Image.open(path if data is None else io.BytesIO(data)) as image:
+                check_decoded_size(path, image.size, memory)
                 image.load()
                 icc_profile = image.info.get("icc_profile")
                 oriented = ImageOps.exif_transpose(image)
@@ -114,6 +120,8 @@ def read_photo(
         raise StylerError(f"{path}: no such file") from None
     except PermissionError as error:
         raise StylerError(f"{path}: cannot read ({os_error_text(error)})") from None
+    except MemoryError:
+        raise StylerError(f"{path}: not enough memory to decode it") from None
     except UnidentifiedImageError:
         raise StylerError(f"{path}: not an image file, or a format Pillow cannot read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
@@ -124,6 +132,22 @@ def read_photo(
         raise StylerError(f"{path}: image has zero size ({width}x{height})")
     rgb, alpha = _split_alpha(oriented)
     return Photo(rgb, alpha, icc_profile if _is_rgb_profile(icc_profile) else None, exif, from_styler)
+
+
+# Pillow keeps most modes (RGB among them) in 4 bytes a pixel, and the photo is then converted to RGB once more.
+DECODING_BYTES_PER_PIXEL = 8
+
+
+def check_decoded_size(path: Path, size: tuple[int, int], available: int | None) -> None:
+    """StylerError when decoding an image of `size` (read from its header) would need more than `available` bytes:
+    a small file can claim 100000x100000 pixels, and a raised --max-pixels lets it through to a MemoryError or the
+    kernel's OOM killer."""
+    needed = size[0] * size[1] * DECODING_BYTES_PER_PIXEL
+    if available is not None and needed > available:
+        raise StylerError(
+            f"{path}: {size[0]}x{size[1]} needs about {needed / 2**30:.1f} GiB to decode, more than the "
+            f"{available / 2**30:.1f} GiB of memory available"
+        )
 
 
 SOFTWARE_TAG, ORIENTATION_TAG = 0x0131, 0x0112

@@ -13,6 +13,7 @@ so a single process and several with the same global batch see the same photos a
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 import warnings
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ class Skipped:
         return f"{self.path}: {self.reason}"
 
 
-def find_images(folder: Path) -> list[Path]:
-    """Image files (by extension) anywhere under `folder`, in a fixed (sorted) order; hidden folders skipped.
+def find_images(folder: Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
+    """Image files (by extension) anywhere under `folder`, in a fixed (sorted) order; hidden folders skipped, and
+    the files and folders in `exclude` (a run's own checkpoints and previews).
 
     Symbolic links are followed (io.inputs.walk_images, the walker `stylize -r` uses too)."""
     folder = Path(folder).expanduser()
@@ -55,6 +57,8 @@ def find_images(folder: Path) -> list[Path]:
             raise StylerError(f"--data {folder}: is a file; expected a folder of training photos")
         raise StylerError(f"--data {folder}: no such folder")
     found = walk_images(folder, recursive=True, extensions=IMAGE_EXTENSIONS)
+    own = [Path(os.path.realpath(path)) for path in exclude]
+    found = [path for path in found if not any(Path(os.path.realpath(path)).is_relative_to(mine) for mine in own)]
     if not found:
         raise StylerError(f"--data {folder}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in it or below it")
     return found
@@ -80,10 +84,13 @@ def header_problem(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | No
     return None
 
 
-def scan(folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[Path], list[Skipped]]:
-    """The usable-looking photos under `folder` and the files skipped; StylerError when none is usable."""
+def scan(
+    folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS, exclude: tuple[Path, ...] = ()
+) -> tuple[list[Path], list[Skipped]]:
+    """The usable-looking photos under `folder` (less `exclude`) and the files skipped; StylerError when none is
+    usable."""
     usable, skipped = [], []
-    for path in find_images(folder):
+    for path in find_images(folder, exclude):
         problem = header_problem(path, max_pixels)
         if problem is None:
             usable.append(path)
@@ -196,7 +203,10 @@ def read_hold_out(path: Path) -> set[str]:
 
 def find_photos(config: TrainConfig) -> TrainingPhotos:
     assert config.data is not None and config.out is not None  # a checked() config names both
-    photos, skipped = scan(Path(config.data))
+    # The run's checkpoint folder may lie inside --data (--data . puts checkpoints/ there): after a resume it would
+    # train on its own preview grids. --out stays in: a photo named as --out is refused as an input of the run.
+    assert config.checkpoint_dir is not None
+    photos, skipped = scan(Path(config.data), exclude=(Path(config.checkpoint_dir),))
     if config.hold_out:
         held_names = read_hold_out(Path(config.hold_out))
         photos = [path for path in photos if path.name not in held_names]

