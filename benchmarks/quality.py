@@ -43,7 +43,7 @@ from styler.model.model_files import resolve_model
 from styler.model.stylizer import Stylizer, choose_style
 from styler.training.data import load_style_image, read_hold_out
 from styler.training.losses import gram_matrix
-from styler.training.vgg16 import VGG16Features, load_vgg16_weights
+from styler.vgg16 import VGG16Features, load_vgg16_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_SIZE = 512
