@@ -539,12 +539,23 @@ def grid(
     ] = 320,
     device: DeviceOption = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing sheet.")] = False,
+    style_image: Annotated[
+        list[Path] | None,
+        typer.Option(help="A painting for the arbitrary-style models: one column each; repeat for more."),
+    ] = None,
 ) -> None:
     """A contact sheet: one row per photo, the photo then its result with each model (each style and an equal blend
-    for a multi-style model)."""
+    for a multi-style model, each --style-image for an arbitrary-style model)."""
     from styler.commands import grid as run
 
-    options = run.GridOptions(output=output, models=tuple(model or ()), cell=cell, device=device, overwrite=overwrite)
+    options = run.GridOptions(
+        output=output,
+        models=tuple(model or ()),
+        cell=cell,
+        device=device,
+        overwrite=overwrite,
+        style_images=tuple(style_image or ()),
+    )
     run.main(inputs, options)
 
 

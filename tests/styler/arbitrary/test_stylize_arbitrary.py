@@ -197,3 +197,23 @@ def test_style_weights_must_match_the_paintings(
 def test_the_style_size_is_checked(random_vgg16, tiny_arbitrary_model):
     with pytest.raises(StylerError, match="--style-size"):
         stylizer_for(tiny_arbitrary_model, style_size=4)
+
+
+def test_grid_gives_an_arbitrary_model_one_column_per_painting(
+    run_cli, shipped_arbitrary, random_vgg16, photo_folder, painting, second_painting, tmp_path
+):
+    sheet = tmp_path / "sheet.png"
+    result = run_cli(
+        "grid", photo_folder, "-m", "arbitrary", "-m", "tiny", "--style-image", painting,
+        "--style-image", second_painting, "--cell", "32", "-o", sheet,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    width = Image.open(sheet).width
+    assert width == 4 * (32 + 6) + 6  # photo, arbitrary: painting, arbitrary: second, tiny
+
+
+def test_grid_leaves_out_the_arbitrary_model_without_paintings(run_cli, shipped_arbitrary, photo_folder, tmp_path):
+    assert run_cli("grid", photo_folder, "--cell", "32", "-o", tmp_path / "all.png").exit_code == 0
+    assert Image.open(tmp_path / "all.png").width == 2 * (32 + 6) + 6  # photo, tiny
+    refused = run_cli("grid", photo_folder, "-m", "arbitrary", "--cell", "32", "-o", tmp_path / "a.png")
+    assert refused.exit_code == 2 and "--style-image" in refused.stderr
