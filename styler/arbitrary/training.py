@@ -56,6 +56,9 @@ class ArbitraryConfig:
     photo_size: int = 300  # photos' short side before the random crop
     painting_sizes: tuple[int, int] = (256, 768)  # paintings' long side is drawn from this range before a crop
     painting_share: float = 0.5  # of the style crops, how many come from paintings (when any are given)
+    # Of the painting crops, how many get their colour channels permuted: two paintings then span six palettes,
+    # so the decoder meets colour statistics beyond the few paintings it trains with.
+    palette_shuffle: float = 0.5
     lr: float = 5e-4
     lr_end: float = 5e-5  # cosine decay to this over the run
     content_weight: float = 1.0
@@ -112,7 +115,10 @@ class Images:
             scaled = _resized(painting, long_side=long_side)
             if min(scaled.size) < self.config.image_size:
                 scaled = _resized(painting, short_side=self.config.image_size)
-            return _square_crop(to_uint8_tensor(scaled), self.config.image_size, generator)
+            crop = _square_crop(to_uint8_tensor(scaled), self.config.image_size, generator)
+            if torch.rand((), generator=generator) < self.config.palette_shuffle:
+                crop = crop[torch.randperm(3, generator=generator)]
+            return crop
         return self.photo_crop(generator)
 
     def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:

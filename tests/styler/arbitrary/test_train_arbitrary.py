@@ -60,3 +60,22 @@ def test_without_photos_or_output_it_says_what_to_give(run_cli, random_vgg16, tm
     result = run_cli("train-arbitrary", "--steps", "1")
     assert result.exit_code == 2
     assert "--data" in result.stderr and "--out" in result.stderr
+
+
+def test_painting_crops_come_at_several_palettes_and_scales(photos, tmp_path):
+    from PIL import Image
+
+    from styler.arbitrary.training import ArbitraryConfig, Images
+
+    red = tmp_path / "red.png"
+    Image.new("RGB", (120, 90), (200, 10, 10)).save(red)
+    config = ArbitraryConfig(
+        photos=[str(path) for path in sorted(photos.iterdir())], paintings=[str(red)], previews=[], out="x",
+        checkpoint_dir="y", image_size=32, painting_sizes=(40, 120), painting_share=1.0, palette_shuffle=0.5,
+    )  # fmt: skip
+    images = Images(config)
+    generator = torch.Generator().manual_seed(0)
+    crops = [images.style_crop(generator) for _ in range(40)]
+    assert all(crop.shape == (3, 32, 32) for crop in crops)
+    red_channels = {int(crop.float().mean((1, 2)).argmax()) for crop in crops}
+    assert 0 in red_channels and len(red_channels) > 1  # the original palette, and permuted ones
