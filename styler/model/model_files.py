@@ -162,7 +162,10 @@ def read_model_contents(path: Path) -> Any:
 def model_from_contents(contents: Any, path: Path) -> StyleModel:
     """A single- or multi-style model from read_model_contents' result."""
     if is_arbitrary(contents):
-        raise StylerError(f"{path}: an arbitrary-style model; give the painting with --style-image PAINTING")
+        raise StylerError(
+            f"{path}: an arbitrary-style model, which needs a painting: "
+            "`styler stylize` and `styler grid` take one with --style-image (video does not yet)"
+        )
     if isinstance(contents, dict) and contents.get("format") == FORMAT:
         model = _from_styler_dict(contents, path)
     elif isinstance(contents, dict) and contents.get("format") == checkpoints.FORMAT:
