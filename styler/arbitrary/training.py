@@ -276,9 +276,21 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def config_from_checkpoint(contents: dict[str, Any], **changes: Any) -> ArbitraryConfig:
+    """The checkpoint's config with the changes given on resuming; a change of recipe (not of where the files go)
+    is recorded in notes["resumed"] with its step, so the model file tells the run as it happened."""
     values = dict(contents["config"])
     values["painting_sizes"] = tuple(values["painting_sizes"])
-    values.update({key: value for key, value in changes.items() if value is not None})
+    given = {key: value for key, value in changes.items() if value is not None}
+    changed = {
+        key: value
+        for key, value in given.items()
+        if values.get(key) != value and key not in ("out", "checkpoint_dir", "checkpoint_every", "preview_every")
+    }
+    values.update(given)
+    if changed:
+        notes = dict(values.get("notes") or {})
+        notes["resumed"] = [*notes.get("resumed", []), {"step": int(contents["step"]), **changed}]
+        values["notes"] = notes
     return ArbitraryConfig(**values)
 
 

@@ -79,3 +79,15 @@ def test_painting_crops_come_at_several_palettes_and_scales(photos, tmp_path):
     assert all(crop.shape == (3, 32, 32) for crop in crops)
     red_channels = {int(crop.float().mean((1, 2)).argmax()) for crop in crops}
     assert 0 in red_channels and len(red_channels) > 1  # the original palette, and permuted ones
+
+
+def test_a_recipe_changed_on_resuming_is_recorded_with_its_step(run_cli, random_vgg16, photos, tmp_path):
+    assert run_cli(*tiny(photos, tmp_path, "--steps", "2")).exit_code == 0
+    result = run_cli(
+        "train-arbitrary", "--resume", tmp_path / "ck" / "step-0000002.ckpt", "--steps", "3", "--style-weight", "4",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    training = arbitrary_model_from(
+        read_model_contents(tmp_path / "arbitrary.pth"), tmp_path / "arbitrary.pth"
+    ).training
+    assert training["style_weight"] == 4 and training["resumed"] == [{"step": 2, "steps": 3, "style_weight": 4}]
