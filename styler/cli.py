@@ -151,6 +151,13 @@ def stylize(
     style_size: Annotated[
         int | None, typer.Option(help="The painting's long side in pixels: its strokes' scale (default: 512).")
     ] = None,
+    match_colors: Annotated[
+        bool,
+        typer.Option(
+            "--match-colors/--no-match-colors",
+            help="With --style-image: give the result the painting's colour statistics (after the decoder).",
+        ),
+    ] = True,
     output: Annotated[
         str | None,  # a string, not a Path, which would drop the trailing slash of "-o newdir/"
         typer.Option(
@@ -205,6 +212,7 @@ def stylize(
         style_images=tuple(style_image or ()),
         style_weights=tuple(style_weight or ()),
         style_size=style_size,
+        match_colors=match_colors,
         output=output,
         output_dir=output_dir,
         style=style,

@@ -63,6 +63,7 @@ class ArbitraryStylizer:
         device: torch.device,
         precision: str = "float32",
         style_size: int = DEFAULT_STYLE_SIZE,
+        match_colors: bool = True,
     ) -> None:
         if precision == "float16" and device.type != "cuda":
             raise StylerError("--precision float16 is for CUDA; on the CPU use bfloat16 or float32")
@@ -73,14 +74,17 @@ class ArbitraryStylizer:
         self.encoder = Encoder(weights).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.decoder = model.build().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.multiple = self.decoder.size_multiple
-        self._statistics: dict[Path, StyleStatistics] = {}
+        self.match_colors = match_colors
+        # Per painting file: its statistics at CONTENT_LAYER and its pixels' per-channel statistics (its palette).
+        self._statistics: dict[Path, tuple[StyleStatistics, StyleStatistics]] = {}
         self.style: StyleStatistics | None = None
+        self.palette: StyleStatistics | None = None
 
     def _autocast(self):
         return torch.autocast(self.device.type, self.autocast_dtype) if self.autocast_dtype else nullcontext()
 
-    def painting_statistics(self, path: Path) -> StyleStatistics:
-        """The painting's statistics at CONTENT_LAYER, read and encoded once per file."""
+    def painting_statistics(self, path: Path) -> tuple[StyleStatistics, StyleStatistics]:
+        """The painting's statistics at CONTENT_LAYER and of its pixels, read and encoded once per file."""
         key = Path(path).resolve()
         if key not in self._statistics:
             photo = read_photo(Path(path), DEFAULT_MAX_PIXELS)
@@ -100,7 +104,7 @@ class ArbitraryStylizer:
             painting = image_to_tensor(photo.rgb.resize(size, Image.Resampling.LANCZOS)).to(self.device)
             with torch.inference_mode(), self._autocast():
                 features = self.encoder(painting.contiguous(memory_format=torch.channels_last))[CONTENT_LAYER]
-            self._statistics[key] = style_statistics(features.float())
+            self._statistics[key] = style_statistics(features.float()), style_statistics(painting)
         return self._statistics[key]
 
     def set_paintings(self, paintings: list[Painting]) -> None:
@@ -108,7 +112,9 @@ class ArbitraryStylizer:
         if not paintings:
             raise StylerError("give a painting with --style-image")
         statistics = [self.painting_statistics(p.path) for p in paintings]
-        self.style = blend(statistics, [p.weight for p in paintings]) if len(paintings) > 1 else statistics[0]
+        weights = [p.weight for p in paintings]
+        self.style = blend([features for features, _ in statistics], weights)
+        self.palette = blend([pixels for _, pixels in statistics], weights)
 
     def __call__(self, photo: Photo, strength: float = 1.0, preserve_color: bool = False) -> Photo:
         content = image_to_tensor(photo.rgb).to(self.device)
@@ -138,7 +144,22 @@ class ArbitraryStylizer:
         transferred = adain(features.float(), self.style, strength)
         with self._autocast():
             styled = self.decoder(transferred.to(features.dtype).contiguous(memory_format=torch.channels_last))
-        return styled[..., :height, :width].float().clamp(0, 255)
+        styled = styled[..., :height, :width].float()
+        if self.match_colors:
+            styled = self.match_palette(styled, content, strength)
+        return styled.clamp(0, 255)
+
+    def match_palette(self, styled: Tensor, content: Tensor, strength: float) -> Tensor:
+        """AdaIN in pixel space, on the same kernels: the result's per-channel mean and std of R, G and B set to the
+        painting's (at strength 1; between the photo's and the painting's below), as in Reinhard et al. 2001's
+        colour transfer. The decoder carries the painting's strokes; this carries its palette exactly."""
+        assert self.palette is not None
+        photo = style_statistics(content.float())
+        target = StyleStatistics(
+            torch.lerp(photo.mean, self.palette.mean.expand_as(photo.mean), strength),
+            torch.lerp(photo.std, self.palette.std.expand_as(photo.std), strength),
+        )
+        return adain(styled, target)
 
 
 def _round_up(value: int, multiple: int) -> int:

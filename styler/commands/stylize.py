@@ -52,6 +52,7 @@ class StylizeOptions:
     style_images: tuple[str, ...] = ()  # paintings for an arbitrary-style model
     style_weights: tuple[float, ...] = ()  # one per painting (default: equal)
     style_size: int | None = None  # the paintings' long side (default: the arbitrary stylizer's)
+    match_colors: bool = True  # arbitrary-style models: give the result the painting's palette (pixel statistics)
     output: str | Path | None = None  # a string keeps a trailing slash: "-o newdir/" names a folder
     output_dir: Path | None = None
     overwrite: bool = False
@@ -227,6 +228,7 @@ def arbitrary_stylizer(contents: dict, path: Path, options: StylizeOptions) -> t
         pick_device(options.device),
         options.precision,
         options.style_size or DEFAULT_STYLE_SIZE,
+        options.match_colors,
     )
     stylizer.set_paintings(paintings)
     return stylizer, style_tag(paintings)

@@ -226,3 +226,14 @@ def test_video_refuses_an_arbitrary_model_in_one_line(run_cli, shipped_arbitrary
     assert result.exit_code == 2
     assert "--style-image" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_the_result_takes_the_paintings_palette(random_vgg16, tiny_arbitrary_model, painting):
+    stylizer = stylizer_for(tiny_arbitrary_model)
+    stylizer.set_paintings([Painting(painting)])
+    photo = image_to_tensor(Image.open(smooth_image(painting.parent / "p.png", 48, 40, seed=5)).convert("RGB"))
+    styled = stylizer.stylize_tensor(photo)
+    colours = image_to_tensor(Image.open(painting).convert("RGB").resize((64, 53), Image.Resampling.LANCZOS))
+    torch.testing.assert_close(styled.mean((2, 3)), colours.mean((2, 3)), atol=6.0, rtol=0)  # up to clamping
+    stylizer.match_colors = False
+    assert (stylizer.stylize_tensor(photo).mean((2, 3)) - colours.mean((2, 3))).abs().max() > 6.0
