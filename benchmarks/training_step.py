@@ -30,7 +30,7 @@ from styler.model.architecture import architecture
 from styler.model.network import TransformerNet
 from styler.training.config import DEFAULT_WEIGHTS
 from styler.training.losses import PerceptualLoss
-from styler.training.vgg16 import VGG16Features, load_vgg16_weights
+from styler.vgg16 import VGG16Features, load_vgg16_weights
 
 PARTS = ("transformer forward", "VGG16 on photo", "VGG16 on output + loss", "backward: VGG16 + loss",
          "backward: transformer", "optimizer")  # fmt: skip

@@ -163,7 +163,35 @@ def stylize(
             show_default=False,
         ),
     ],
-    model: ModelOption,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A shipped model's name (`styler models`) or a model file (default with --style-image: arbitrary).",
+            show_default=False,
+        ),
+    ] = None,
+    style_image: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Any painting as the style, with an arbitrary-style model; repeat to blend several "
+            "(weights with --style-weight)."
+        ),
+    ] = None,
+    style_weight: Annotated[
+        list[float] | None, typer.Option(help="One weight per --style-image for a blend (default: equal).")
+    ] = None,
+    style_size: Annotated[
+        int | None, typer.Option(help="The painting's long side in pixels: its strokes' scale (default: 512).")
+    ] = None,
+    match_colors: Annotated[
+        bool,
+        typer.Option(
+            "--match-colors/--no-match-colors",
+            help="With --style-image: give the result the painting's colour statistics (after the decoder).",
+        ),
+    ] = True,
     output: Annotated[
         str | None,  # a string, not a Path, which would drop the trailing slash of "-o newdir/"
         typer.Option(
@@ -211,7 +239,8 @@ def stylize(
         ),
     ] = False,
 ) -> None:
-    """Stylize photos with a trained model: same size out as in, alpha and ICC profile kept, never overwriting an input.
+    """Stylize photos with a trained model, or with any painting (--style-image): same size out as in, alpha and ICC
+    profile kept, never overwriting an input. With a painting, --strength blends in feature space (AdaIN's alpha).
 
     Exit status 2 when any file failed (each failure is one line on stderr; the others are still written).
     """
@@ -219,6 +248,10 @@ def stylize(
 
     options = run.StylizeOptions(
         model=model,
+        style_images=tuple(style_image or ()),
+        style_weights=tuple(style_weight or ()),
+        style_size=style_size,
+        match_colors=match_colors,
         output=output,
         output_dir=output_dir,
         style=style,
@@ -466,6 +499,81 @@ def train(
     raise typer.Exit(run.main(**given))
 
 
+@app.command("train-arbitrary")
+@user_errors_exit_2
+def train_arbitrary(
+    data: Annotated[Path | None, typer.Option(help="Folder of training photos, searched recursively.")] = None,
+    out: Annotated[Path | None, typer.Option(help="The arbitrary-style model file to write.")] = None,
+    painting: Annotated[
+        list[Path] | None,
+        typer.Option(help="A painting to train with (repeat for more); without any, photos stand in for paintings."),
+    ] = None,
+    hold_out: Annotated[
+        Path | None, typer.Option(help="A text file of photo file names (one per line) never to train on.")
+    ] = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Checkpoints and previews (default: checkpoints/<model name>).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps (default: 1500).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Photo and style crops per step (default: 4).")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Side of the square crops (default: 256).")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam's starting learning rate, cosine-decayed (default: 5e-4).")
+    ] = None,
+    style_weight: Annotated[
+        float | None, typer.Option(help="Style loss weight against content weight 1 (default: 10).")
+    ] = None,
+    decoder_width: Annotated[
+        float | None, typer.Option(help="The decoder's channels relative to the paper's (default: 0.5).")
+    ] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (default: 100).")] = None,
+    preview_every: Annotated[int | None, typer.Option(help="Preview sheet every N steps (default: 100).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initial weights and crops (default: 42).")] = None,
+    amp: Annotated[
+        bool | None,
+        typer.Option(
+            "--amp/--no-amp",
+            help="bfloat16 autocast (default: on where the CPU has AMX or AVX-512 BF16, refused elsewhere).",
+        ),
+    ] = None,
+    device: DeviceOption = "auto",
+    vgg_weights: Annotated[
+        Path | None,
+        typer.Option(help="VGG16 weights file (default: `styler weights vgg16`'s, then torchvision's cache)."),
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue from a checkpoint with its recipe.")] = None,
+) -> None:
+    """Train an arbitrary-style model (AdaIN, Huang & Belongie 2017): a decoder for the ImageNet VGG16 encoder that
+    `styler stylize --style-image PAINTING` uses with any painting.
+
+    Ctrl-C saves a checkpoint and stops (exit status 130); --resume continues from it.
+    """
+    from styler.commands import train_arbitrary as run
+
+    raise typer.Exit(
+        run.main(
+            data,
+            out,
+            painting or [],
+            hold_out=hold_out,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            amp=amp,
+            device=device,
+            vgg_weights=vgg_weights,
+            steps=steps,
+            batch_size=batch_size,
+            image_size=image_size,
+            lr=lr,
+            style_weight=style_weight,
+            decoder_width=decoder_width,
+            checkpoint_every=checkpoint_every,
+            preview_every=preview_every,
+            seed=seed,
+        )
+    )
+
+
 @app.command("grid")
 @user_errors_exit_2
 def grid(
@@ -485,12 +593,23 @@ def grid(
     ] = 320,
     device: DeviceOption = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing sheet.")] = False,
+    style_image: Annotated[
+        list[Path] | None,
+        typer.Option(help="A painting for the arbitrary-style models: one column each; repeat for more."),
+    ] = None,
 ) -> None:
     """A contact sheet: one row per photo, the photo then its result with each model (each style and an equal blend
-    for a multi-style model)."""
+    for a multi-style model, each --style-image for an arbitrary-style model)."""
     from styler.commands import grid as run
 
-    options = run.GridOptions(output=output, models=tuple(model or ()), cell=cell, device=device, overwrite=overwrite)
+    options = run.GridOptions(
+        output=output,
+        models=tuple(model or ()),
+        cell=cell,
+        device=device,
+        overwrite=overwrite,
+        style_images=tuple(style_image or ()),
+    )
     run.main(inputs, options)
 
 

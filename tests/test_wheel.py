@@ -38,6 +38,9 @@ def test_an_installed_wheel_stylizes_with_a_shipped_model_by_name(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     assert {"styler/model/shipped/manifest.json", "styler/model/shipped/starry-lite.pth"} <= names
+    # Every styler package of the tree is in the wheel (pyproject.toml lists them one by one).
+    packages = {path.parent.relative_to(REPOSITORY).as_posix() for path in (REPOSITORY / "styler").rglob("__init__.py")}
+    assert {f"{package}/__init__.py" for package in packages} <= names
 
     site = tmp_path / "site"
     installed = subprocess.run(

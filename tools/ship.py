@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from styler.errors import StylerError
+from styler.io.files import sha256_of
 from styler.model.architecture import architecture
 from styler.model.model_files import (
     BASE_MODEL,
@@ -96,6 +97,44 @@ def ship(trained: Path, name: str, description: str, directory: Path, style_name
     return target
 
 
+def ship_arbitrary(trained: Path, name: str, description: str, directory: Path) -> Path:
+    """Copy an arbitrary-style model (`styler train-arbitrary`, or one of its checkpoints) into `directory` as
+    <name>.pth, the decoder in float16, and enter it in the manifest as kind "arbitrary" with the paintings it
+    trained with (for their licences; it works with any painting)."""
+    from styler.arbitrary.model_file import arbitrary_model_from, save_arbitrary_model
+    from styler.arbitrary.network import CONTENT_LAYER
+    from styler.model.model_files import ARBITRARY_KIND, ManifestEntry, is_arbitrary, read_model_contents
+
+    contents = read_model_contents(trained)
+    if not is_arbitrary(contents):
+        raise StylerError(f"{trained}: not an arbitrary-style model or checkpoint")
+    model = arbitrary_model_from(contents, trained)
+    paintings = model.training.get("paintings", [])
+    unknown = [painting for painting in paintings if painting not in STYLE_IMAGES]
+    if unknown:
+        raise StylerError(f"{trained}: no licence record for painting {unknown[0]!r}; add it to STYLE_IMAGES")
+    training = {**model.training, "data": "BSDS500 (397 photos; non-commercial research licence)"}
+    target = directory / f"{name}.pth"
+    save_arbitrary_model(target, model.build(), training, half=True)
+    shipped = arbitrary_model_from(read_model_contents(target), target)  # the float16 round trip must still build
+    shipped.build()
+    entry = ManifestEntry(
+        name=name,
+        file=target.name,
+        sha256=sha256_of(target),
+        styles=[],
+        style_images=[{"name": Path(p).stem, "file": p, **STYLE_IMAGES[p]} for p in paintings],
+        arch={"encoder": "vgg16", "encoder_layer": CONTENT_LAYER, "decoder_width": shipped.decoder_width},
+        training=training,
+        styler_version=shipped.styler_version or "",
+        description=description,
+        kind=ARBITRARY_KIND,
+    )
+    entries = [existing for existing in read_manifest(directory) if existing.name != name]
+    write_manifest([*entries, entry], directory)
+    return target
+
+
 def ship_base(trained: Path, directory: Path) -> Path:
     """Copy a reconstruction network (trained with --style-weight 0) into `directory` as the base model that
     `styler train` starts from by default, in float16; it is not a style, so it gets no manifest entry."""
@@ -116,6 +155,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("trained", type=Path, help="a model file written by styler train")
     parser.add_argument("--name", help="what users type: --model NAME")
     parser.add_argument("--base", action="store_true", help="ship it as the base model train starts from")
+    parser.add_argument("--arbitrary", action="store_true", help="an arbitrary-style model (train-arbitrary)")
     parser.add_argument("--description", default="", help="one line for styler models")
     parser.add_argument("--style-names", help="comma-separated new names for the model's styles, in order")
     parser.add_argument("--models-dir", type=Path, default=None, help="default: this repository's models/")
@@ -127,6 +167,13 @@ def main(argv: list[str]) -> int:
             return 0
         if not arguments.name:
             raise StylerError("give --name (or --base)")
+        if arguments.arbitrary:
+            print(
+                ship_arbitrary(
+                    arguments.trained, arguments.name, arguments.description, arguments.models_dir or models_dir()
+                )
+            )
+            return 0
         print(
             ship(arguments.trained, arguments.name, arguments.description, arguments.models_dir or models_dir(), names)
         )

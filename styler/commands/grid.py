@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -22,8 +23,18 @@ from styler.io.images import DEFAULT_MAX_PIXELS, Photo, read_photo, write_photo,
 from styler.io.inputs import expand_inputs
 from styler.io.outputs import OutputPlan
 from styler.memory import keep_freed_memory
-from styler.model.model_files import read_manifest, resolve_model
+from styler.model.model_files import (
+    ARBITRARY_KIND,
+    is_arbitrary,
+    model_from_contents,
+    read_manifest,
+    read_model_contents,
+    resolve_model_file,
+)
 from styler.model.stylizer import Stylizer, choose_style, target_size
+
+if TYPE_CHECKING:
+    from styler.arbitrary.stylizer import ArbitraryStylizer
 
 CAPTION_HEIGHT = 28
 GAP = 6
@@ -38,6 +49,7 @@ class GridOptions:
     cell: int
     device: str
     overwrite: bool
+    style_images: tuple[Path, ...] = ()  # paintings for arbitrary-style models: one column each
 
     def __post_init__(self) -> None:
         if not 16 <= self.cell <= 2048:
@@ -47,15 +59,37 @@ class GridOptions:
 @dataclass
 class Column:
     caption: str
-    stylizer: Stylizer | None  # None: the photo as it is
+    stylizer: Stylizer | ArbitraryStylizer | None  # None: the photo as it is
 
 
-def columns_for(model_names: list[str], device: torch.device) -> list[Column]:
-    """One column per single-style model; per style plus an equal blend for a multi-style model."""
+def arbitrary_columns(label: str, contents: dict, path: Path, paintings: tuple[Path, ...], device) -> list[Column]:
+    """One column per painting for an arbitrary-style model, its encoder and decoder loaded once."""
+    from styler.arbitrary.model_file import arbitrary_model_from
+    from styler.arbitrary.stylizer import ArbitraryStylizer, Painting, encoder_weights
+
+    if not paintings:
+        raise StylerError(f"{label}: an arbitrary-style model; give the paintings with --style-image")
+    model, weights = arbitrary_model_from(contents, path), encoder_weights()
+    columns = []
+    for painting in paintings:
+        stylizer = ArbitraryStylizer(model, weights, device)
+        stylizer.set_paintings([Painting(painting)])
+        columns.append(Column(f"{label}: {painting.stem}", stylizer))
+    return columns
+
+
+def columns_for(model_names: list[str], device: torch.device, paintings: tuple[Path, ...] = ()) -> list[Column]:
+    """One column per single-style model; per style plus an equal blend for a multi-style model; per painting for
+    an arbitrary-style model."""
     columns = [Column("photo", None)]
     for name in model_names:
-        model = resolve_model(name)
-        label = Path(name).stem if name.endswith(".pth") else name
+        label = Path(name).stem if name.endswith((".pth", ".ckpt")) else name
+        path = resolve_model_file(name)
+        contents = read_model_contents(path)
+        if is_arbitrary(contents):
+            columns += arbitrary_columns(label, contents, path, paintings, device)
+            continue
+        model = model_from_contents(contents, path)
         if len(model.styles) == 1:
             columns.append(Column(label, Stylizer(model, choose_style(None, model.styles), device)))
             continue
@@ -92,7 +126,10 @@ def assemble(cells: list[list[Image.Image]], captions: list[str], cell: int) -> 
 def main(inputs: list[str], options: GridOptions) -> None:
     output, cell, overwrite = options.output, options.cell, options.overwrite
     writer_for(output)  # an unwritable extension fails before any work
-    models = list(options.models) or [entry.name for entry in read_manifest()]
+    # By default every shipped model; the arbitrary-style ones only when there are paintings to give them.
+    models = list(options.models) or [
+        entry.name for entry in read_manifest() if entry.kind != ARBITRARY_KIND or options.style_images
+    ]
     if not models:
         raise StylerError("no shipped models; name model files with --model")
     keep_freed_memory()
@@ -102,7 +139,7 @@ def main(inputs: list[str], options: GridOptions) -> None:
         raise StylerError(bad[0])
     # --overwrite or not, the sheet never replaces a photo or a model it reads; a read-only folder is found now.
     OutputPlan([*(job.input for job in jobs), *models], overwrite).check(output)
-    columns = columns_for(models, pick_device(options.device))
+    columns = columns_for(models, pick_device(options.device), options.style_images)
     advice = "shrink it first, or stylize it alone with `styler stylize --max-pixels`"
     photos = [read_photo(job.input, DEFAULT_MAX_PIXELS, bomb_advice=advice) for job in jobs]
     cells = [

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from styler.model.model_files import models_dir, read_manifest
+from styler.model.model_files import ARBITRARY_KIND, models_dir, read_manifest
 
 
 def main(json_output: bool = False, directory: Path | None = None) -> None:
@@ -21,8 +21,13 @@ def main(json_output: bool = False, directory: Path | None = None) -> None:
     rows = [("NAME", "STYLES", "ARCHITECTURE", "FILE")]
     for entry in entries:
         arch = entry.arch
-        shape = f"width {arch.get('width')}, {arch.get('residual_blocks')} blocks, stride {arch.get('stem_stride')}"
-        rows.append((entry.name, ", ".join(entry.styles), shape, entry.file))
+        if entry.kind == ARBITRARY_KIND:
+            styles = "any painting (--style-image)"
+            shape = f"VGG16 to {arch.get('encoder_layer')}, decoder width {arch.get('decoder_width')}"
+        else:
+            styles = ", ".join(entry.styles)
+            shape = f"width {arch.get('width')}, {arch.get('residual_blocks')} blocks, stride {arch.get('stem_stride')}"
+        rows.append((entry.name, styles, shape, entry.file))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1])

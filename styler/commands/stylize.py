@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -32,8 +33,19 @@ from styler.io.images import (
 from styler.io.inputs import STDIO, Job, expand_inputs
 from styler.io.outputs import OutputPlan, names_folder, output_name, ready_folder
 from styler.memory import available_memory, is_out_of_memory, keep_freed_memory
-from styler.model.model_files import resolve_model
+from styler.model.model_files import (
+    is_arbitrary,
+    model_from_contents,
+    name_shipped,
+    read_model_contents,
+    resolve_model_file,
+)
 from styler.model.stylizer import PRECISIONS, Stylizer, choose_style, output_tag, target_size
+
+if TYPE_CHECKING:
+    from styler.arbitrary.stylizer import ArbitraryStylizer
+
+ARBITRARY_MODEL = "arbitrary"  # the shipped arbitrary-style model: the default when a painting is given
 
 DEFAULT_OUTPUT_SUFFIX = (
     ".png"  # for inputs whose own format styler does not write (gif, psd, ...): lossless, keeps alpha
@@ -42,8 +54,12 @@ DEFAULT_OUTPUT_SUFFIX = (
 
 @dataclass(frozen=True)
 class StylizeOptions:
-    model: str
+    model: str | None  # None: the shipped arbitrary model when paintings are given
     style: str | None = None
+    style_images: tuple[str, ...] = ()  # paintings for an arbitrary-style model
+    style_weights: tuple[float, ...] = ()  # one per painting (default: equal)
+    style_size: int | None = None  # the paintings' long side (default: the arbitrary stylizer's)
+    match_colors: bool = True  # arbitrary-style models: give the result the painting's palette (pixel statistics)
     output: str | Path | None = None  # a string keeps a trailing slash: "-o newdir/" names a folder
     output_dir: Path | None = None
     overwrite: bool = False
@@ -71,6 +87,16 @@ class StylizeOptions:
             raise StylerError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.output is not None and self.output_dir is not None:
             raise StylerError("give either --output or --output-dir, not both")
+        if self.style_weights and len(self.style_weights) != len(self.style_images):
+            raise StylerError(
+                f"{len(self.style_weights)} --style-weight for {len(self.style_images)} --style-image; give one each"
+            )
+        if any(not 0 <= w < float("inf") for w in self.style_weights) or (
+            self.style_weights and sum(self.style_weights) <= 0
+        ):
+            raise StylerError("--style-weight: weights must be non-negative with a positive sum")
+        if self.model is None and not self.style_images:
+            raise StylerError("give a model with --model (`styler models` lists them) or a painting with --style-image")
 
 
 STDOUT_SUFFIX = ".png"
@@ -158,23 +184,64 @@ def default_output(input_path: Path, style_tag: str, output_dir: Path | None) ->
 # ----------------------------------------------------------------------------------------------- the run
 
 
-def prepare(arguments: list[str], options: StylizeOptions) -> tuple[Stylizer, list[Job], int, int]:
+def prepare(arguments: list[str], options: StylizeOptions) -> tuple[Stylizer | ArbitraryStylizer, list[Job], int, int]:
     """Everything before the first photo: model, style, inputs, output names, device. User errors raise StylerError.
     Also returns how many listed files were skipped as this style's earlier outputs, and how many files in the
     folders given are not images."""
-    model = resolve_model(options.model)
-    choice = choose_style(options.style, model.styles)
-    tag = output_tag(model, choice.tag)
+    name = options.model or ARBITRARY_MODEL
+    path = resolve_model_file(name)
+    contents = read_model_contents(path)
+    arbitrary = None
+    if is_arbitrary(contents):
+        # The paintings are read (and the encoder loaded) before any output is planned: a bad painting or missing
+        # VGG16 weights stop the run with nothing written.
+        arbitrary, tag = arbitrary_stylizer(contents, path, options)
+    else:
+        if options.style_images:
+            raise StylerError(
+                f"--style-image: {name} is a trained-style model, which takes no painting; "
+                f"use an arbitrary-style model (-m {ARBITRARY_MODEL}) or leave out --style-image"
+            )
+        model = name_shipped(model_from_contents(contents, path), name)
+        choice = choose_style(options.style, model.styles)
+        tag = output_tag(model, choice.tag)
     not_images: list[Path] = []
     jobs = expand_inputs(arguments, options.recursive, not_images)
     own = skip_own_outputs(jobs, tag)
     jobs = [job for job in jobs if job not in own]
     plan_outputs(jobs, tag, options)
-    stylizer = Stylizer(model, choice, pick_device(options.device), options.precision)
+    stylizer = arbitrary or Stylizer(model, choice, pick_device(options.device), options.precision)
     return stylizer, jobs, len(own), len(not_images)
 
 
-def run_jobs(stylizer: Stylizer, jobs: list[Job], options: StylizeOptions) -> Iterator[Result]:
+def arbitrary_stylizer(contents: dict, path: Path, options: StylizeOptions) -> tuple[ArbitraryStylizer, str]:
+    """The arbitrary-style stylizer with its paintings' statistics ready, and the tag that names the outputs."""
+    from styler.arbitrary.model_file import arbitrary_model_from
+    from styler.arbitrary.stylizer import DEFAULT_STYLE_SIZE, ArbitraryStylizer, Painting, encoder_weights, style_tag
+
+    if not options.style_images:
+        raise StylerError(f"{path}: an arbitrary-style model; give the painting with --style-image PAINTING")
+    if options.style is not None:
+        raise StylerError(
+            "--style picks a style inside a multi-style model; an arbitrary-style model takes --style-image"
+        )
+    model = arbitrary_model_from(contents, path)
+    weights = options.style_weights or (1.0,) * len(options.style_images)
+    paintings = [Painting(Path(image), weight) for image, weight in zip(options.style_images, weights, strict=True)]
+    paintings = [painting for painting in paintings if painting.weight > 0]
+    stylizer = ArbitraryStylizer(
+        model,
+        encoder_weights(),
+        pick_device(options.device),
+        options.precision,
+        options.style_size or DEFAULT_STYLE_SIZE,
+        options.match_colors,
+    )
+    stylizer.set_paintings(paintings)
+    return stylizer, style_tag(paintings)
+
+
+def run_jobs(stylizer: Stylizer | ArbitraryStylizer, jobs: list[Job], options: StylizeOptions) -> Iterator[Result]:
     """One Result per job, in order; a job's failure is its Result's error, never the end of the run."""
     for job in jobs:
         started = time.perf_counter()
@@ -194,7 +261,7 @@ class OwnOutput(Exception):
     """A listed file that styler wrote: skipped, not failed."""
 
 
-def _stylize_one(job: Job, stylizer: Stylizer, options: StylizeOptions) -> tuple[int, int]:
+def _stylize_one(job: Job, stylizer: Stylizer | ArbitraryStylizer, options: StylizeOptions) -> tuple[int, int]:
     if job.error:
         raise StylerError(job.error)
     # Decoding must fit in the memory left (a 74-byte PNG can claim 100000x100000 pixels): checked from the header.

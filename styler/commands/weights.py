@@ -1,4 +1,4 @@
-"""`styler weights vgg16`: make the ImageNet VGG16 loss network ready offline (training/vgg16.py does the work)."""
+"""`styler weights vgg16`: make the ImageNet VGG16 loss network ready offline (styler/vgg16.py does the work)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from styler import vgg16
 from styler.io.files import sha256_of
-from styler.training import vgg16
 
 
 def main(name: str, wheel: Path | None, out: Path | None, overwrite: bool, json_output: bool) -> None:

@@ -40,6 +40,12 @@ if TYPE_CHECKING:
 
 FORMAT = "styler-model"
 FORMAT_VERSION = 1
+# Arbitrary-style models (styler/arbitrary/model_file.py) and their training checkpoints: recognised here so that a
+# command given one by name or path can tell the user it needs a painting, or hand it to styler.arbitrary.
+ARBITRARY_FORMAT = "styler-arbitrary-model"
+ARBITRARY_CHECKPOINT_FORMAT = "styler-arbitrary-checkpoint"
+ARBITRARY_KIND = "arbitrary"
+STYLE_KIND = "style"
 MANIFEST_VERSION = 1
 MODELS_DIR_VARIABLE = "STYLER_MODELS_DIR"
 
@@ -122,6 +128,17 @@ def save_model(
 
 def load_model_file(path: Path) -> StyleModel:
     """Read a styler model file or a bare pytorch/examples state_dict; any problem is one StylerError line."""
+    path = Path(path)
+    return model_from_contents(read_model_contents(path), path)
+
+
+def is_arbitrary(contents: Any) -> bool:
+    """Whether read_model_contents' result is an arbitrary-style model (or its training checkpoint)."""
+    return isinstance(contents, dict) and contents.get("format") in (ARBITRARY_FORMAT, ARBITRARY_CHECKPOINT_FORMAT)
+
+
+def read_model_contents(path: Path) -> Any:
+    """A model file's raw contents, loaded without running pickled code; any problem is one StylerError line."""
     import torch
 
     path = Path(path)
@@ -137,6 +154,16 @@ def load_model_file(path: Path) -> StyleModel:
         expected = "a model written by `styler train` or a fast_neural_style state_dict"
         reason = unloadable_reason(path, error, expected)
         raise StylerError(f"{path}: not a readable model file ({reason})") from None
+    return contents
+
+
+def model_from_contents(contents: Any, path: Path) -> StyleModel:
+    """A single- or multi-style model from read_model_contents' result."""
+    if is_arbitrary(contents):
+        raise StylerError(
+            f"{path}: an arbitrary-style model, which needs a painting: "
+            "`styler stylize` and `styler grid` take one with --style-image (video does not yet)"
+        )
     if isinstance(contents, dict) and contents.get("format") == FORMAT:
         model = _from_styler_dict(contents, path)
     elif isinstance(contents, dict) and contents.get("format") == checkpoints.FORMAT:
@@ -169,7 +196,7 @@ def _from_styler_dict(contents: dict, path: Path) -> StyleModel:
     return StyleModel(
         arch=arch,
         styles=styles,
-        state_dict=_as_float32(state_dict, path),
+        state_dict=as_float32(state_dict, path),
         training=training if isinstance(training, dict) else {},
         styler_version=contents.get("styler_version"),
         path=path,
@@ -190,7 +217,7 @@ def _from_checkpoint(contents: dict, path: Path) -> StyleModel:
     return StyleModel(
         arch=arch,
         styles=list(checkpoint.style_names),
-        state_dict=_as_float32(checkpoint.model, path),
+        state_dict=as_float32(checkpoint.model, path),
         training=training,
         styler_version=checkpoint.styler_version,
         path=path,
@@ -199,7 +226,7 @@ def _from_checkpoint(contents: dict, path: Path) -> StyleModel:
 
 def _from_bare_state_dict(state_dict: dict, path: Path) -> StyleModel:
     """pytorch/examples saves only tensors; the shapes tell the widths, block count and (conditional) styles."""
-    kept = _as_float32({key: value for key, value in state_dict.items() if not LEGACY_KEY.search(key)}, path)
+    kept = as_float32({key: value for key, value in state_dict.items() if not LEGACY_KEY.search(key)}, path)
     first_conv, first_norm = kept["conv1.conv2d.weight"], kept.get("in1.weight")
     blocks = sum(1 for key in kept if RESIDUAL_KEY.match(key))
     num_styles = first_norm.shape[0] if first_norm is not None and first_norm.dim() == 2 else 1
@@ -211,7 +238,7 @@ def _from_bare_state_dict(state_dict: dict, path: Path) -> StyleModel:
     return StyleModel(arch=arch, styles=styles, state_dict=kept, training={"source": "bare state_dict"}, path=path)
 
 
-def _as_float32(state_dict: dict, path: Path) -> dict:
+def as_float32(state_dict: dict, path: Path) -> dict:
     import torch
 
     converted = {}
@@ -241,6 +268,7 @@ class ManifestEntry:
     training: dict[str, Any]  # recipe: loss network, weights, image size, steps, seconds, data
     styler_version: str  # the version that trained it
     description: str = ""
+    kind: str = STYLE_KIND  # "style": its styles are inside; "arbitrary": any painting, given with --style-image
 
     @classmethod
     def from_dict(cls, values: Any, manifest: Path) -> ManifestEntry:
@@ -311,12 +339,24 @@ BASE_MODEL = "base"
 
 def resolve_model(name_or_path: str, directory: Path | None = None) -> StyleModel:
     """A shipped model by manifest name (its sha256 checked), the base model by its name, or any model file by path."""
+    return name_shipped(load_model_file(resolve_model_file(name_or_path, directory)), name_or_path, directory)
+
+
+def name_shipped(model: StyleModel, name_or_path: str, directory: Path | None = None) -> StyleModel:
+    """The model with its manifest name when `name_or_path` is a shipped model's name (outputs are named by it)."""
+    if any(entry.name == name_or_path for entry in read_manifest(directory or models_dir())):
+        model.shipped_name = name_or_path
+    return model
+
+
+def resolve_model_file(name_or_path: str, directory: Path | None = None) -> Path:
+    """The file of a shipped model by manifest name (its sha256 checked), of the base model, or the path itself."""
     directory = directory or models_dir()
     if name_or_path == BASE_MODEL:
         path = directory / f"{BASE_MODEL}.pth"
         if not path.is_file():
             raise StylerError(f"the base model is missing: no {path}")
-        return load_model_file(path)
+        return path
     entries = read_manifest(directory)
     for entry in entries:
         if entry.name == name_or_path:
@@ -325,11 +365,9 @@ def resolve_model(name_or_path: str, directory: Path | None = None) -> StyleMode
                 raise StylerError(f"shipped model {entry.name!r} is missing its file {path}")
             if sha256_of(path) != entry.sha256:
                 raise StylerError(f"{path}: does not match the sha256 in the manifest (damaged or replaced file)")
-            model = load_model_file(path)
-            model.shipped_name = entry.name
-            return model
+            return path
     path = Path(name_or_path).expanduser()
     if path.exists():
-        return load_model_file(path)
+        return path
     names = ", ".join(entry.name for entry in entries) or "none installed"
     raise StylerError(f"no model named {name_or_path!r} and no such file (shipped models: {names})")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from styler.training.vgg16 import imagenet_normalize
+from styler.vgg16 import imagenet_normalize
 
 RANDOM_KERNEL_SIZES = (3, 5, 7, 11)
 RANDOM_SCALES = (1, 2, 4)  # full, 1/2 and 1/4 resolution

@@ -30,7 +30,7 @@ from styler.training.data import PhotoFolder, ResumableSampler, Skipped, find_ph
 from styler.training.losses import DistillationLoss, FeatureDistillationLoss, FeatureNetwork, LossTerms, PerceptualLoss
 from styler.training.processes import Processes
 from styler.training.random_features import RandomFeatureNetwork
-from styler.training.vgg16 import VGG16Features, load_vgg16_weights
+from styler.vgg16 import VGG16Features, load_vgg16_weights
 
 RANDOM_LOSS_SEED = 0  # the random-feature loss network is the same in every run, whatever --seed says
 

@@ -99,7 +99,7 @@ def test_quality_figures_are_zero_and_one_for_the_painting_and_the_photo_themsel
     import torch
 
     from benchmarks import quality
-    from styler.training.vgg16 import VGG16Features
+    from styler.vgg16 import VGG16Features
 
     torch.manual_seed(0)
     vgg = VGG16Features()  # random weights: the figures' definitions do not depend on them

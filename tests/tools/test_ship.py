@@ -87,3 +87,25 @@ def test_ship_refuses_a_style_without_a_licence_record(tmp_path, capsys):
     assert ship.main([str(trained), "--name", "mine", "--models-dir", str(tmp_path)]) == 2
     assert "no licence record" in capsys.readouterr().err
     assert not (tmp_path / "mine.pth").exists() and not (tmp_path / "manifest.json").exists()
+
+
+def test_ship_arbitrary_enters_an_arbitrary_model_with_its_paintings_licences(tmp_path):
+    from styler.arbitrary.model_file import save_arbitrary_model
+    from styler.arbitrary.network import Decoder
+    from styler.model.model_files import read_manifest, read_model_contents
+
+    ship = _ship_module()
+    trained = tmp_path / "arbitrary-run.pth"
+    save_arbitrary_model(trained, Decoder(0.0625), {"paintings": ["hokusai_great_wave.jpg"], "steps": 3}, half=False)
+    shipped_dir = tmp_path / "models"
+    shipped_dir.mkdir()
+    assert ship.main([str(trained), "--name", "arbitrary", "--arbitrary", "--models-dir", str(shipped_dir)]) == 0
+    contents = read_model_contents(shipped_dir / "arbitrary.pth")
+    assert all(value.dtype == torch.float16 for value in contents["state_dict"].values())
+    (entry,) = read_manifest(shipped_dir)
+    assert entry.kind == "arbitrary" and entry.styles == []
+    assert entry.style_images[0]["artist"] == "Katsushika Hokusai"
+    assert entry.arch == {"encoder": "vgg16", "encoder_layer": "relu4_1", "decoder_width": 0.0625}
+    unlicensed = tmp_path / "other.pth"
+    save_arbitrary_model(unlicensed, Decoder(0.0625), {"paintings": ["mine.jpg"]})
+    assert ship.main([str(unlicensed), "--name", "x", "--arbitrary", "--models-dir", str(shipped_dir)]) == 2

@@ -13,7 +13,7 @@ import torch
 from helpers import REPOSITORY, smooth_image, stripes  # tests/helpers.py (pytest puts tests/ on sys.path)
 
 from styler.model.model_files import load_model_file
-from styler.training.vgg16 import VGG16Features
+from styler.vgg16 import VGG16Features
 
 SCRIPT = REPOSITORY / "tools" / "train_gpu.sh"
 PAINTINGS = ("vangogh_starry_night", "hokusai_great_wave", "kandinsky_composition_vii")

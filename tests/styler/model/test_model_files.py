@@ -19,9 +19,12 @@ from styler.errors import StylerError
 from styler.io.files import sha256_of
 from styler.model.architecture import Architecture, architecture
 from styler.model.model_files import (
+    ARBITRARY_KIND,
+    is_arbitrary,
     load_model_file,
     manifest_entry,
     read_manifest,
+    read_model_contents,
     resolve_model,
     save_model,
     write_manifest,
@@ -284,6 +287,13 @@ def test_the_repository_manifest_is_valid_and_matches_its_files():
     assert (directory / "manifest.json").is_file()
     for entry in read_manifest(directory):  # a malformed manifest raises StylerError here
         assert sha256_of(directory / entry.file) == entry.sha256, entry.name
+        if entry.kind == ARBITRARY_KIND:  # any painting: no styles inside, a decoder that must build
+            from styler.arbitrary.model_file import arbitrary_model_from
+
+            contents = read_model_contents(directory / entry.file)
+            assert is_arbitrary(contents) and entry.styles == [], entry.name
+            arbitrary_model_from(contents, directory / entry.file).build()
+            continue
         assert load_model_file(directory / entry.file).styles == entry.styles, entry.name
 
 

@@ -12,7 +12,7 @@ from styler.training import losses
 from styler.training.config import DEFAULT_WEIGHTS, LOSS_NETWORKS, LossWeights
 from styler.training.losses import ColorDistribution, PerceptualLoss, gram_matrix, total_variation
 from styler.training.random_features import RandomFeatureNetwork
-from styler.training.vgg16 import VGG16Features, imagenet_normalize, load_vgg16_weights
+from styler.vgg16 import VGG16Features, imagenet_normalize, load_vgg16_weights
 
 
 def naive_gram(features: torch.Tensor) -> torch.Tensor:

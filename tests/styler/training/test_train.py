@@ -37,7 +37,7 @@ from styler.training.data import collate
 from styler.training.processes import Processes
 from styler.training.random_features import RandomFeatureNetwork
 from styler.training.trainer import Training, start_from
-from styler.training.vgg16 import VGG16Features
+from styler.vgg16 import VGG16Features
 
 # Biases that add a per-channel constant which a later instance norm subtracts again (convolutions feeding one, and
 # the residual stream, which reaches only convolutions that feed one): their gradient is zero in exact arithmetic.

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from styler import vgg16
 from styler.errors import StylerError
-from styler.training import vgg16
 
 onnx = pytest.importorskip("onnx", reason="the [train] extra (onnx) reads the VGG16 export")
 from onnx import helper, numpy_helper  # noqa: E402

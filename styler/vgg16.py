@@ -1,5 +1,5 @@
-"""Everything about VGG16, the perceptual loss's network: its layers, its input normalization, and its ImageNet
-weights, found, loaded, and made ready offline by `styler weights vgg16`.
+"""Everything about VGG16, the perceptual loss's network and the arbitrary-style encoder: its layers, its input
+normalization, and its ImageNet weights, found, loaded, and made ready offline by `styler weights vgg16`.
 
 `VGG16Features` is torchvision's VGG16 convolutional layers up to relu4_3 with ImageNet weights, read from the file
 `styler weights vgg16` writes, torchvision's own cache or a file the user names; content at relu2_2, style at
@@ -56,7 +56,14 @@ class VGG16Features(nn.Module):
 
     content_layers: tuple[str, ...] = ("relu2_2",)
     style_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
-    LAYER_INDEX = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
+    LAYER_INDEX = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}  # the perceptual loss's, the default
+    # Every ReLU up to relu4_3 by name: the arbitrary-style encoder reads relu1_1..relu4_1.
+    RELU_INDEX = {
+        "relu1_1": 1, "relu1_2": 3,
+        "relu2_1": 6, "relu2_2": 8,
+        "relu3_1": 11, "relu3_2": 13, "relu3_3": 15,
+        "relu4_1": 18, "relu4_2": 20, "relu4_3": 22,
+    }  # fmt: skip
     relative_losses = False
 
     def __init__(self, state_dict: dict[str, Tensor] | None = None) -> None:
@@ -70,8 +77,9 @@ class VGG16Features(nn.Module):
         self.requires_grad_(False).eval()
 
     def forward(self, images: Tensor, layers: tuple[str, ...] | None = None) -> dict[str, Tensor]:
-        """The named activations (`layers`, default all four), computing no deeper than the deepest of them."""
-        wanted = {self.LAYER_INDEX[name]: name for name in layers or self.LAYER_INDEX}
+        """The named activations (`layers`, any of RELU_INDEX; default LAYER_INDEX's four), computing no deeper than
+        the deepest of them."""
+        wanted = {self.RELU_INDEX[name]: name for name in layers or self.LAYER_INDEX}
         features = {}
         x = imagenet_normalize(images)
         for index, layer in enumerate(self.layers[: max(wanted) + 1]):

@@ -1,0 +1,377 @@
+"""Training the decoder (Huang & Belongie 2017): photos as content, paintings and photos as styles.
+
+Each step encodes a batch of photo crops and a batch of style crops, gives the photos' features the styles'
+statistics (AdaIN on our kernels, the target t), decodes t and encodes the result again. The loss is AdaIN's:
+content, the mean squared distance of the result's features from t (not from the photo: the decoder must invert
+the transferred features), plus style, the distance of the result's per-channel means and standard deviations from
+the style crop's at STYLE_LAYERS. Where paintings are few, photos stand in for them: the decoder learns to invert
+any statistics, not to paint one painting, and the paintings it is used with need not be among them.
+
+Resumable: a checkpoint every N steps holds the decoder, the optimizer, the step and every random state, so
+`--resume` continues where the run stopped. Previews (photo | style | result) of held-out pairs beside them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from tqdm import tqdm
+
+from styler.arbitrary.adain import adain, style_statistics
+from styler.arbitrary.model_file import CHECKPOINT_FORMAT, model_dict, save_arbitrary_model
+from styler.arbitrary.network import CONTENT_LAYER, STYLE_LAYERS, Decoder, Encoder
+from styler.errors import StylerError
+from styler.io.files import write_atomically
+from styler.io.images import Photo, read_photo, tensor_to_image, to_uint8_tensor, write_photo
+from styler.model.checkpoints import checkpoint_files, file_for
+
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class ArbitraryConfig:
+    """One decoder training run. photos / paintings / previews are file lists the command found."""
+
+    photos: list[str]
+    paintings: list[str]
+    previews: list[str]  # held-out photos for the preview sheet (never trained on)
+    out: str
+    checkpoint_dir: str
+    steps: int = 1500
+    batch_size: int = 4
+    image_size: int = 256  # square crops of photos and styles
+    photo_size: int = 300  # photos' short side before the random crop
+    painting_sizes: tuple[int, int] = (256, 768)  # paintings' long side is drawn from this range before a crop
+    painting_share: float = 0.5  # of the style crops, how many come from paintings (when any are given)
+    # Of the painting crops, how many get their colour channels permuted: two paintings then span six palettes,
+    # so the decoder meets colour statistics beyond the few paintings it trains with.
+    palette_shuffle: float = 0.5
+    lr: float = 5e-4
+    lr_end: float = 5e-5  # cosine decay to this over the run
+    content_weight: float = 1.0
+    style_weight: float = 10.0
+    decoder_width: float = 0.5
+    checkpoint_every: int = 100
+    preview_every: int = 100
+    keep_checkpoints: int = 3
+    seed: int = 42
+    amp: bool = False  # bfloat16 autocast (only where the CPU has bfloat16 instructions, or on CUDA)
+    device: str = "cpu"
+    vgg_weights: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)  # free-form provenance for the model file
+
+
+def _square_crop(image: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    height, width = image.shape[-2:]
+    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    crop = image[..., top : top + size, left : left + size]
+    return crop.flip(-1) if torch.rand((), generator=generator) < 0.5 else crop
+
+
+def _resized(image: Image.Image, short_side: int | None = None, long_side: int | None = None) -> Image.Image:
+    side = min(image.size) if short_side is not None else max(image.size)
+    factor = (short_side or long_side or side) / side
+    size = max(1, round(image.width * factor)), max(1, round(image.height * factor))
+    return image.resize(size, Image.Resampling.LANCZOS if factor < 1 else Image.Resampling.BICUBIC)
+
+
+class Images:
+    """The photos (short side photo_size) and paintings (full size, rescaled per crop), decoded once into memory."""
+
+    def __init__(self, config: ArbitraryConfig) -> None:
+        self.config = config
+        self.photos = [
+            to_uint8_tensor(_resized(read_photo(Path(p)).rgb, short_side=config.photo_size)) for p in config.photos
+        ]
+        self.paintings = [read_photo(Path(p)).rgb for p in config.paintings]
+        if len(self.photos) < 2:
+            raise StylerError("training an arbitrary-style decoder needs at least two photos")
+
+    def photo_crop(self, generator: torch.Generator) -> Tensor:
+        index = int(torch.randint(0, len(self.photos), (1,), generator=generator))
+        return _square_crop(self.photos[index], self.config.image_size, generator)
+
+    def style_crop(self, generator: torch.Generator) -> Tensor:
+        """A painting at a random scale (its strokes at many sizes), or a photo standing in for one."""
+        if self.paintings and torch.rand((), generator=generator) < self.config.painting_share:
+            index = int(torch.randint(0, len(self.paintings), (1,), generator=generator))
+            low, high = self.config.painting_sizes
+            long_side = int(torch.randint(low, high + 1, (1,), generator=generator))
+            painting = self.paintings[index]
+            scaled = _resized(painting, long_side=long_side)
+            if min(scaled.size) < self.config.image_size:
+                scaled = _resized(painting, short_side=self.config.image_size)
+            crop = _square_crop(to_uint8_tensor(scaled), self.config.image_size, generator)
+            if torch.rand((), generator=generator) < self.config.palette_shuffle:
+                crop = crop[torch.randperm(3, generator=generator)]
+            return crop
+        return self.photo_crop(generator)
+
+    def batch(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        size = self.config.batch_size
+        photos = torch.stack([self.photo_crop(generator) for _ in range(size)])
+        styles = torch.stack([self.style_crop(generator) for _ in range(size)])
+        return photos.float(), styles.float()
+
+
+def mean_std(features: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std, differentiable (the loss trains through the result's statistics)."""
+    var, mean = torch.var_mean(features.float(), dim=(2, 3), unbiased=False)
+    return mean, (var + eps).sqrt()
+
+
+@dataclass
+class Losses:
+    content: Tensor
+    style: Tensor
+    total: Tensor
+
+    def values(self) -> dict[str, float]:
+        return {name: float(getattr(self, name).detach()) for name in ("content", "style", "total")}
+
+
+class DecoderTraining:
+    """The encoder, the decoder, its optimizer, the data and the position of a run."""
+
+    def __init__(self, config: ArbitraryConfig, encoder_weights: dict[str, Tensor] | None, resume: dict | None = None):
+        self.config = config
+        self.device = torch.device(config.device)
+        torch.manual_seed(config.seed)
+        self.encoder = Encoder(encoder_weights).to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.decoder = Decoder(config.decoder_width).to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.optimizer = torch.optim.Adam(self.decoder.parameters(), lr=config.lr)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.seconds = 0.0
+        if resume is not None:
+            self.decoder.load_state_dict(resume["decoder"])
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.generator.set_state(resume["generator"])
+            torch.set_rng_state(resume["torch_rng"])
+            self.step, self.seconds = int(resume["step"]), float(resume["seconds"])
+        self.images = Images(config)
+        self.previews = self._preview_pairs()
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device.type, torch.bfloat16) if self.config.amp else nullcontext()
+
+    def learning_rate(self, step: int) -> float:
+        progress = min(1.0, step / max(1, self.config.steps))
+        return self.config.lr_end + (self.config.lr - self.config.lr_end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def _prepared(self, images: Tensor) -> Tensor:
+        return images.to(self.device).contiguous(memory_format=torch.channels_last)
+
+    def losses(self, photos: Tensor, styles: Tensor) -> Losses:
+        photos, styles = self._prepared(photos), self._prepared(styles)
+        with torch.no_grad(), self.autocast():
+            photo_features = self.encoder(photos)[CONTENT_LAYER]
+            style_features = self.encoder(styles, STYLE_LAYERS)
+        target = adain(photo_features.float(), style_statistics(style_features[CONTENT_LAYER].float()))
+        with self.autocast():
+            result = self.decoder(target.to(photo_features.dtype).contiguous(memory_format=torch.channels_last))
+            result_features = self.encoder(result, STYLE_LAYERS)
+        content = F.mse_loss(result_features[CONTENT_LAYER].float(), target)
+        style = result.new_zeros((), dtype=torch.float32)
+        for layer in STYLE_LAYERS:
+            result_mean, result_std = mean_std(result_features[layer])
+            target_mean, target_std = mean_std(style_features[layer])
+            style = style + F.mse_loss(result_mean, target_mean) + F.mse_loss(result_std, target_std)
+        total = self.config.content_weight * content + self.config.style_weight * style
+        return Losses(content, style, total)
+
+    def train_step(self) -> Losses:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step)
+        photos, styles = self.images.batch(self.generator)
+        terms = self.losses(photos, styles)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        self.optimizer.step()
+        self.step += 1
+        return terms
+
+    @torch.no_grad()
+    def stylize(self, photos: Tensor, styles: Tensor) -> Tensor:
+        photos, styles = self._prepared(photos), self._prepared(styles)
+        with self.autocast():
+            photo_features = self.encoder(photos)[CONTENT_LAYER]
+            style_features = self.encoder(styles)[CONTENT_LAYER]
+            target = adain(photo_features.float(), style_statistics(style_features.float()))
+            result = self.decoder(target.to(photo_features.dtype).contiguous(memory_format=torch.channels_last))
+        return result.float().clamp(0, 255).cpu()
+
+    def _preview_pairs(self) -> tuple[Tensor, Tensor]:
+        """Held-out photos, each with a training painting or (without paintings) another held-out photo as style."""
+        size = self.config.image_size
+        photos = [to_uint8_tensor(_fit(read_photo(Path(p)).rgb, size)) for p in self.config.previews]
+        if not photos:
+            return torch.empty(0, 3, size, size), torch.empty(0, 3, size, size)
+        sources = self.config.paintings or self.config.previews[1:] + self.config.previews[:1]
+        styles = [
+            to_uint8_tensor(_fit(read_photo(Path(sources[i % len(sources)])).rgb, size)) for i in range(len(photos))
+        ]
+        return torch.stack(photos).float(), torch.stack(styles).float()
+
+    def preview_grid(self) -> Tensor:
+        """(1, 3, H, W): rows of photo | style | result."""
+        photos, styles = self.previews
+        results = self.stylize(photos, styles) if len(photos) else photos
+        rows = [torch.cat([p, s, r], dim=-1) for p, s, r in zip(photos, styles, results, strict=True)]
+        return torch.cat(rows, dim=-2)[None]
+
+    def record(self) -> dict[str, Any]:
+        """The recipe, as the model file keeps it."""
+        recipe = asdict(self.config)
+        for name in ("photos", "previews", "out", "checkpoint_dir", "notes"):
+            recipe.pop(name)
+        recipe["paintings"] = [Path(p).name for p in self.config.paintings]
+        recipe["photo_count"] = len(self.config.photos)
+        recipe["loss"] = "AdaIN content (relu4_1 vs the AdaIN target) + style (mean/std at relu1_1..relu4_1)"
+        recipe.update(steps_done=self.step, seconds=round(self.seconds, 1), **self.config.notes)
+        return recipe
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": {**asdict(self.config), "painting_sizes": list(self.config.painting_sizes)},
+            "model": model_dict(self.decoder, self.record(), half=False),
+            "decoder": self.decoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+            "seconds": self.seconds,
+        }
+
+
+def _fit(image: Image.Image, size: int) -> Image.Image:
+    from PIL import ImageOps
+
+    return ImageOps.fit(image, (size, size), Image.Resampling.LANCZOS)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types for damaged or foreign files
+        raise StylerError(f"--resume {path}: not a readable checkpoint ({type(error).__name__})") from None
+    if not isinstance(contents, dict) or contents.get("format") != CHECKPOINT_FORMAT:
+        raise StylerError(f"--resume {path}: not an arbitrary-style training checkpoint")
+    return contents
+
+
+def config_from_checkpoint(contents: dict[str, Any], **changes: Any) -> ArbitraryConfig:
+    """The checkpoint's config with the changes given on resuming; a change of recipe (not of where the files go)
+    is recorded in notes["resumed"] with its step, so the model file tells the run as it happened."""
+    values = dict(contents["config"])
+    values["painting_sizes"] = tuple(values["painting_sizes"])
+    given = {key: value for key, value in changes.items() if value is not None}
+    changed = {
+        key: value
+        for key, value in given.items()
+        if values.get(key) != value and key not in ("out", "checkpoint_dir", "checkpoint_every", "preview_every")
+    }
+    values.update(given)
+    if changed:
+        notes = dict(values.get("notes") or {})
+        notes["resumed"] = [*notes.get("resumed", []), {"step": int(contents["step"]), **changed}]
+        values["notes"] = notes
+    return ArbitraryConfig(**values)
+
+
+class _Stop:
+    """The first Ctrl-C or SIGTERM asks for a checkpoint after this step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self) -> _Stop:
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _save_checkpoint(training: DecoderTraining) -> Path:
+    directory = Path(training.config.checkpoint_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = file_for(directory, training.step)
+    contents = training.checkpoint()
+    write_atomically(path, lambda file: torch.save(contents, file))
+    for old in checkpoint_files(directory)[: -training.config.keep_checkpoints]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def _write_preview(training: DecoderTraining) -> Path | None:
+    if not len(training.previews[0]):
+        return None
+    path = Path(training.config.checkpoint_dir) / f"preview-{training.step:07d}.jpg"
+    write_photo(path, Photo(tensor_to_image(training.preview_grid()), None, None, None))
+    return path
+
+
+def _steps(training: DecoderTraining) -> Iterator[Losses]:
+    while training.step < training.config.steps:
+        started = time.perf_counter()
+        terms = training.train_step()
+        training.seconds += time.perf_counter() - started
+        yield terms
+
+
+def run(training: DecoderTraining) -> int:
+    """Train to the last step with a progress bar, checkpoints and previews; write the model file. Exit code."""
+    config = training.config
+    with (
+        _Stop() as stop,
+        tqdm(total=config.steps, initial=training.step, unit="step", file=sys.stderr, dynamic_ncols=True) as bar,
+    ):
+        for terms in _steps(training):
+            values = terms.values()
+            if not all(math.isfinite(v) for v in values.values()):
+                print(
+                    f"styler: the loss diverged at step {training.step} ({values}); last checkpoint kept",
+                    file=sys.stderr,
+                )
+                return 1
+            bar.set_postfix_str(" ".join(f"{k} {v:.3g}" for k, v in values.items()), refresh=False)
+            bar.update()
+            if training.step % config.checkpoint_every == 0 or stop.requested:
+                tqdm.write(f"checkpoint {_save_checkpoint(training)}", file=sys.stderr)
+            if training.step % config.preview_every == 0:
+                preview = _write_preview(training)
+                if preview:
+                    tqdm.write(f"preview {preview}", file=sys.stderr)
+            if stop.requested:
+                tqdm.write("stopped: continue with --resume on the last checkpoint", file=sys.stderr)
+                return EXIT_INTERRUPTED
+    save_arbitrary_model(Path(config.out), training.decoder, training.record())
+    print(f"styler: wrote {config.out} ({training.step} steps, {training.seconds / 60:.1f} min)", file=sys.stderr)
+    return 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)

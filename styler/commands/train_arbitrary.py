@@ -1,0 +1,94 @@
+"""`styler train-arbitrary`: train the decoder of an arbitrary-style model (styler/arbitrary/training.py).
+
+Finds the photos (held-out ones left out, a few more kept aside for the previews), checks the paintings, loads the
+VGG16 encoder and runs the training to its model file; `--resume` continues from a checkpoint with its recipe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from styler.arbitrary.training import (
+    ArbitraryConfig,
+    DecoderTraining,
+    config_from_checkpoint,
+    read_checkpoint,
+    run,
+)
+from styler.devices import cpu_has_bfloat16, pick_device
+from styler.errors import StylerError
+from styler.io.images import read_photo
+from styler.memory import keep_freed_memory
+from styler.training.data import pick_preview_photos, read_hold_out, scan
+from styler.vgg16 import load_vgg16_weights
+
+MIN_PAINTING_SIDE = 64
+
+
+def find_photos(data: Path, hold_out: Path | None, image_size: int) -> tuple[list[str], list[str]]:
+    """The training photos and the preview photos (kept out of training), as strings for the recipe."""
+    photos, _ = scan(data)
+    if hold_out is not None:
+        held = read_hold_out(hold_out)
+        photos = [path for path in photos if path.name not in held]
+    previews, _ = pick_preview_photos(photos, image_size)
+    previews = previews[:3]
+    photos = [path for path in photos if path not in previews]
+    if len(photos) < 2:
+        raise StylerError(f"--data {data}: {len(photos)} usable photos besides the previews; need at least 2")
+    return [str(path) for path in photos], [str(path) for path in previews]
+
+
+def check_paintings(paintings: list[Path]) -> list[str]:
+    for painting in paintings:
+        width, height = read_photo(painting).size
+        if min(width, height) < MIN_PAINTING_SIDE:
+            raise StylerError(f"--painting {painting}: {width}x{height} is too small (at least {MIN_PAINTING_SIDE} px)")
+    return [str(path) for path in paintings]
+
+
+def main(
+    data: Path | None,
+    out: Path | None,
+    paintings: list[Path],
+    hold_out: Path | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: Path | None = None,
+    amp: bool | None = None,
+    device: str = "auto",
+    vgg_weights: Path | None = None,
+    **settings,
+) -> int:
+    """Build the run from the options (or the checkpoint) and train; returns the exit code."""
+    keep_freed_memory()
+    target = pick_device(device)
+    if amp and target.type == "cpu" and not cpu_has_bfloat16():
+        raise StylerError("--amp: this CPU has no bfloat16 instructions (AMX or AVX-512 BF16); it would be slower")
+    settings = {key: value for key, value in settings.items() if value is not None}
+    if resume is not None:
+        checkpoint = read_checkpoint(resume)
+        # --out and --checkpoint-dir may move a resumed run; --steps extends it (the cosine schedule follows).
+        moved = {"out": str(out) if out else None, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
+        config = config_from_checkpoint(checkpoint, **settings, **moved)
+    else:
+        if data is None or out is None:
+            raise StylerError("give --data PHOTOS and --out MODEL (or --resume CHECKPOINT)")
+        if out.exists() and not out.is_file():
+            raise StylerError(f"--out {out}: not a file")
+        checkpoint = None
+        image_size = settings.get("image_size", ArbitraryConfig.image_size)
+        photos, previews = find_photos(data, hold_out, image_size)
+        config = ArbitraryConfig(
+            photos=photos,
+            paintings=check_paintings(paintings),
+            previews=previews,
+            out=str(out),
+            checkpoint_dir=str(checkpoint_dir or Path("checkpoints") / out.stem),
+            amp=cpu_has_bfloat16() if amp is None and target.type == "cpu" else bool(amp),
+            device=target.type,
+            vgg_weights=str(vgg_weights) if vgg_weights else None,
+            **settings,
+        )
+    weights, source = load_vgg16_weights(Path(config.vgg_weights) if config.vgg_weights else None)
+    config.notes["vgg_weights"] = source.name
+    return run(DecoderTraining(config, weights, checkpoint))

@@ -1,0 +1,93 @@
+"""`styler train-arbitrary`: a tiny run with random VGG16 weights writes a usable model, checkpoints and previews,
+and a resumed run ends where an uninterrupted one does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from styler.arbitrary.model_file import arbitrary_model_from
+from styler.model.model_files import read_model_contents
+
+
+def tiny(photos: Path, work: Path, *extra: str | Path) -> list[str | Path]:
+    return [
+        "train-arbitrary", "--data", photos, "--out", work / "arbitrary.pth", "--checkpoint-dir", work / "ck",
+        "--image-size", "32", "--batch-size", "2", "--decoder-width", "0.0625", "--no-amp", "--device", "cpu",
+        "--checkpoint-every", "2", "--preview-every", "2", *extra,
+    ]  # fmt: skip
+
+
+def decoder_weights(path: Path) -> dict[str, torch.Tensor]:
+    contents = read_model_contents(path)
+    return contents["decoder"] if "decoder" in contents else arbitrary_model_from(contents, path).state_dict
+
+
+def test_a_tiny_run_writes_model_checkpoints_and_previews(run_cli, random_vgg16, photos, style, tmp_path):
+    result = run_cli(*tiny(photos, tmp_path, "--steps", "3", "--painting", style))
+    assert result.exit_code == 0, result.stderr
+    model = arbitrary_model_from(read_model_contents(tmp_path / "arbitrary.pth"), tmp_path / "arbitrary.pth")
+    assert model.training["steps_done"] == 3 and model.training["paintings"] == [style.name]
+    assert model.training["style_weight"] == 10.0 and "AdaIN" in model.training["loss"]
+    assert (tmp_path / "ck" / "step-0000002.ckpt").is_file()
+    assert (tmp_path / "ck" / "preview-0000002.jpg").is_file()
+    # A checkpoint works wherever a model file does.
+    stylized = run_cli(
+        "stylize", photos / "photo0.jpg", "-m", tmp_path / "ck" / "step-0000002.ckpt", "--style-image", style,
+        "--style-size", "64", "-o", tmp_path / "out.png",
+    )  # fmt: skip
+    assert stylized.exit_code == 0, stylized.stderr
+    assert (tmp_path / "out.png").is_file()
+
+
+def test_resuming_gives_the_uninterrupted_runs_weights(run_cli, random_vgg16, photos, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run_cli(*tiny(photos, straight, "--steps", "4")).exit_code == 0
+    result = run_cli(
+        "train-arbitrary", "--resume", straight / "ck" / "step-0000002.ckpt",
+        "--checkpoint-dir", resumed / "ck", "--out", resumed / "arbitrary.pth",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    first = decoder_weights(straight / "ck" / "step-0000004.ckpt")
+    second = decoder_weights(resumed / "ck" / "step-0000004.ckpt")
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_without_photos_or_output_it_says_what_to_give(run_cli, random_vgg16, tmp_path):
+    result = run_cli("train-arbitrary", "--steps", "1")
+    assert result.exit_code == 2
+    assert "--data" in result.stderr and "--out" in result.stderr
+
+
+def test_painting_crops_come_at_several_palettes_and_scales(photos, tmp_path):
+    from PIL import Image
+
+    from styler.arbitrary.training import ArbitraryConfig, Images
+
+    red = tmp_path / "red.png"
+    Image.new("RGB", (120, 90), (200, 10, 10)).save(red)
+    config = ArbitraryConfig(
+        photos=[str(path) for path in sorted(photos.iterdir())], paintings=[str(red)], previews=[], out="x",
+        checkpoint_dir="y", image_size=32, painting_sizes=(40, 120), painting_share=1.0, palette_shuffle=0.5,
+    )  # fmt: skip
+    images = Images(config)
+    generator = torch.Generator().manual_seed(0)
+    crops = [images.style_crop(generator) for _ in range(40)]
+    assert all(crop.shape == (3, 32, 32) for crop in crops)
+    red_channels = {int(crop.float().mean((1, 2)).argmax()) for crop in crops}
+    assert 0 in red_channels and len(red_channels) > 1  # the original palette, and permuted ones
+
+
+def test_a_recipe_changed_on_resuming_is_recorded_with_its_step(run_cli, random_vgg16, photos, tmp_path):
+    assert run_cli(*tiny(photos, tmp_path, "--steps", "2")).exit_code == 0
+    result = run_cli(
+        "train-arbitrary", "--resume", tmp_path / "ck" / "step-0000002.ckpt", "--steps", "3", "--style-weight", "4",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    training = arbitrary_model_from(
+        read_model_contents(tmp_path / "arbitrary.pth"), tmp_path / "arbitrary.pth"
+    ).training
+    assert training["style_weight"] == 4 and training["resumed"] == [{"step": 2, "steps": 3, "style_weight": 4}]
