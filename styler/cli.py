@@ -170,6 +170,7 @@ def stylize(
             "-m",
             help="A shipped model's name (`styler models`) or a model file (default with --style-image: arbitrary).",
             show_default=False,
+            autocompletion=complete_model,
         ),
     ] = None,
     style_image: Annotated[

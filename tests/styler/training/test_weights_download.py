@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from styler import vgg16
 from styler.errors import StylerError
-from styler.training import vgg16
 
 
 @pytest.fixture
