@@ -27,7 +27,13 @@ from styler import __version__
 from styler.arbitrary.network import CONTENT_LAYER, Decoder
 from styler.errors import StylerError
 from styler.io.files import write_atomically
-from styler.model.model_files import ARBITRARY_CHECKPOINT_FORMAT, ARBITRARY_FORMAT, ARBITRARY_KIND, as_float32
+from styler.model.model_files import (
+    ARBITRARY_CHECKPOINT_FORMAT,
+    ARBITRARY_FORMAT,
+    ARBITRARY_KIND,
+    as_float32,
+    load_fitting,
+)
 
 FORMAT_VERSION = 1
 CHECKPOINT_FORMAT = ARBITRARY_CHECKPOINT_FORMAT
@@ -42,15 +48,8 @@ class ArbitraryModel:
     path: Path | None = None
 
     def build(self) -> Decoder:
-        decoder = Decoder(self.decoder_width)
-        expected = {key: tuple(value.shape) for key, value in decoder.state_dict().items()}
-        found = {key: tuple(value.shape) for key, value in self.state_dict.items()}
-        if expected != found:
-            raise StylerError(
-                f"{self.path or 'model'}: decoder weights do not fit a width-{self.decoder_width} decoder"
-            )
-        decoder.load_state_dict(self.state_dict)
-        return decoder.eval()
+        problem = f"decoder weights do not fit a width-{self.decoder_width} decoder"
+        return load_fitting(Decoder(self.decoder_width), self.state_dict, self.path, problem)
 
 
 def model_dict(decoder: Decoder, training: dict[str, Any], half: bool = True) -> dict[str, Any]:

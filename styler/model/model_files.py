@@ -25,7 +25,7 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from styler import __version__
 from styler.errors import StylerError
@@ -34,9 +34,11 @@ from styler.model import checkpoints
 from styler.model.architecture import Architecture
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from torch import Tensor, nn
 
     from styler.model.network import TransformerNet
+
+M = TypeVar("M", bound="nn.Module")  # load_fitting returns the module it was given
 
 FORMAT = "styler-model"
 FORMAT_VERSION = 1
@@ -75,15 +77,19 @@ class StyleModel:
         """The network in eval mode with these weights (float32, CPU)."""
         from styler.model.network import TransformerNet
 
-        network = TransformerNet(self.arch)
-        expected = {key: tuple(value.shape) for key, value in network.state_dict().items()}
-        found = {key: tuple(value.shape) for key, value in self.state_dict.items()}
-        if expected != found:
-            raise StylerError(
-                f"{self.path or 'model'}: weights do not fit its architecture ({_describe_mismatch(expected, found)})"
-            )
-        network.load_state_dict(self.state_dict)
-        return network.eval()
+        problem = "weights do not fit its architecture"
+        return load_fitting(TransformerNet(self.arch), self.state_dict, self.path, problem)
+
+
+def load_fitting(module: M, state_dict: dict, path: Path | None, problem: str) -> M:
+    """`module` in eval mode with `state_dict` loaded, or one StylerError line naming what does not fit: checked
+    here rather than by load_state_dict, whose error is many lines of PyTorch text."""
+    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    found = {key: tuple(value.shape) for key, value in state_dict.items()}
+    if expected != found:
+        raise StylerError(f"{path or 'model'}: {problem} ({_describe_mismatch(expected, found)})")
+    module.load_state_dict(state_dict)
+    return module.eval()
 
 
 def _describe_mismatch(expected: dict[str, tuple], found: dict[str, tuple]) -> str:
