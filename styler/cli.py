@@ -527,6 +527,17 @@ def train_arbitrary(
     decoder_width: Annotated[
         float | None, typer.Option(help="The decoder's channels relative to the paper's (default: 0.5).")
     ] = None,
+    skip: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A shallower encoder layer the decoder also reads, AdaIN'd (repeat; default: relu2_1 and relu3_1; "
+            "none: relu4_1 alone, as the paper).",
+        ),
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(help="Start the decoder from this arbitrary model's (file or shipped name, same width)."),
+    ] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (default: 100).")] = None,
     preview_every: Annotated[int | None, typer.Option(help="Preview sheet every N steps (default: 100).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initial weights and crops (default: 42).")] = None,
@@ -568,6 +579,8 @@ def train_arbitrary(
             lr=lr,
             style_weight=style_weight,
             decoder_width=decoder_width,
+            decoder_skips=skip,
+            init=init,
             checkpoint_every=checkpoint_every,
             preview_every=preview_every,
             seed=seed,

@@ -124,7 +124,12 @@ def ship_arbitrary(trained: Path, name: str, description: str, directory: Path) 
         sha256=sha256_of(target),
         styles=[],
         style_images=[{"name": Path(p).stem, "file": p, **STYLE_IMAGES[p]} for p in paintings],
-        arch={"encoder": "vgg16", "encoder_layer": CONTENT_LAYER, "decoder_width": shipped.decoder_width},
+        arch={
+            "encoder": "vgg16",
+            "encoder_layer": CONTENT_LAYER,
+            "decoder_width": shipped.decoder_width,
+            "decoder_skips": list(shipped.decoder_skips),
+        },
         training=training,
         styler_version=shipped.styler_version or "",
         description=description,

@@ -71,3 +71,10 @@ def reference_adain(content: Tensor, style_features: Tensor, strength: float = 1
     s_mean, s_var = s.mean((2, 3), keepdim=True), s.var((2, 3), unbiased=False, keepdim=True)
     transferred = (x - x_mean) / (x_var + eps).sqrt() * (s_var + eps).sqrt() + s_mean
     return strength * transferred + (1 - strength) * x
+
+
+def adain_layers(
+    features: dict[str, Tensor], styles: dict[str, StyleStatistics], strength: float = 1.0
+) -> dict[str, Tensor]:
+    """AdaIN at every layer of `features` (float32), each with the style's statistics at that layer."""
+    return {layer: adain(value.float(), styles[layer], strength) for layer, value in features.items()}

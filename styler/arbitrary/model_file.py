@@ -6,7 +6,8 @@ makes ready, cut at the layer the file names.
     format_version  1
     kind            "arbitrary"
     encoder         {"network": "vgg16", "layer": "relu4_1"}
-    decoder         {"width": 0.5}
+    decoder         {"width": 0.5, "skips": ["relu2_1", "relu3_1"]} (skips: shallower layers it also reads; absent
+                    in files from before skips, which read relu4_1 alone)
     training        the recipe: data, paintings, losses, weights, steps, seconds
     styler_version  the version that wrote it
     state_dict      the decoder's parameters (float16 to keep the file small; float32 again on load)
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 
 from styler import __version__
-from styler.arbitrary.network import CONTENT_LAYER, Decoder
+from styler.arbitrary.network import CONTENT_LAYER, LEVEL_LAYERS, Decoder
 from styler.errors import StylerError
 from styler.io.files import write_atomically
 from styler.model.model_files import (
@@ -43,13 +44,15 @@ CHECKPOINT_FORMAT = ARBITRARY_CHECKPOINT_FORMAT
 class ArbitraryModel:
     decoder_width: float
     state_dict: dict[str, Tensor]
+    decoder_skips: tuple[str, ...] = ()
     training: dict[str, Any] = field(default_factory=dict)
     styler_version: str | None = None
     path: Path | None = None
 
     def build(self) -> Decoder:
-        problem = f"decoder weights do not fit a width-{self.decoder_width} decoder"
-        return load_fitting(Decoder(self.decoder_width), self.state_dict, self.path, problem)
+        skips = f" with skips at {', '.join(self.decoder_skips)}" if self.decoder_skips else ""
+        problem = f"decoder weights do not fit a width-{self.decoder_width} decoder{skips}"
+        return load_fitting(Decoder(self.decoder_width, self.decoder_skips), self.state_dict, self.path, problem)
 
 
 def model_dict(decoder: Decoder, training: dict[str, Any], half: bool = True) -> dict[str, Any]:
@@ -59,7 +62,7 @@ def model_dict(decoder: Decoder, training: dict[str, Any], half: bool = True) ->
         "format_version": FORMAT_VERSION,
         "kind": ARBITRARY_KIND,
         "encoder": {"network": "vgg16", "layer": CONTENT_LAYER},
-        "decoder": {"width": decoder.width},
+        "decoder": {"width": decoder.width, "skips": list(decoder.skips)},
         "training": dict(training),
         "styler_version": __version__,
         "state_dict": {
@@ -88,12 +91,16 @@ def arbitrary_model_from(contents: dict[str, Any], path: Path) -> ArbitraryModel
     width = decoder.get("width") if isinstance(decoder, dict) else None
     if not isinstance(width, int | float) or not 0 < width <= 4:
         raise StylerError(f"{path}: no valid decoder width ({width!r})")
+    skips = decoder.get("skips", []) if isinstance(decoder, dict) else []
+    if not isinstance(skips, list) or not set(skips) <= set(LEVEL_LAYERS):
+        raise StylerError(f"{path}: no valid decoder skips ({skips!r}; this styler knows {', '.join(LEVEL_LAYERS)})")
     state_dict = contents.get("state_dict")
     if not isinstance(state_dict, dict):
         raise StylerError(f"{path}: 'state_dict' is not a dict of tensors")
     training = contents.get("training")
     return ArbitraryModel(
         decoder_width=float(width),
+        decoder_skips=tuple(skips),
         state_dict=as_float32(state_dict, path),
         training=training if isinstance(training, dict) else {},
         styler_version=contents.get("styler_version"),

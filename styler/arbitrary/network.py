@@ -5,10 +5,18 @@ layers are derived from the VGG16 layers above it, in reverse: each convolution 
 each max-pooling replaced by a nearest-neighbour upsampling, every convolution reflection-padded (zero padding
 draws a frame at the border). `width` scales the decoder's inner channels: half width costs a quarter of the
 arithmetic of the paper's decoder.
+
+Skips (coarse to fine, after Li et al. 2017's several levels, here in one decoder): the decoder may also read the
+photo's features at shallower layers, each given the painting's statistics by AdaIN like the deepest, projected by
+a 1x1 convolution and added where its upsampling reaches that layer's resolution. relu4_1 alone has to be inverted
+from an eighth of the photo's resolution, which a decoder learns slowly (the relief-like pictures of 2,000 CPU
+steps); the shallower levels hand it the photo's outlines and the painting's finer statistics at their own scale.
+The projections start at zero, so a decoder without skips is the same network with them switched off.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from styler.vgg16 import VGG16Features
@@ -16,6 +24,8 @@ from styler.vgg16 import VGG16Features
 CONTENT_LAYER = "relu4_1"
 # The style loss compares the output's statistics with the painting's at these layers (Huang & Belongie's choice).
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", CONTENT_LAYER)
+# The layer at each resolution the decoder passes through: index k is 1/2**k of the photo's size.
+LEVEL_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 
 
 class Encoder(nn.Module):
@@ -63,27 +73,71 @@ def decoder_plan(width: float) -> list[tuple[int, int] | None]:
 
 
 class Decoder(nn.Module):
-    """Features at CONTENT_LAYER back to a 0..255 RGB image twice per upsampling the size of the feature map."""
+    """Features at CONTENT_LAYER (and at `skips`, see above) back to a 0..255 RGB image."""
 
-    def __init__(self, width: float = 0.5) -> None:
+    def __init__(self, width: float = 0.5, skips: tuple[str, ...] = ()) -> None:
         super().__init__()
+        unknown = set(skips) - set(LEVEL_LAYERS)
+        if unknown:
+            raise ValueError(f"decoder skips must be among {LEVEL_LAYERS}, not {sorted(unknown)}")
         self.width = width
+        self.skips = tuple(layer for layer in LEVEL_LAYERS if layer in skips)  # one order, whatever was given
         layers: list[nn.Module] = []
         plan = decoder_plan(width)
+        level = plan.count(None)
+        self.projections = nn.ModuleDict()
+        channels = {layer: _channels_at(layer) for layer in LEVEL_LAYERS}
         for index, step in enumerate(plan):
             if step is None:
                 layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                level -= 1
+                if LEVEL_LAYERS[level] in self.skips:
+                    decoder_channels = next(s for s in plan[index:] if s is not None)[0]
+                    projection = nn.Conv2d(channels[LEVEL_LAYERS[level]], decoder_channels, kernel_size=1)
+                    for parameter in projection.parameters():
+                        nn.init.zeros_(parameter)
+                    self.projections[LEVEL_LAYERS[level]] = projection
                 continue
             layers += [nn.ReflectionPad2d(1), nn.Conv2d(*step, kernel_size=3)]
             if index < len(plan) - 1:  # the last convolution writes the image: no ReLU
                 layers.append(nn.ReLU(inplace=True))
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, features: Tensor) -> Tensor:
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The encoder layers this decoder reads (the AdaIN targets it needs)."""
+        return (CONTENT_LAYER, *self.skips)
+
+    def forward(self, features: Tensor | dict[str, Tensor]) -> Tensor:
+        """features: the AdaIN'd CONTENT_LAYER features, or a dict of them at `inputs` (autocast picks the dtype)."""
+        if isinstance(features, Tensor):
+            features = {CONTENT_LAYER: features}
+        x = features[CONTENT_LAYER].contiguous(memory_format=torch.channels_last)
+        level = self.size_exponent
+        for layer in self.layers:
+            x = layer(x)
+            if isinstance(layer, nn.Upsample):
+                level -= 1
+                name = LEVEL_LAYERS[level]
+                if name in self.projections:
+                    x = x + self.projections[name](features[name].contiguous(memory_format=torch.channels_last))
         # Centred on mid-grey so that a fresh decoder starts near the middle of the pixel range.
-        return (self.layers(features) + 0.5) * 255.0
+        return (x + 0.5) * 255.0
+
+    @property
+    def size_exponent(self) -> int:
+        return sum(isinstance(layer, nn.Upsample) for layer in self.layers)
 
     @property
     def size_multiple(self) -> int:
         """The photo's sides are padded to a multiple of this: the encoder's poolings halve them this many times."""
-        return 2 ** sum(isinstance(layer, nn.Upsample) for layer in self.layers)
+        return 2**self.size_exponent
+
+
+def _channels_at(layer: str) -> int:
+    """The encoder's channels at one of LEVEL_LAYERS: the first convolution's after as many poolings as its level
+    (read from VGG16's configuration, not by building it, which would draw from the random generator)."""
+    from torchvision.models import vgg
+
+    blocks = " ".join(str(v) for v in vgg.cfgs["D"]).split("M")
+    return int(blocks[LEVEL_LAYERS.index(layer)].split()[0])

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from styler.arbitrary.adain import StyleStatistics, adain, blend, style_statistics
+from styler.arbitrary.adain import StyleStatistics, adain, adain_layers, blend, style_statistics
 from styler.arbitrary.model_file import ArbitraryModel
-from styler.arbitrary.network import CONTENT_LAYER, Encoder
+from styler.arbitrary.network import Encoder
 from styler.errors import StylerError
 from styler.io.images import DEFAULT_MAX_PIXELS, Photo, image_to_tensor, read_photo, tensor_to_image
 from styler.model.stylizer import PRECISIONS, keep_colors, mirror_pad_to
@@ -75,16 +75,16 @@ class ArbitraryStylizer:
         self.decoder = model.build().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.multiple = self.decoder.size_multiple
         self.match_colors = match_colors
-        # Per painting file: its statistics at CONTENT_LAYER and its pixels' per-channel statistics (its palette).
-        self._statistics: dict[Path, tuple[StyleStatistics, StyleStatistics]] = {}
-        self.style: StyleStatistics | None = None
+        # Per painting file: its statistics at each layer the decoder reads and its pixels' (its palette).
+        self._statistics: dict[Path, tuple[dict[str, StyleStatistics], StyleStatistics]] = {}
+        self.style: dict[str, StyleStatistics] | None = None
         self.palette: StyleStatistics | None = None
 
     def _autocast(self):
         return torch.autocast(self.device.type, self.autocast_dtype) if self.autocast_dtype else nullcontext()
 
-    def painting_statistics(self, path: Path) -> tuple[StyleStatistics, StyleStatistics]:
-        """The painting's statistics at CONTENT_LAYER and of its pixels, read and encoded once per file."""
+    def painting_statistics(self, path: Path) -> tuple[dict[str, StyleStatistics], StyleStatistics]:
+        """The painting's statistics at the decoder's layers and of its pixels, read and encoded once per file."""
         key = Path(path).resolve()
         if key not in self._statistics:
             photo = read_photo(Path(path), DEFAULT_MAX_PIXELS)
@@ -103,8 +103,9 @@ class ArbitraryStylizer:
                 )
             painting = image_to_tensor(photo.rgb.resize(size, Image.Resampling.LANCZOS)).to(self.device)
             with torch.inference_mode(), self._autocast():
-                features = self.encoder(painting.contiguous(memory_format=torch.channels_last))[CONTENT_LAYER]
-            self._statistics[key] = style_statistics(features.float()), style_statistics(painting)
+                features = self.encoder(painting.contiguous(memory_format=torch.channels_last), self.decoder.inputs)
+            by_layer = {layer: style_statistics(value.float()) for layer, value in features.items()}
+            self._statistics[key] = by_layer, style_statistics(painting)
         return self._statistics[key]
 
     def set_paintings(self, paintings: list[Painting]) -> None:
@@ -113,7 +114,7 @@ class ArbitraryStylizer:
             raise StylerError("give a painting with --style-image")
         statistics = [self.painting_statistics(p.path) for p in paintings]
         weights = [p.weight for p in paintings]
-        self.style = blend([features for features, _ in statistics], weights)
+        self.style = {layer: blend([s[layer] for s, _ in statistics], weights) for layer in self.decoder.inputs}
         self.palette = blend([pixels for _, pixels in statistics], weights)
 
     def __call__(self, photo: Photo, strength: float = 1.0, preserve_color: bool = False) -> Photo:
@@ -140,10 +141,10 @@ class ArbitraryStylizer:
             content, max(smallest, _round_up(height, self.multiple)), max(smallest, _round_up(width, self.multiple))
         )
         with self._autocast():
-            features = self.encoder(padded.contiguous(memory_format=torch.channels_last))[CONTENT_LAYER]
-        transferred = adain(features.float(), self.style, strength)
+            features = self.encoder(padded.contiguous(memory_format=torch.channels_last), self.decoder.inputs)
+        transferred = adain_layers(features, self.style, strength)
         with self._autocast():
-            styled = self.decoder(transferred.to(features.dtype).contiguous(memory_format=torch.channels_last))
+            styled = self.decoder(transferred)
         styled = styled[..., :height, :width].float()
         if self.match_colors:
             styled = self.match_palette(styled, content, strength)

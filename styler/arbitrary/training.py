@@ -30,13 +30,14 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from styler.arbitrary.adain import adain, style_statistics
-from styler.arbitrary.model_file import CHECKPOINT_FORMAT, model_dict, save_arbitrary_model
+from styler.arbitrary.adain import adain_layers, style_statistics
+from styler.arbitrary.model_file import CHECKPOINT_FORMAT, arbitrary_model_from, model_dict, save_arbitrary_model
 from styler.arbitrary.network import CONTENT_LAYER, STYLE_LAYERS, Decoder, Encoder
 from styler.errors import StylerError
 from styler.io.files import write_atomically
 from styler.io.images import Photo, read_photo, tensor_to_image, to_uint8_tensor, write_photo
 from styler.model.checkpoints import checkpoint_files, file_for
+from styler.model.model_files import read_model_contents, resolve_model_file
 
 EXIT_INTERRUPTED = 130
 
@@ -64,6 +65,8 @@ class ArbitraryConfig:
     content_weight: float = 1.0
     style_weight: float = 10.0
     decoder_width: float = 0.5
+    decoder_skips: tuple[str, ...] = ("relu2_1", "relu3_1")  # see network.py; () reads relu4_1 alone
+    init: str | None = None  # an arbitrary model file whose decoder weights start the run (skips it lacks: zero)
     checkpoint_every: int = 100
     preview_every: int = 100
     keep_checkpoints: int = 3
@@ -152,7 +155,9 @@ class DecoderTraining:
         self.device = torch.device(config.device)
         torch.manual_seed(config.seed)
         self.encoder = Encoder(encoder_weights).to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.decoder = Decoder(config.decoder_width).to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.decoder = Decoder(config.decoder_width, config.decoder_skips).to(
+            self.device, memory_format=torch.channels_last
+        )  # type: ignore[call-overload]
         self.optimizer = torch.optim.Adam(self.decoder.parameters(), lr=config.lr)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -163,6 +168,8 @@ class DecoderTraining:
             self.generator.set_state(resume["generator"])
             torch.set_rng_state(resume["torch_rng"])
             self.step, self.seconds = int(resume["step"]), float(resume["seconds"])
+        elif config.init is not None:
+            warm_start(self.decoder, config.init)
         self.images = Images(config)
         self.previews = self._preview_pairs()
 
@@ -176,16 +183,24 @@ class DecoderTraining:
     def _prepared(self, images: Tensor) -> Tensor:
         return images.to(self.device).contiguous(memory_format=torch.channels_last)
 
-    def losses(self, photos: Tensor, styles: Tensor) -> Losses:
+    def decode(self, photos: Tensor, styles: Tensor) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """The photos decoded with the styles' statistics at every layer the decoder reads: (result, the AdaIN
+        targets by layer, the styles' features at STYLE_LAYERS). Gradients flow through the decoder only."""
         photos, styles = self._prepared(photos), self._prepared(styles)
         with torch.no_grad(), self.autocast():
-            photo_features = self.encoder(photos)[CONTENT_LAYER]
+            photo_features = self.encoder(photos, self.decoder.inputs)
             style_features = self.encoder(styles, STYLE_LAYERS)
-        target = adain(photo_features.float(), style_statistics(style_features[CONTENT_LAYER].float()))
+        statistics = {layer: style_statistics(style_features[layer].float()) for layer in self.decoder.inputs}
+        targets = adain_layers(photo_features, statistics)
         with self.autocast():
-            result = self.decoder(target.to(photo_features.dtype).contiguous(memory_format=torch.channels_last))
+            result = self.decoder(targets)
+        return result, targets, style_features
+
+    def losses(self, photos: Tensor, styles: Tensor) -> Losses:
+        result, targets, style_features = self.decode(photos, styles)
+        with self.autocast():
             result_features = self.encoder(result, STYLE_LAYERS)
-        content = F.mse_loss(result_features[CONTENT_LAYER].float(), target)
+        content = F.mse_loss(result_features[CONTENT_LAYER].float(), targets[CONTENT_LAYER])
         style = result.new_zeros((), dtype=torch.float32)
         for layer in STYLE_LAYERS:
             result_mean, result_std = mean_std(result_features[layer])
@@ -207,13 +222,7 @@ class DecoderTraining:
 
     @torch.no_grad()
     def stylize(self, photos: Tensor, styles: Tensor) -> Tensor:
-        photos, styles = self._prepared(photos), self._prepared(styles)
-        with self.autocast():
-            photo_features = self.encoder(photos)[CONTENT_LAYER]
-            style_features = self.encoder(styles)[CONTENT_LAYER]
-            target = adain(photo_features.float(), style_statistics(style_features.float()))
-            result = self.decoder(target.to(photo_features.dtype).contiguous(memory_format=torch.channels_last))
-        return result.float().clamp(0, 255).cpu()
+        return self.decode(photos, styles)[0].float().clamp(0, 255).cpu()
 
     def _preview_pairs(self) -> tuple[Tensor, Tensor]:
         """Held-out photos, each with a training painting or (without paintings) another held-out photo as style."""
@@ -242,13 +251,18 @@ class DecoderTraining:
         recipe["paintings"] = [Path(p).name for p in self.config.paintings]
         recipe["photo_count"] = len(self.config.photos)
         recipe["loss"] = "AdaIN content (relu4_1 vs the AdaIN target) + style (mean/std at relu1_1..relu4_1)"
+        recipe["decoder_skips"] = list(self.config.decoder_skips)
         recipe.update(steps_done=self.step, seconds=round(self.seconds, 1), **self.config.notes)
         return recipe
 
     def checkpoint(self) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
-            "config": {**asdict(self.config), "painting_sizes": list(self.config.painting_sizes)},
+            "config": {
+                **asdict(self.config),
+                "painting_sizes": list(self.config.painting_sizes),
+                "decoder_skips": list(self.config.decoder_skips),
+            },
             "model": model_dict(self.decoder, self.record(), half=False),
             "decoder": self.decoder.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -263,6 +277,21 @@ def _fit(image: Image.Image, size: int) -> Image.Image:
     from PIL import ImageOps
 
     return ImageOps.fit(image, (size, size), Image.Resampling.LANCZOS)
+
+
+def warm_start(decoder: Decoder, init: str) -> None:
+    """The decoder weights of an arbitrary model (a file or shipped name; same width)."""
+    path = resolve_model_file(init)
+    model = arbitrary_model_from(read_model_contents(path), path)
+    if model.decoder_width != decoder.width:
+        raise StylerError(f"--init {init}: a width-{model.decoder_width} decoder; this run's is {decoder.width}")
+    missing, unexpected = decoder.load_state_dict(model.state_dict, strict=False)
+    extra = [key for key in missing if not key.startswith("projections.")] + list(unexpected)
+    if extra:
+        raise StylerError(f"--init {init}: its decoder does not fit this run's (e.g. {extra[0]})")
+    with torch.no_grad():  # the skips it lacks start switched off: the run starts from that model's pictures
+        for key in missing:
+            decoder.get_parameter(key).zero_()
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -280,6 +309,7 @@ def config_from_checkpoint(contents: dict[str, Any], **changes: Any) -> Arbitrar
     is recorded in notes["resumed"] with its step, so the model file tells the run as it happened."""
     values = dict(contents["config"])
     values["painting_sizes"] = tuple(values["painting_sizes"])
+    values["decoder_skips"] = tuple(values.get("decoder_skips", ()))  # checkpoints from before skips had none
     given = {key: value for key, value in changes.items() if value is not None}
     changed = {
         key: value

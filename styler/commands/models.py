@@ -23,7 +23,9 @@ def main(json_output: bool = False, directory: Path | None = None) -> None:
         arch = entry.arch
         if entry.kind == ARBITRARY_KIND:
             styles = "any painting (--style-image)"
+            skips = arch.get("decoder_skips") or []
             shape = f"VGG16 to {arch.get('encoder_layer')}, decoder width {arch.get('decoder_width')}"
+            shape += f", skips {'+'.join(skips)}" if skips else ""
         else:
             styles = ", ".join(entry.styles)
             shape = f"width {arch.get('width')}, {arch.get('residual_blocks')} blocks, stride {arch.get('stem_stride')}"

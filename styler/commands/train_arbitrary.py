@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from styler.arbitrary.network import LEVEL_LAYERS
 from styler.arbitrary.training import (
     ArbitraryConfig,
     DecoderTraining,
@@ -47,6 +48,16 @@ def check_paintings(paintings: list[Path]) -> list[str]:
     return [str(path) for path in paintings]
 
 
+def parse_skips(skips: list[str]) -> tuple[str, ...]:
+    """--skip values: layers among LEVEL_LAYERS, or `none` alone."""
+    if skips == ["none"]:
+        return ()
+    unknown = [layer for layer in skips if layer not in LEVEL_LAYERS]
+    if unknown:
+        raise StylerError(f"--skip {unknown[0]}: choose among {', '.join(LEVEL_LAYERS)}, or none")
+    return tuple(dict.fromkeys(skips))
+
+
 def main(
     data: Path | None,
     out: Path | None,
@@ -65,10 +76,15 @@ def main(
     if amp and target.type == "cpu" and not cpu_has_bfloat16():
         raise StylerError("--amp: this CPU has no bfloat16 instructions (AMX or AVX-512 BF16); it would be slower")
     settings = {key: value for key, value in settings.items() if value is not None}
+    if "decoder_skips" in settings:
+        settings["decoder_skips"] = parse_skips(settings["decoder_skips"])
     if resume is not None:
         checkpoint = read_checkpoint(resume)
         # --out and --checkpoint-dir may move a resumed run; --steps extends it (the cosine schedule follows).
         moved = {"out": str(out) if out else None, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
+        for option, name in (("--skip", "decoder_skips"), ("--decoder-width", "decoder_width"), ("--init", "init")):
+            if name in settings and settings[name] != config_from_checkpoint(checkpoint).__dict__[name]:
+                raise StylerError(f"{option}: a resumed run keeps its decoder; start a new run with --init {resume}")
         config = config_from_checkpoint(checkpoint, **settings, **moved)
     else:
         if data is None or out is None:

@@ -105,7 +105,7 @@ def test_ship_arbitrary_enters_an_arbitrary_model_with_its_paintings_licences(tm
     (entry,) = read_manifest(shipped_dir)
     assert entry.kind == "arbitrary" and entry.styles == []
     assert entry.style_images[0]["artist"] == "Katsushika Hokusai"
-    assert entry.arch == {"encoder": "vgg16", "encoder_layer": "relu4_1", "decoder_width": 0.0625}
+    assert entry.arch == {"encoder": "vgg16", "encoder_layer": "relu4_1", "decoder_width": 0.0625, "decoder_skips": []}
     unlicensed = tmp_path / "other.pth"
     save_arbitrary_model(unlicensed, Decoder(0.0625), {"paintings": ["mine.jpg"]})
     assert ship.main([str(unlicensed), "--name", "x", "--arbitrary", "--models-dir", str(shipped_dir)]) == 2

@@ -85,3 +85,71 @@ def test_weights_of_another_width_are_refused(tmp_path):
     contents["decoder"] = {"width": 0.125}
     with pytest.raises(StylerError, match="do not fit"):
         arbitrary_model_from(contents, tmp_path / "x.pth").build()
+
+
+def test_skips_start_switched_off_and_then_carry_the_shallow_features():
+    torch.manual_seed(0)
+    plain, skipping = Decoder(0.0625), Decoder(0.0625, ("relu3_1", "relu1_1", "relu2_1"))
+    assert skipping.skips == ("relu1_1", "relu2_1", "relu3_1") and skipping.inputs == (CONTENT_LAYER, *skipping.skips)
+    missing, unexpected = skipping.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(key.startswith("projections.") for key in missing) and len(missing) == 6
+    features = Encoder()(torch.rand(1, 3, 32, 24) * 255, skipping.inputs)
+    # Zero projections: the same pictures as the decoder without skips.
+    torch.testing.assert_close(skipping(features), plain(features[CONTENT_LAYER]))
+    shapes = {name: (p.in_channels, p.out_channels) for name, p in skipping.projections.items()}
+    assert shapes == {"relu3_1": (256, 16), "relu2_1": (128, 8), "relu1_1": (64, 4)}  # into the level's width
+    for name in skipping.skips:
+        changed = Decoder(0.0625, skipping.skips)
+        changed.load_state_dict(skipping.state_dict())
+        with torch.no_grad():
+            changed.projections[name].weight.normal_()
+        altered = {**features, name: features[name] * 2}
+        assert not torch.allclose(changed(altered), changed(features)), name  # that level's features are read
+
+
+def test_unknown_skips_are_refused():
+    with pytest.raises(ValueError, match="relu4_1"):
+        Decoder(0.0625, ("relu4_1",))
+
+
+def test_skips_travel_in_the_model_file_and_older_files_have_none(tmp_path):
+    torch.manual_seed(0)
+    decoder = Decoder(0.0625, ("relu2_1",))
+    with torch.no_grad():
+        decoder.projections["relu2_1"].weight.normal_()
+    path = tmp_path / "skip.pth"
+    save_arbitrary_model(path, decoder, {})
+    model = arbitrary_model_from(read_model_contents(path), path)
+    assert model.decoder_skips == ("relu2_1",)
+    torch.testing.assert_close(
+        model.build().projections["relu2_1"].weight, decoder.projections["relu2_1"].weight, rtol=1e-3, atol=1e-4
+    )
+    older = model_dict(Decoder(0.0625), {})
+    older["decoder"] = {"width": 0.0625}  # as files written before skips
+    assert arbitrary_model_from(older, path).decoder_skips == ()
+    refused = {**older, "decoder": {"width": 0.0625, "skips": ["relu9_9"]}}
+    with pytest.raises(StylerError, match="skips"):
+        arbitrary_model_from(refused, path)
+    no_projection = model_dict(Decoder(0.0625), {})
+    no_projection["decoder"]["skips"] = ["relu2_1"]
+    with pytest.raises(StylerError, match="do not fit.*relu2_1"):
+        arbitrary_model_from(no_projection, path).build()
+
+
+def test_a_warm_start_takes_a_plain_decoders_weights_and_zero_skips(tmp_path):
+    from styler.arbitrary.training import warm_start
+
+    torch.manual_seed(0)
+    plain = Decoder(0.0625)
+    path = tmp_path / "plain.pth"
+    save_arbitrary_model(path, plain, {}, half=False)
+    skipping = Decoder(0.0625, ("relu2_1", "relu3_1"))
+    with torch.no_grad():
+        for projection in skipping.projections.values():
+            projection.weight.fill_(1.0)
+    warm_start(skipping, str(path))
+    for key, value in plain.state_dict().items():
+        assert torch.equal(skipping.state_dict()[key], value), key
+    assert all(not p.weight.any() for p in skipping.projections.values())
+    with pytest.raises(StylerError, match="width"):
+        warm_start(Decoder(0.125), str(path))

@@ -91,3 +91,23 @@ def test_a_recipe_changed_on_resuming_is_recorded_with_its_step(run_cli, random_
         read_model_contents(tmp_path / "arbitrary.pth"), tmp_path / "arbitrary.pth"
     ).training
     assert training["style_weight"] == 4 and training["resumed"] == [{"step": 2, "steps": 3, "style_weight": 4}]
+
+
+def test_skips_are_chosen_recorded_and_kept_on_resuming(run_cli, random_vgg16, photos, tmp_path):
+    plain = run_cli(*tiny(photos, tmp_path / "plain", "--steps", "2", "--skip", "none"))
+    assert plain.exit_code == 0, plain.stderr
+    model = arbitrary_model_from(read_model_contents(tmp_path / "plain" / "arbitrary.pth"), tmp_path)
+    assert model.decoder_skips == () and model.training["decoder_skips"] == []
+    # The default reads relu2_1 and relu3_1 too; --init starts it from the plain decoder.
+    warm = run_cli(*tiny(photos, tmp_path / "warm", "--steps", "2", "--init", tmp_path / "plain" / "arbitrary.pth"))
+    assert warm.exit_code == 0, warm.stderr
+    model = arbitrary_model_from(read_model_contents(tmp_path / "warm" / "arbitrary.pth"), tmp_path)
+    assert model.decoder_skips == ("relu2_1", "relu3_1")
+    assert model.training["init"] == str(tmp_path / "plain" / "arbitrary.pth")
+    changed = run_cli(
+        "train-arbitrary", "--resume", tmp_path / "plain" / "ck" / "step-0000002.ckpt", "--skip", "relu2_1"
+    )
+    assert changed.exit_code == 2 and "--init" in changed.stderr
+    unknown = run_cli(*tiny(photos, tmp_path / "x", "--steps", "1", "--skip", "relu4_1"))
+    assert unknown.exit_code == 2 and "--skip relu4_1" in unknown.stderr
+    assert not (tmp_path / "x").exists()
