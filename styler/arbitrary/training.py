@@ -66,6 +66,10 @@ class ArbitraryConfig:
     style_weight: float = 10.0
     decoder_width: float = 0.5
     decoder_skips: tuple[str, ...] = ("relu2_1", "relu3_1")  # see network.py; () reads relu4_1 alone
+    # The content loss at every layer the decoder reads (each AdaIN target inverted), not at relu4_1 alone: with
+    # relu4_1 alone a skip decoder kept the style's statistics and lost the photo's outlines (structure 0.29 against
+    # the peer's 0.57 on the training paintings; its features' error was 0.9 of the target's own size).
+    content_at_skips: bool = True
     init: str | None = None  # an arbitrary model file whose decoder weights start the run (skips it lacks: zero)
     checkpoint_every: int = 100
     preview_every: int = 100
@@ -200,7 +204,9 @@ class DecoderTraining:
         result, targets, style_features = self.decode(photos, styles)
         with self.autocast():
             result_features = self.encoder(result, STYLE_LAYERS)
-        content = F.mse_loss(result_features[CONTENT_LAYER].float(), targets[CONTENT_LAYER])
+        content_layers = self.decoder.inputs if self.config.content_at_skips else (CONTENT_LAYER,)
+        content = sum(F.mse_loss(result_features[layer].float(), targets[layer]) for layer in content_layers)
+        assert isinstance(content, Tensor)
         style = result.new_zeros((), dtype=torch.float32)
         for layer in STYLE_LAYERS:
             result_mean, result_std = mean_std(result_features[layer])
@@ -250,7 +256,8 @@ class DecoderTraining:
             recipe.pop(name)
         recipe["paintings"] = [Path(p).name for p in self.config.paintings]
         recipe["photo_count"] = len(self.config.photos)
-        recipe["loss"] = "AdaIN content (relu4_1 vs the AdaIN target) + style (mean/std at relu1_1..relu4_1)"
+        content_layers = "every layer the decoder reads" if self.config.content_at_skips else "relu4_1"
+        recipe["loss"] = f"AdaIN content ({content_layers} vs the AdaIN target) + style (mean/std at relu1_1..relu4_1)"
         recipe["decoder_skips"] = list(self.config.decoder_skips)
         recipe.update(steps_done=self.step, seconds=round(self.seconds, 1), **self.config.notes)
         return recipe
@@ -310,6 +317,7 @@ def config_from_checkpoint(contents: dict[str, Any], **changes: Any) -> Arbitrar
     values = dict(contents["config"])
     values["painting_sizes"] = tuple(values["painting_sizes"])
     values["decoder_skips"] = tuple(values.get("decoder_skips", ()))  # checkpoints from before skips had none
+    values.setdefault("content_at_skips", False)  # nor content beyond relu4_1
     given = {key: value for key, value in changes.items() if value is not None}
     changed = {
         key: value

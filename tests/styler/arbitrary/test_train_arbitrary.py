@@ -111,3 +111,28 @@ def test_skips_are_chosen_recorded_and_kept_on_resuming(run_cli, random_vgg16, p
     unknown = run_cli(*tiny(photos, tmp_path / "x", "--steps", "1", "--skip", "relu4_1"))
     assert unknown.exit_code == 2 and "--skip relu4_1" in unknown.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_the_content_loss_inverts_every_layer_the_decoder_reads(photos, tmp_path):
+    import torch.nn.functional as F
+
+    from styler.arbitrary.network import CONTENT_LAYER, STYLE_LAYERS
+    from styler.arbitrary.training import ArbitraryConfig, DecoderTraining
+
+    config = ArbitraryConfig(
+        photos=[str(path) for path in sorted(photos.iterdir())], paintings=[], previews=[], out="x",
+        checkpoint_dir="y", image_size=32, batch_size=2, decoder_width=0.0625,
+    )  # fmt: skip
+    training = DecoderTraining(config, None)
+    with torch.no_grad():  # a decoder whose skips are switched on
+        for projection in training.decoder.projections.values():
+            projection.weight.normal_()
+    batch = training.images.batch(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        result, targets, _ = training.decode(*batch)
+        features = training.encoder(result, STYLE_LAYERS)
+        errors = {layer: F.mse_loss(features[layer], target) for layer, target in targets.items()}
+        assert set(errors) == {"relu2_1", "relu3_1", CONTENT_LAYER}
+        torch.testing.assert_close(training.losses(*batch).content, sum(errors.values()))
+        config.content_at_skips = False
+        torch.testing.assert_close(training.losses(*batch).content, errors[CONTENT_LAYER])
