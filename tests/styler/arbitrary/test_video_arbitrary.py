@@ -118,7 +118,18 @@ def test_the_camera_track_works_on_the_encoders_grid(stylizer):
     padded = pad_to_grid(frames, 8, 16, offsets)
     assert padded.shape[-2:] == (32, 40)
     assert torch.equal(crop_from_grid(padded, 21, 30, offsets), frames)  # padding in front, cropped back in place
-    assert stylizer.stylize_finished(frames * 255, 1.0, False, offsets).shape == frames.shape
+    photos = torch.from_numpy(clips.pan(PAN_PHOTO, 81, 61, 2, step=3)).permute(0, 3, 1, 2).float()
+
+    def blurred(x):  # the picture without the strokes' texture, which the offsets rightly change
+        return torch.nn.functional.avg_pool2d(x, 5, stride=1)
+
+    plain = blurred(stylizer.stylize_finished(photos, 1.0, False))
+    moved = stylizer.stylize_finished(photos, 1.0, False, offsets)
+    assert moved.shape == photos.shape
+    moved = blurred(moved)
+    in_place = (moved - plain).abs().mean()
+    for later, earlier in ((moved[..., 4:], plain[..., :-4]), (moved[..., 4:, :], plain[..., :-4, :])):
+        assert in_place < (later - earlier).abs().mean()  # aligned, not moved by the offsets
 
 
 # ------------------------------------------------------------------------------------------------ the command
