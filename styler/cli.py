@@ -55,14 +55,35 @@ def complete_model(incomplete: str) -> list[tuple[str, str]]:
 
 
 # Options that stylize and video share, written once.
+# -m is optional where a painting (--style-image) can choose the style instead: the shipped arbitrary model.
 ModelOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--model",
         "-m",
-        help="A shipped model's name (`styler models`) or a model file.",
+        help="A shipped model's name (`styler models`) or a model file (default with --style-image: arbitrary).",
         show_default=False,
         autocompletion=complete_model,
+    ),
+]
+StyleImageOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Any painting as the style, with an arbitrary-style model; repeat to blend several "
+        "(weights with --style-weight)."
+    ),
+]
+StyleWeightOption = Annotated[
+    list[float] | None, typer.Option(help="One weight per --style-image for a blend (default: equal).")
+]
+StyleSizeOption = Annotated[
+    int | None, typer.Option(help="The painting's long side in pixels: its strokes' scale (default: 512).")
+]
+MatchColorsOption = Annotated[
+    bool,
+    typer.Option(
+        "--match-colors/--no-match-colors",
+        help="With --style-image: give the result the painting's colour statistics (after the decoder).",
     ),
 ]
 StyleOption = Annotated[
@@ -163,36 +184,11 @@ def stylize(
             show_default=False,
         ),
     ],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="A shipped model's name (`styler models`) or a model file (default with --style-image: arbitrary).",
-            show_default=False,
-            autocompletion=complete_model,
-        ),
-    ] = None,
-    style_image: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Any painting as the style, with an arbitrary-style model; repeat to blend several "
-            "(weights with --style-weight)."
-        ),
-    ] = None,
-    style_weight: Annotated[
-        list[float] | None, typer.Option(help="One weight per --style-image for a blend (default: equal).")
-    ] = None,
-    style_size: Annotated[
-        int | None, typer.Option(help="The painting's long side in pixels: its strokes' scale (default: 512).")
-    ] = None,
-    match_colors: Annotated[
-        bool,
-        typer.Option(
-            "--match-colors/--no-match-colors",
-            help="With --style-image: give the result the painting's colour statistics (after the decoder).",
-        ),
-    ] = True,
+    model: ModelOption = None,
+    style_image: StyleImageOption = None,
+    style_weight: StyleWeightOption = None,
+    style_size: StyleSizeOption = None,
+    match_colors: MatchColorsOption = True,
     output: Annotated[
         str | None,  # a string, not a Path, which would drop the trailing slash of "-o newdir/"
         typer.Option(
@@ -276,7 +272,11 @@ def video(
     inputs: Annotated[
         list[Path], typer.Argument(help="Video files (.mp4, .mov, .mkv, .webm, ...).", show_default=False)
     ],
-    model: ModelOption,
+    model: ModelOption = None,
+    style_image: StyleImageOption = None,
+    style_weight: StyleWeightOption = None,
+    style_size: StyleSizeOption = None,
+    match_colors: MatchColorsOption = True,
     output: Annotated[
         str | None,
         typer.Option(
@@ -322,8 +322,8 @@ def video(
         ),
     ] = False,
 ) -> None:
-    """Stylize videos: frame rate, timing, sound, colour and pixel aspect kept, steady from frame to frame (needs the
-    [video] extra).
+    """Stylize videos with a trained model, or with any painting (--style-image, as stylize): frame rate, timing,
+    sound, colour and pixel aspect kept, steady from frame to frame (needs the [video] extra).
 
     Exit status 2 when any video failed (one line on stderr each; nothing is written for it; the others are). In a
     batch, styler's own earlier outputs are skipped.
@@ -334,6 +334,10 @@ def video(
     options = VideoOptions(
         model=model,
         style=style,
+        style_images=tuple(style_image or ()),
+        style_weights=tuple(style_weight or ()),
+        style_size=style_size,
+        match_colors=match_colors,
         output=output,
         overwrite=overwrite,
         max_size=max_size,

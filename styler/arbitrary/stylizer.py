@@ -19,7 +19,7 @@ from styler.arbitrary.model_file import ArbitraryModel
 from styler.arbitrary.network import Encoder
 from styler.errors import StylerError
 from styler.io.images import DEFAULT_MAX_PIXELS, Photo, image_to_tensor, read_photo, tensor_to_image
-from styler.model.stylizer import PRECISIONS, keep_colors, mirror_pad_to
+from styler.model.stylizer import PRECISIONS, crop_from_grid, keep_colors, pad_to_grid
 from styler.vgg16 import COMMAND, converted_file, load_vgg16_weights, torchvision_vgg16_file
 
 DEFAULT_STYLE_SIZE = 512
@@ -73,7 +73,7 @@ class ArbitraryStylizer:
         # torch accepts to(device, memory_format=...); its type stubs lack that overload.
         self.encoder = Encoder(weights).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.decoder = model.build().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.multiple = self.decoder.size_multiple
+        self.size_multiple = self.decoder.size_multiple
         self.match_colors = match_colors
         # Per painting file: its statistics at each layer the decoder reads and its pixels' (its palette).
         self._statistics: dict[Path, tuple[dict[str, StyleStatistics], StyleStatistics]] = {}
@@ -122,13 +122,18 @@ class ArbitraryStylizer:
         result = self.stylize_finished(content, strength, preserve_color)
         return Photo(tensor_to_image(result), photo.alpha, photo.icc_profile, photo.exif)
 
-    def stylize_finished(self, content: Tensor, strength: float, preserve_color: bool) -> Tensor:
-        styled = self.stylize_tensor(content, strength)
+    def stylize_finished(
+        self, content: Tensor, strength: float, preserve_color: bool, offsets: list[tuple[int, int]] | None = None
+    ) -> Tensor:
+        styled = self.stylize_tensor(content, strength, offsets)
         return keep_colors(content, styled) if preserve_color else styled
 
     @torch.inference_mode()
-    def stylize_tensor(self, content: Tensor, strength: float = 1.0) -> Tensor:
-        """(N, 3, H, W) 0..255 to the same shape, mirror-padded to the encoder's size multiple and cropped back.
+    def stylize_tensor(
+        self, content: Tensor, strength: float = 1.0, offsets: list[tuple[int, int]] | None = None
+    ) -> Tensor:
+        """(N, 3, H, W) 0..255 to the same shape, mirror-padded to the encoder's size multiple (and by the grid
+        offsets, see model.stylizer.pad_to_grid) and cropped back.
 
         strength is AdaIN's alpha: the decoder gets a feature-space blend of the photo's own features and the
         transferred ones, so 0.5 is half the style's statistics, not a cross-fade of two pictures."""
@@ -136,16 +141,13 @@ class ArbitraryStylizer:
             raise StylerError("no painting chosen (set_paintings)")
         height, width = content.shape[-2:]
         # The decoder's reflection padding needs feature maps of at least 2x2: photos of at least 2 * multiple.
-        smallest = 2 * self.multiple
-        padded = mirror_pad_to(
-            content, max(smallest, _round_up(height, self.multiple)), max(smallest, _round_up(width, self.multiple))
-        )
+        padded = pad_to_grid(content, self.size_multiple, 2 * self.size_multiple, offsets)
         with self._autocast():
             features = self.encoder(padded.contiguous(memory_format=torch.channels_last), self.decoder.inputs)
         transferred = adain_layers(features, self.style, strength)
         with self._autocast():
             styled = self.decoder(transferred)
-        styled = styled[..., :height, :width].float()
+        styled = crop_from_grid(styled, height, width, offsets).float()
         if self.match_colors:
             styled = self.match_palette(styled, content, strength)
         return styled.clamp(0, 255)
@@ -153,15 +155,15 @@ class ArbitraryStylizer:
     def match_palette(self, styled: Tensor, content: Tensor, strength: float) -> Tensor:
         """AdaIN in pixel space, on the same kernels: the result's per-channel mean and std of R, G and B set to the
         painting's (at strength 1; between the photo's and the painting's below), as in Reinhard et al. 2001's
-        colour transfer. The decoder carries the painting's strokes; this carries its palette exactly."""
+        colour transfer. The decoder carries the painting's strokes; this carries its palette exactly. In a video,
+        the result's own statistics are the steady ones of its frames (adain's layer), as at the encoder's layers."""
         assert self.palette is not None
         photo = style_statistics(content.float())
         target = StyleStatistics(
             torch.lerp(photo.mean, self.palette.mean.expand_as(photo.mean), strength),
             torch.lerp(photo.std, self.palette.std.expand_as(photo.std), strength),
         )
-        return adain(styled, target)
+        return adain(styled, target, layer=PALETTE)
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
+PALETTE = "pixels"  # the decoded result's RGB, as the steady statistics of a video know it beside the encoder's layers

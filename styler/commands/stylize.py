@@ -6,14 +6,15 @@ not; the run goes on and reports failures in its exit status.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
@@ -40,10 +41,15 @@ from styler.model.model_files import (
     read_model_contents,
     resolve_model_file,
 )
-from styler.model.stylizer import PRECISIONS, Stylizer, choose_style, output_tag, target_size
-
-if TYPE_CHECKING:
-    from styler.arbitrary.stylizer import ArbitraryStylizer
+from styler.model.stylizer import (
+    PRECISIONS,
+    ImageStylizer,
+    Stylizer,
+    check_style_images,
+    choose_style,
+    output_tag,
+    target_size,
+)
 
 ARBITRARY_MODEL = "arbitrary"  # the shipped arbitrary-style model: the default when a painting is given
 
@@ -87,16 +93,7 @@ class StylizeOptions:
             raise StylerError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.output is not None and self.output_dir is not None:
             raise StylerError("give either --output or --output-dir, not both")
-        if self.style_weights and len(self.style_weights) != len(self.style_images):
-            raise StylerError(
-                f"{len(self.style_weights)} --style-weight for {len(self.style_images)} --style-image; give one each"
-            )
-        if any(not 0 <= w < float("inf") for w in self.style_weights) or (
-            self.style_weights and sum(self.style_weights) <= 0
-        ):
-            raise StylerError("--style-weight: weights must be non-negative with a positive sum")
-        if self.model is None and not self.style_images:
-            raise StylerError("give a model with --model (`styler models` lists them) or a painting with --style-image")
+        check_style_images(self.model, self.style_images, self.style_weights)
 
 
 STDOUT_SUFFIX = ".png"
@@ -184,37 +181,63 @@ def default_output(input_path: Path, style_tag: str, output_dir: Path | None) ->
 # ----------------------------------------------------------------------------------------------- the run
 
 
-def prepare(arguments: list[str], options: StylizeOptions) -> tuple[Stylizer | ArbitraryStylizer, list[Job], int, int]:
+def prepare(arguments: list[str], options: StylizeOptions) -> tuple[ImageStylizer, list[Job], int, int]:
     """Everything before the first photo: model, style, inputs, output names, device. User errors raise StylerError.
     Also returns how many listed files were skipped as this style's earlier outputs, and how many files in the
     folders given are not images."""
-    name = options.model or ARBITRARY_MODEL
-    path = resolve_model_file(name)
-    contents = read_model_contents(path)
-    arbitrary = None
-    if is_arbitrary(contents):
-        # The paintings are read (and the encoder loaded) before any output is planned: a bad painting or missing
-        # VGG16 weights stop the run with nothing written.
-        arbitrary, tag = arbitrary_stylizer(contents, path, options)
-    else:
-        if options.style_images:
-            raise StylerError(
-                f"--style-image: {name} is a trained-style model, which takes no painting; "
-                f"use an arbitrary-style model (-m {ARBITRARY_MODEL}) or leave out --style-image"
-            )
-        model = name_shipped(model_from_contents(contents, path), name)
-        choice = choose_style(options.style, model.styles)
-        tag = output_tag(model, choice.tag)
+    tag, stylizer = choose_stylizer(options)
     not_images: list[Path] = []
     jobs = expand_inputs(arguments, options.recursive, not_images)
     own = skip_own_outputs(jobs, tag)
     jobs = [job for job in jobs if job not in own]
     plan_outputs(jobs, tag, options)
-    stylizer = arbitrary or Stylizer(model, choice, pick_device(options.device), options.precision)
-    return stylizer, jobs, len(own), len(not_images)
+    return stylizer(), jobs, len(own), len(not_images)
 
 
-def arbitrary_stylizer(contents: dict, path: Path, options: StylizeOptions) -> tuple[ArbitraryStylizer, str]:
+class StyleOptions(Protocol):
+    """The options that choose the style, as stylize's and video's options both hold them."""
+
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def style(self) -> str | None: ...
+    @property
+    def style_images(self) -> tuple[str, ...]: ...
+    @property
+    def style_weights(self) -> tuple[float, ...]: ...
+    @property
+    def style_size(self) -> int | None: ...
+    @property
+    def match_colors(self) -> bool: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def precision(self) -> str: ...
+
+
+def choose_stylizer(options: StyleOptions) -> tuple[str, Callable[[], ImageStylizer]]:
+    """-m, --style and --style-image (stylize's and video's): the tag that names the outputs, and the stylizer, made
+    on first use. The paintings are read (and the encoder loaded) here, before any output is planned: a bad painting
+    or missing VGG16 weights stop the run with nothing written."""
+    name = options.model or ARBITRARY_MODEL
+    path = resolve_model_file(name)
+    contents = read_model_contents(path)
+    if is_arbitrary(contents):
+        arbitrary, tag = arbitrary_stylizer(contents, path, options)
+        return tag, lambda: arbitrary
+    if options.style_images:
+        raise StylerError(
+            f"--style-image: {name} is a trained-style model, which takes no painting; "
+            f"use an arbitrary-style model (-m {ARBITRARY_MODEL}) or leave out --style-image"
+        )
+    model = name_shipped(model_from_contents(contents, path), name)
+    choice = choose_style(options.style, model.styles)
+    return output_tag(model, choice.tag), functools.cache(
+        lambda: Stylizer(model, choice, pick_device(options.device), options.precision)
+    )
+
+
+def arbitrary_stylizer(contents: dict, path: Path, options: StyleOptions) -> tuple[ImageStylizer, str]:
     """The arbitrary-style stylizer with its paintings' statistics ready, and the tag that names the outputs."""
     from styler.arbitrary.model_file import arbitrary_model_from
     from styler.arbitrary.stylizer import DEFAULT_STYLE_SIZE, ArbitraryStylizer, Painting, encoder_weights, style_tag
@@ -241,7 +264,7 @@ def arbitrary_stylizer(contents: dict, path: Path, options: StylizeOptions) -> t
     return stylizer, style_tag(paintings)
 
 
-def run_jobs(stylizer: Stylizer | ArbitraryStylizer, jobs: list[Job], options: StylizeOptions) -> Iterator[Result]:
+def run_jobs(stylizer: ImageStylizer, jobs: list[Job], options: StylizeOptions) -> Iterator[Result]:
     """One Result per job, in order; a job's failure is its Result's error, never the end of the run."""
     for job in jobs:
         started = time.perf_counter()
@@ -261,7 +284,7 @@ class OwnOutput(Exception):
     """A listed file that styler wrote: skipped, not failed."""
 
 
-def _stylize_one(job: Job, stylizer: Stylizer | ArbitraryStylizer, options: StylizeOptions) -> tuple[int, int]:
+def _stylize_one(job: Job, stylizer: ImageStylizer, options: StylizeOptions) -> tuple[int, int]:
     if job.error:
         raise StylerError(job.error)
     # Decoding must fit in the memory left (a 74-byte PNG can claim 100000x100000 pixels): checked from the header.

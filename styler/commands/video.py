@@ -1,8 +1,9 @@
 """`styler video`: video files in, stylized video files out (video/transcode.py does each file), sound kept.
 
-Like `stylize`, a batch refuses per file: a missing input, an existing output or one that would overwrite an input
-gets one line and the other videos are still written; a file named twice is stylized once; in a batch, styler's
-own earlier outputs (`styler video *.mp4` run again) are skipped.
+The model and the style are chosen as by `stylize` (stylize.choose_stylizer): a trained style with -m and --style,
+or any painting with --style-image. Like `stylize`, a batch refuses per file: a missing input, an existing output or
+one that would overwrite an input gets one line and the other videos are still written; a file named twice is
+stylized once; in a batch, styler's own earlier outputs (`styler video *.mp4` run again) are skipped.
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from styler.devices import pick_device
+from styler.commands.stylize import choose_stylizer
 from styler.errors import StylerError
 from styler.io.files import file_identity, os_error_text, shown_name
 from styler.io.outputs import OutputPlan, names_folder, output_name, ready_folder
 from styler.memory import keep_freed_memory
-from styler.model.model_files import resolve_model
-from styler.model.stylizer import Stylizer, choose_style, output_tag
 from styler.video.options import VideoOptions
 from styler.video.transcode import CONTAINERS, DEFAULT_SUFFIX, VideoResult, import_av, is_styler_output, stylize_one
 
@@ -86,21 +85,17 @@ def main(inputs: list[str], options: VideoOptions) -> bool:
     """The command: stdout gets each output path (or a JSON line per video), stderr one line per failure."""
     av = import_av()
     keep_freed_memory()
-    model = resolve_model(options.model)
-    choice = choose_style(options.style, model.styles)
+    tag, stylizer = choose_stylizer(options)
     sources = unique_inputs(inputs)
-    tag = output_tag(model, choice.tag)
     own = own_outputs(av, sources, tag)
     planned = plan_outputs([source for source in sources if source not in own], tag, options)
-    stylizer = None
     failures = 0
     for source, target, refusal in planned:
         if refusal is not None or target is None:
             result = VideoResult(str(source), error=refusal)
         else:
-            stylizer = stylizer or Stylizer(model, choice, pick_device(options.device), options.precision)
             try:
-                result = stylize_one(av, source, target, stylizer, options)
+                result = stylize_one(av, source, target, stylizer(), options)
             except StylerError as error:
                 result = VideoResult(str(source), error=str(error))
             except OSError as error:

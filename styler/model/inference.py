@@ -7,7 +7,7 @@ will follow live here, with the hook through which a video supplies the statisti
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 
@@ -19,9 +19,10 @@ import instancenorm
 
 class NormStatistics(Protocol):
     """Statistics an instance-norm layer normalizes with instead of its input's own (video.steadiness implements
-    it): for `layer` and its input x (N, C, H, W), the (mean, inv_std) to use, each (N, C)."""
+    it): for `layer` and its input x (N, C, H, W), the (mean, inv_std) to use, each (N, C). `layer` is whatever
+    names the place for the whole video: our norm modules, or a name (arbitrary-style AdaIN's encoder layers)."""
 
-    def of(self, layer: nn.Module, x: Tensor, eps: float) -> tuple[Tensor, Tensor]: ...
+    def of(self, layer: Hashable, x: Tensor, eps: float) -> tuple[Tensor, Tensor]: ...
 
 
 @runtime_checkable
@@ -53,6 +54,12 @@ def statistics_in_use(statistics: NormStatistics) -> Iterator[None]:
         _ACTIVE_STATISTICS.reset(token)
 
 
+def active_statistics() -> NormStatistics | None:
+    """The statistics set by the innermost statistics_in_use block, None outside one: for normalizations other than
+    our norm modules (arbitrary-style AdaIN) that follow them too."""
+    return _ACTIVE_STATISTICS.get()
+
+
 def inference_in_place() -> bool:
     """Whether the network may work in place: true outside autograd, where no op's input is kept for a backward pass.
 
@@ -69,7 +76,7 @@ def normalize(norm: nn.Module, x: Tensor, style: Tensor | None, relu: bool = Tru
     allocations per layer (a norm module other than ours, as the benchmarks swap in, runs out of place). While a
     video runs with steady statistics (statistics_in_use), our norms use those instead of x's own."""
     in_place = inference_in_place()
-    steady = _ACTIVE_STATISTICS.get()
+    steady = active_statistics()
     # A conditional norm always gets a style: TransformerNet.forward refuses a multi-style call without one.
     if isinstance(norm, StyleNorm) and steady is not None:
         mean, inv_std = steady.of(norm, x, norm.eps)

