@@ -538,6 +538,13 @@ def train_arbitrary(
             "none: relu4_1 alone, as the paper).",
         ),
     ] = None,
+    skip_content: Annotated[
+        bool | None,
+        typer.Option(
+            "--skip-content/--no-skip-content",
+            help="The content loss also at the skip layers, each against its AdaIN target (default: on).",
+        ),
+    ] = None,
     init: Annotated[
         str | None,
         typer.Option(help="Start the decoder from this arbitrary model's (file or shipped name, same width)."),
@@ -584,6 +591,7 @@ def train_arbitrary(
             style_weight=style_weight,
             decoder_width=decoder_width,
             decoder_skips=skip,
+            content_at_skips=skip_content,
             init=init,
             checkpoint_every=checkpoint_every,
             preview_every=preview_every,

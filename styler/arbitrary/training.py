@@ -80,6 +80,19 @@ class ArbitraryConfig:
     vgg_weights: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)  # free-form provenance for the model file
 
+    def __post_init__(self) -> None:
+        """Values no run can use, as the option that gave them (one line, exit 2)."""
+        at_least = {"steps": 1, "batch_size": 1, "checkpoint_every": 1, "preview_every": 1, "keep_checkpoints": 1}
+        at_least["image_size"] = 32  # the encoder pools three times and the decoder pads: 4x4 features at least
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise StylerError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least {low}")
+        for name in ("lr", "decoder_width"):
+            if not getattr(self, name) > 0:
+                raise StylerError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be more than 0")
+        if not self.style_weight >= 0:
+            raise StylerError(f"--style-weight {self.style_weight}: must be 0 or more")
+
 
 def _square_crop(image: Tensor, size: int, generator: torch.Generator) -> Tensor:
     height, width = image.shape[-2:]

@@ -19,6 +19,7 @@ from styler.arbitrary.training import (
 from styler.devices import cpu_has_bfloat16, pick_device
 from styler.errors import StylerError
 from styler.io.images import read_photo
+from styler.io.outputs import ready_folder
 from styler.memory import keep_freed_memory
 from styler.training.data import pick_preview_photos, read_hold_out, scan
 from styler.vgg16 import load_vgg16_weights
@@ -105,6 +106,9 @@ def main(
             vgg_weights=str(vgg_weights) if vgg_weights else None,
             **settings,
         )
+    # Before any step: a model file that could not be written at the end would lose the run.
+    ready_folder(Path(config.out).parent, "--out")
+    ready_folder(Path(config.checkpoint_dir), "--checkpoint-dir")
     weights, source = load_vgg16_weights(Path(config.vgg_weights) if config.vgg_weights else None)
     config.notes["vgg_weights"] = source.name
     return run(DecoderTraining(config, weights, checkpoint))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from styler.arbitrary.model_file import arbitrary_model_from
@@ -98,6 +99,11 @@ def test_skips_are_chosen_recorded_and_kept_on_resuming(run_cli, random_vgg16, p
     assert plain.exit_code == 0, plain.stderr
     model = arbitrary_model_from(read_model_contents(tmp_path / "plain" / "arbitrary.pth"), tmp_path)
     assert model.decoder_skips == () and model.training["decoder_skips"] == []
+    assert model.training["content_at_skips"] is True and "relu4_1 vs" not in model.training["loss"]
+    relu4_only = run_cli(*tiny(photos, tmp_path / "r4", "--steps", "1", "--no-skip-content"))
+    assert relu4_only.exit_code == 0, relu4_only.stderr
+    recipe = arbitrary_model_from(read_model_contents(tmp_path / "r4" / "arbitrary.pth"), tmp_path).training
+    assert recipe["content_at_skips"] is False and "relu4_1 vs" in recipe["loss"]
     # The default reads relu2_1 and relu3_1 too; --init starts it from the plain decoder.
     warm = run_cli(*tiny(photos, tmp_path / "warm", "--steps", "2", "--init", tmp_path / "plain" / "arbitrary.pth"))
     assert warm.exit_code == 0, warm.stderr
@@ -136,3 +142,13 @@ def test_the_content_loss_inverts_every_layer_the_decoder_reads(photos, tmp_path
         torch.testing.assert_close(training.losses(*batch).content, sum(errors.values()))
         config.content_at_skips = False
         torch.testing.assert_close(training.losses(*batch).content, errors[CONTENT_LAYER])
+
+
+@pytest.mark.parametrize(
+    "option, value", [("--checkpoint-every", "0"), ("--steps", "0"), ("--image-size", "16"), ("--lr", "0")]
+)
+def test_unusable_settings_are_one_line(run_cli, random_vgg16, photos, tmp_path, option, value):
+    result = run_cli(*tiny(photos, tmp_path, "--steps", "2", option, value))
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert f"{option} {value}" in result.stderr
+    assert not (tmp_path / "arbitrary.pth").exists()
