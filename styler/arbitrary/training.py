@@ -418,6 +418,8 @@ def run(training: DecoderTraining) -> int:
             if stop.requested:
                 tqdm.write("stopped: continue with --resume on the last checkpoint", file=sys.stderr)
                 return EXIT_INTERRUPTED
+    if config.steps % config.checkpoint_every:  # the last step too, so that --resume --steps N can extend the run
+        tqdm.write(f"checkpoint {_save_checkpoint(training)}", file=sys.stderr)
     save_arbitrary_model(Path(config.out), training.decoder, training.record())
     print(f"styler: wrote {config.out} ({training.step} steps, {training.seconds / 60:.1f} min)", file=sys.stderr)
     return 0

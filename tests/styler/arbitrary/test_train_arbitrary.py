@@ -32,6 +32,7 @@ def test_a_tiny_run_writes_model_checkpoints_and_previews(run_cli, random_vgg16,
     assert model.training["steps_done"] == 3 and model.training["paintings"] == [style.name]
     assert model.training["style_weight"] == 10.0 and "AdaIN" in model.training["loss"]
     assert (tmp_path / "ck" / "step-0000002.ckpt").is_file()
+    assert (tmp_path / "ck" / "step-0000003.ckpt").is_file()  # the last step's, off the every-2 grid
     assert (tmp_path / "ck" / "preview-0000002.jpg").is_file()
     # A checkpoint works wherever a model file does.
     stylized = run_cli(
