@@ -326,7 +326,7 @@ def _stylize_out_of_core(job: Job, stylizer: Stylizer, photo: Photo, options: St
     started = time.perf_counter()
     folder = None if job.to_stdout or job.output is None else job.output.parent
     try:
-        result = stylizer(photo, options.strength, options.preserve_color, spill_folder=folder)
+        result = stylizer(photo, options.strength, options.preserve_color, spill_folder=folder, consume=True)
     except StylerError as error:
         raise StylerError(f"{job.input}: {error}") from None
     width, height = photo.size

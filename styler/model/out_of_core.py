@@ -281,10 +281,17 @@ class OutOfCore:
 
     @torch.inference_mode()
     def __call__(
-        self, image: Image.Image, height: int, width: int, finish: Callable[[Tensor, int], Tensor]
+        self,
+        image: Image.Image,
+        height: int,
+        width: int,
+        finish: Callable[[Tensor, int], Tensor],
+        result: Image.Image | None = None,
     ) -> Image.Image:
         """The stylized image of `image` mirror-padded to (height, width), cropped back to image's size; finish(band,
-        first row) turns a band of the network's output (cropped, clamped to 0..255) into the band's final pixels."""
+        first row) turns a band of the network's output (cropped, clamped to 0..255) into the band's final pixels.
+        result: an RGB image of image's size to write the result into (may be `image` itself: the last pass reads
+        the photo only through finish, each band before it is written); None: a new one."""
         net = self.network
         try:
             self.check_free_space(self.peak_spill_bytes(height, width))
@@ -297,7 +304,7 @@ class OutOfCore:
                 x = self.add_in_place(y, x)
             x = self.through(net.deconv1, x, net.in4)
             x = self.through(net.deconv2, x, net.in5)
-            return self.last(net.deconv3, x, image.size, finish)
+            return self.last(net.deconv3, x, result or Image.new("RGB", image.size), finish)
         except OSError as error:
             raise StylerError(f"cannot spill activations to disk ({os_error_text(error)})") from None
         finally:
@@ -365,11 +372,10 @@ class OutOfCore:
         return Normalized(y.spill, None, False, self.statistics, self.style)
 
     def last(
-        self, layer: ConvLayer, source: Rows, size: tuple[int, int], finish: Callable[[Tensor, int], Tensor]
+        self, layer: ConvLayer, source: Rows, result: Image.Image, finish: Callable[[Tensor, int], Tensor]
     ) -> Image.Image:
         """The last convolution, each band cropped to the photo, finished and pasted into the result."""
-        width, height = size
-        result = Image.new("RGB", size)
+        width, height = result.size
 
         def paste(first: int, y: Tensor) -> None:
             if first >= height:

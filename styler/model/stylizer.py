@@ -121,11 +121,18 @@ class Stylizer:
         self.force_out_of_core = force_out_of_core or band_rows is not None
 
     def __call__(
-        self, photo: Photo, strength: float = 1.0, preserve_color: bool = False, spill_folder: Path | None = None
+        self,
+        photo: Photo,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        spill_folder: Path | None = None,
+        consume: bool = False,
     ) -> Photo:
-        """The stylized photo; spill_folder: where an out-of-core run keeps its (unnamed) temporary files."""
+        """The stylized photo; spill_folder: where an out-of-core run keeps its (unnamed) temporary files; consume:
+        the caller has no further use for `photo`, so an out-of-core run writes the result over its pixels (a
+        photo's size less memory: 0.4 GB at 100 MP)."""
         if self.runs_out_of_core(photo.size):
-            result = self.stylize_out_of_core(photo, strength, preserve_color, spill_folder)
+            result = self.stylize_out_of_core(photo, strength, preserve_color, spill_folder, consume)
         else:
             content = image_to_tensor(photo.rgb).to(self.device)
             result = tensor_to_image(self.stylize_finished(content, strength, preserve_color))
@@ -150,7 +157,7 @@ class Stylizer:
         )
 
     def stylize_out_of_core(
-        self, photo: Photo, strength: float, preserve_color: bool, spill_folder: Path | None
+        self, photo: Photo, strength: float, preserve_color: bool, spill_folder: Path | None, consume: bool
     ) -> Image.Image:
         width, height = photo.size
         padded_height, padded_width = self.network_size(height, width)
@@ -167,7 +174,7 @@ class Stylizer:
 
         autocast = torch.autocast(self.device.type, self.autocast_dtype) if self.autocast_dtype else nullcontext()
         with autocast:
-            return run(photo.rgb, padded_height, padded_width, finish)
+            return run(photo.rgb, padded_height, padded_width, finish, photo.rgb if consume else None)
 
     def stylize_finished(
         self, content: torch.Tensor, strength: float, preserve_color: bool, offsets: list[tuple[int, int]] | None = None

@@ -74,11 +74,16 @@ def test_out_of_core_equals_the_whole_image_to_rounding(tmp_path, shape, width, 
     assert (got != expected).mean() < 0.01  # float32 rounding moves a rare pixel across a level, no more
 
 
-def test_colour_preservation_and_strength_finish_each_band_alike(tmp_path):
+@pytest.mark.parametrize("consume", [False, True])
+def test_colour_preservation_and_strength_finish_each_band_alike(tmp_path, consume):
+    """consume: the result is written over the photo's own pixels, each band after finish read the photo's."""
     whole, banded = stylizers("johnson", band_rows=5)
     image = photo(tmp_path, 47, 39)
     expected = pixels(whole(image, strength=0.6, preserve_color=True))
-    assert np.abs(pixels(banded(image, strength=0.6, preserve_color=True)) - expected).max() <= 1
+    given = Photo(image.rgb.copy(), None, None)
+    result = banded(given, strength=0.6, preserve_color=True, consume=consume)
+    assert np.abs(pixels(result) - expected).max() <= 1
+    assert (result.rgb is given.rgb) == consume
 
 
 def test_a_float16_spill_stays_close(tmp_path):
