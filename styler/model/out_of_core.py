@@ -230,6 +230,7 @@ class Normalized:
     relu: bool
     statistics: WholeImageStatistics
     style: Tensor | None
+    device: torch.device  # the network's
     residual: Rows | None = None
 
     @property
@@ -245,12 +246,12 @@ class Normalized:
         return self.spill.width
 
     def rows(self, first: int, last: int) -> Tensor:
-        x = self.spill.rows(first, last).to(self.style.device if self.style is not None else "cpu")
+        x = self.spill.rows(first, last).to(self.device)
         if self.norm is not None:
             with statistics_in_use(self.statistics):
                 x = normalize(self.norm, x, self.style, self.relu)
         if self.residual is not None:
-            x.add_(self.residual.rows(first, last).to(x.device))
+            x.add_(self.residual.rows(first, last))
         return x
 
 
@@ -336,6 +337,9 @@ class OutOfCore:
         self.spills.append(spill)
         return spill
 
+    def normalized(self, spill: Spill, norm: nn.Module | None, relu: bool, residual: Rows | None = None) -> Normalized:
+        return Normalized(spill, norm, relu, self.statistics, self.style, self.device, residual)
+
     def release(self, source: Rows) -> None:
         """Close the spill behind `source`, freeing its disk space: no pass reads it any more."""
         if isinstance(source, Normalized):
@@ -357,19 +361,19 @@ class OutOfCore:
         self.convolve(layer, source, keep)
         if not keep_source:
             self.release(source)
-        return Normalized(spill, norm, relu, self.statistics, self.style)
+        return self.normalized(spill, norm, relu)
 
     def add_in_place(self, y: Normalized, x: Rows) -> Normalized:
         """A residual block's output, norm(y) + x, written over y's spill: the next block's input as a plain spill,
         so that no chain of residual sums is read again behind it."""
-        summed = Normalized(y.spill, y.norm, False, self.statistics, self.style, residual=x)
+        summed = self.normalized(y.spill, y.norm, relu=False, residual=x)
         band = self.band_rows or max(1, self.band_bytes // (y.spill.row_bytes * 4 // y.spill.dtype.itemsize))
         for first in range(0, y.height, band):
             last = min(y.height, first + band)
             y.spill.write(first, summed.rows(first, last))
         self.release(x)
         self.bar.update(1)
-        return Normalized(y.spill, None, False, self.statistics, self.style)
+        return self.normalized(y.spill, None, relu=False)
 
     def last(
         self, layer: ConvLayer, source: Rows, result: Image.Image, finish: Callable[[Tensor, int], Tensor]
