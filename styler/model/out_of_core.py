@@ -46,13 +46,12 @@ from styler.model.network import ConvLayer, TransformerNet
 GiB = 2**30
 # Whole-process resident memory the whole-image path needs: a fixed part (the interpreter, torch, the model: 0.69 GiB
 # measured on a tiny photo) and per pixel of the padded image: the photo and the result, the float input and output
-# tensors, and a share of the network's largest set of live activations (not all of them peak at once). Fitted to
-# /usr/bin/time's peaks at 6 MP (1 thread: johnson 1.88 GiB, lite 1.34) and the 27 MP (2 threads: johnson 7.2
-# GB, lite 2.6), rounded up: it over-estimates by 5-15 %, so a photo near the limit goes out of core rather than
-# over the budget (docs/benchmarks.md, "Prints").
+# tensors, and the network's largest set of live activations with the allocator's slack over them. Fitted to
+# /usr/bin/time's peaks (1 thread, docs/benchmarks.md, "Prints"): johnson 1.86 GiB at 6 MP and 7.92 at 25 MP, lite
+# 1.32 and 3.07; it over-estimates by 2-35 %, so a photo near the limit goes out of core rather than over the budget.
 PROCESS_BYTES = 750 * 2**20
-WHOLE_IMAGE_FIXED_BYTES_PER_PIXEL = 80
-WHOLE_IMAGE_ACTIVATION_FACTOR = 0.9
+WHOLE_IMAGE_FIXED_BYTES_PER_PIXEL = 40
+WHOLE_IMAGE_ACTIVATION_FACTOR = 1.45
 # The out-of-core path holds the photo and the result (PIL, 4 bytes a pixel each) and a band's tensors: its input read
 # from the spill, the gathered padded copy, the output and its reordered copy, a residual, the row buffers: about
 # BAND_TENSORS times the band's largest tensor, which is sized from the memory left, within these bounds.
@@ -275,10 +274,9 @@ class OutOfCore:
         self.device = next(network.parameters()).device
         self.statistics = WholeImageStatistics()
         self.spills: list[Spill] = []
-        blocks = network.arch.residual_blocks
-        self.bar = tqdm(
-            total=3 + 3 * blocks + 3, unit="pass", file=sys.stderr, disable=None, leave=False, desc="out of core"
-        )
+        passes = 3 + 3 * network.arch.residual_blocks + 3  # a residual block: two convolutions and its sum
+        # On a terminal only (disable=None), as stylize's own bar: pipes and logs get clean lines.
+        self.bar = tqdm(total=passes, unit="pass", file=sys.stderr, disable=None, leave=False, desc="out of core")
 
     @torch.inference_mode()
     def __call__(
@@ -398,7 +396,7 @@ class OutOfCore:
         c1, c2, c3 = arch.channels
         full = height * width // arch.stem_stride**2
         sizes = [c1 * full, c2 * full // 4, c3 * full // 16]
-        pairs = [sizes[0] + sizes[1], sizes[1] + sizes[2], 2 * sizes[2] + sizes[2]]
+        pairs = [sizes[0] + sizes[1], sizes[1] + sizes[2], 3 * sizes[2]]
         return itemsize * max(pairs)
 
     def check_free_space(self, needed: int) -> None:
