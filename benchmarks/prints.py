@@ -3,6 +3,7 @@
     python -m benchmarks.prints --models starry,starry-lite --megapixels 6,25,50,100 --json results.json
     python -m benchmarks.prints --models starry --megapixels 6 --modes whole,out-of-core
     python -m benchmarks.prints --json results.json --table      # the markdown table of docs/benchmarks.md
+    python -m benchmarks.prints --models starry --megapixels 6 --passes float32   # spill against recompute
 
 Each run is a fresh `styler stylize` process under /usr/bin/time -v ("Maximum resident set size", wall time), on a
 photo synthesized here (a shared or bundled photo upscaled to the size, saved as JPEG in a temporary folder, removed
@@ -89,6 +90,69 @@ def measure(photo: Path, model: str, mode: str, out: Path) -> dict:
     }
 
 
+def pass_times(photo: Path, model: str, spill: str) -> dict:
+    """In this process: the out-of-core path's seconds in convolutions (per pass) and in spill writes and reads, and
+    what recomputing instead of spilling would cost in convolutions: the statistics of the k-th norm need passes 1..k
+    again over the whole image, so the sum of the per-pass times' prefix sums."""
+    import time
+
+    import torch
+
+    from styler.io.images import Photo
+    from styler.memory import keep_freed_memory
+    from styler.model import out_of_core
+    from styler.model.model_files import model_from_contents, read_model_contents, resolve_model_file
+    from styler.model.stylizer import Stylizer, choose_style
+
+    keep_freed_memory()
+    spent = {"pwrite": 0.0, "preadv": 0.0}
+    per_pass: list[float] = []
+
+    def timed(function, add):
+        def wrapper(*args):
+            started = time.perf_counter()
+            result = function(*args)
+            add(time.perf_counter() - started)
+            return result
+
+        return wrapper
+
+    def add_to_pass(seconds: float) -> None:
+        per_pass[-1] += seconds
+
+    def count_in(name: str):
+        return lambda seconds: spent.__setitem__(name, spent[name] + seconds)
+
+    convolve = out_of_core.OutOfCore.convolve
+    out_of_core.OutOfCore.convolve = lambda self, *args: (per_pass.append(0.0), convolve(self, *args))[1]
+    out_of_core.conv_band = timed(out_of_core.conv_band, add_to_pass)
+    for name in spent:
+        setattr(out_of_core.os, name, timed(getattr(out_of_core.os, name), count_in(name)))
+    path = resolve_model_file(model)
+    loaded = model_from_contents(read_model_contents(path), path)
+    stylizer = Stylizer(
+        loaded, choose_style(None, loaded.styles), torch.device("cpu"), max_memory=4 * 2**30, spill=spill
+    )
+    stylizer.force_out_of_core = True
+    with Image.open(photo) as image:
+        started = time.perf_counter()
+        stylizer(Photo(image.convert("RGB"), None, None))
+        total = time.perf_counter() - started
+    recompute = sum(sum(per_pass[: index + 1]) for index in range(len(per_pass)))
+    return {
+        "model": model,
+        "spill": spill,
+        "megapixels": round(image.width * image.height / 1e6, 1),
+        "seconds": round(total, 1),
+        "conv_seconds": round(sum(per_pass), 1),
+        "spill_write_seconds": round(spent["pwrite"], 1),
+        "spill_read_seconds": round(spent["preadv"], 1),
+        "recompute_conv_seconds": round(recompute, 1),
+        "per_pass_conv_seconds": [round(seconds, 2) for seconds in per_pass],
+        "threads": torch.get_num_threads(),
+    }
+
+
 def table(rows: list[dict]) -> str:
     """The report as the markdown table of docs/benchmarks.md, rows in the order measured."""
     lines = [
@@ -112,9 +176,18 @@ def main() -> None:
     parser.add_argument("--modes", default="out-of-core")
     parser.add_argument("--json", type=Path, default=Path("bench-results/prints.json"))
     parser.add_argument("--table", action="store_true", help="print the --json report as a markdown table and stop")
+    parser.add_argument(
+        "--passes", metavar="SPILL", help="time the out-of-core passes in this process, spilling float32 or float16"
+    )
     arguments = parser.parse_args()
     if arguments.table:
         print(table(json.loads(arguments.json.read_text())["rows"]))
+        return
+    if arguments.passes:
+        with tempfile.TemporaryDirectory(prefix="styler-prints-") as folder:
+            photo = synthesize(Path(folder), float(arguments.megapixels.split(",")[0]))
+            for model in arguments.models.split(","):
+                print(json.dumps(pass_times(photo, model, arguments.passes)), flush=True)
         return
     rows = []
     if arguments.json.exists():  # several invocations add to one report
