@@ -230,7 +230,7 @@ def stylize(
         str | None,
         typer.Option(
             help="Memory a photo may take, e.g. 4G; a larger one is stylized out of core, exactly alike, with "
-            "temporary files beside the output (default: 3/4 of the memory available).",
+            "temporary files beside the output (default: 3/4 of the memory available; trained-style models).",
             show_default=False,
         ),
     ] = None,
