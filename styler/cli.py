@@ -222,6 +222,14 @@ def stylize(
     max_pixels: Annotated[
         int | None, typer.Option(help="Refuse bigger images as decompression bombs (default: Pillow's, ~89 million).")
     ] = None,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory a photo may take, e.g. 4G; a larger one is stylized out of core, exactly alike, with "
+            "temporary files beside the output (default: 3/4 of the memory available; trained-style models).",
+            show_default=False,
+        ),
+    ] = None,
     json_output: Annotated[
         bool,
         typer.Option(
@@ -260,6 +268,7 @@ def stylize(
         strength=strength,
         preserve_color=preserve_color,
         max_pixels=max_pixels,
+        max_memory=max_memory,
         json_output=json_output,
         recursive=recursive,
     )

@@ -57,3 +57,30 @@ def available_memory(device: torch.device) -> int | None:
         return int(fields["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return None  # not Linux: no estimate, no refusal
+
+
+# --max-memory: a number of bytes with an optional binary unit (4G and 4GiB are both 4 * 2**30).
+UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+DEFAULT_MEMORY_SHARE = 0.75  # of MemAvailable when stylize starts: room for the page cache and other processes
+
+
+def parse_bytes(text: str) -> int | None:
+    """'4G', '2500M', '4GiB', '1.5g' or a plain number of bytes; None when `text` is none of these."""
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = cleaned.rstrip("KMGT"), cleaned[len(cleaned.rstrip("KMGT")) :]
+    if unit not in UNITS:
+        return None
+    try:
+        value = float(number) * UNITS[unit]
+    except ValueError:
+        return None
+    return int(value) if 0 < value < float("inf") else None
+
+
+def default_memory_budget() -> int | None:
+    """What a stylize run may use when --max-memory is not given: a share of the memory available now (None where
+    that cannot be told: then every photo is stylized whole)."""
+    import torch
+
+    available = available_memory(torch.device("cpu"))
+    return None if available is None else int(available * DEFAULT_MEMORY_SHARE)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
@@ -26,6 +27,7 @@ from styler.io.files import os_error_text, shown_name
 from styler.io.images import (
     DEFAULT_MAX_PIXELS,
     WRITERS,
+    Photo,
     encode_photo,
     read_photo,
     write_photo,
@@ -33,7 +35,13 @@ from styler.io.images import (
 )
 from styler.io.inputs import STDIO, Job, expand_inputs
 from styler.io.outputs import OutputPlan, names_folder, output_name, ready_folder
-from styler.memory import available_memory, is_out_of_memory, keep_freed_memory
+from styler.memory import (
+    available_memory,
+    default_memory_budget,
+    is_out_of_memory,
+    keep_freed_memory,
+    parse_bytes,
+)
 from styler.model.model_files import (
     is_arbitrary,
     model_from_contents,
@@ -76,6 +84,7 @@ class StylizeOptions:
     strength: float = 1.0
     preserve_color: bool = False
     max_pixels: int | None = None  # None: images.DEFAULT_MAX_PIXELS
+    max_memory: str | None = None  # "4G"; None: memory.default_memory_budget()
     json_output: bool = False
     recursive: bool = False  # folders: also their subfolders, mirrored under output_dir
 
@@ -88,6 +97,8 @@ class StylizeOptions:
             raise StylerError(f"--max-size {self.max_size} is not a positive number of pixels")
         if self.max_pixels is not None and self.max_pixels < 1:
             raise StylerError(f"--max-pixels {self.max_pixels} is not a positive number of pixels")
+        if self.max_memory is not None and parse_bytes(self.max_memory) is None:
+            raise StylerError(f"--max-memory {self.max_memory!r} is not a size such as 4G, 2500M or 4GiB")
         check_device(self.device)
         if self.precision not in PRECISIONS:
             raise StylerError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
@@ -185,7 +196,7 @@ def prepare(arguments: list[str], options: StylizeOptions) -> tuple[ImageStylize
     """Everything before the first photo: model, style, inputs, output names, device. User errors raise StylerError.
     Also returns how many listed files were skipped as this style's earlier outputs, and how many files in the
     folders given are not images."""
-    tag, stylizer = choose_stylizer(options)
+    tag, stylizer = choose_stylizer(options, **out_of_core_settings(options))
     not_images: list[Path] = []
     jobs = expand_inputs(arguments, options.recursive, not_images)
     own = skip_own_outputs(jobs, tag)
@@ -215,10 +226,22 @@ class StyleOptions(Protocol):
     def precision(self) -> str: ...
 
 
-def choose_stylizer(options: StyleOptions) -> tuple[str, Callable[[], ImageStylizer]]:
+def out_of_core_settings(options: StylizeOptions) -> dict[str, Any]:
+    """When a trained-style model goes out of core (model/out_of_core.py): --max-memory, and hidden knobs for tests
+    and benchmarks/prints.py: out of core whatever the size, with bands of so many rows; the spill's dtype."""
+    return {
+        "max_memory": parse_bytes(options.max_memory) if options.max_memory else default_memory_budget(),
+        "force_out_of_core": os.environ.get("STYLER_OUT_OF_CORE") == "1",
+        "band_rows": int(os.environ.get("STYLER_BAND_ROWS", 0)) or None,
+        "spill": os.environ.get("STYLER_SPILL_DTYPE", "float32"),
+    }
+
+
+def choose_stylizer(options: StyleOptions, **stylizer_settings: Any) -> tuple[str, Callable[[], ImageStylizer]]:
     """-m, --style and --style-image (stylize's and video's): the tag that names the outputs, and the stylizer, made
     on first use. The paintings are read (and the encoder loaded) here, before any output is planned: a bad painting
-    or missing VGG16 weights stop the run with nothing written."""
+    or missing VGG16 weights stop the run with nothing written. stylizer_settings: a trained-style model's further
+    Stylizer settings (stylize's out-of-core ones)."""
     name = options.model or ARBITRARY_MODEL
     path = resolve_model_file(name)
     contents = read_model_contents(path)
@@ -233,7 +256,7 @@ def choose_stylizer(options: StyleOptions) -> tuple[str, Callable[[], ImageStyli
     model = name_shipped(model_from_contents(contents, path), name)
     choice = choose_style(options.style, model.styles)
     return output_tag(model, choice.tag), functools.cache(
-        lambda: Stylizer(model, choice, pick_device(options.device), options.precision)
+        lambda: Stylizer(model, choice, pick_device(options.device), options.precision, **stylizer_settings)
     )
 
 
@@ -299,12 +322,16 @@ def _stylize_one(job: Job, stylizer: ImageStylizer, options: StylizeOptions) -> 
         raise OwnOutput
     photo = photo.resized(target_size(photo.size, options.scale, options.max_size))
     try:
-        result = stylizer(photo, options.strength, options.preserve_color)
+        if isinstance(stylizer, Stylizer) and stylizer.runs_out_of_core(photo.size):
+            result = _stylize_out_of_core(job, stylizer, photo, options)
+        else:
+            result = stylizer(photo, options.strength, options.preserve_color)
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
             raise
         raise StylerError(
-            f"{job.input}: not enough memory for {photo.size[0]}x{photo.size[1]}; try --max-size"
+            f"{job.input}: not enough memory for {photo.size[0]}x{photo.size[1]}; "
+            "try a lower --max-memory (stylizes out of core) or --max-size"
         ) from None
     # Without --overwrite the file is put in place only if the name is still free: another run may have written it
     # since the check before the work, and two runs at once must not silently replace each other's outputs.
@@ -315,6 +342,24 @@ def _stylize_one(job: Job, stylizer: ImageStylizer, options: StylizeOptions) -> 
         assert job.output is not None  # every job's output is chosen before any work
         write_photo(job.output, result, overwrite=options.overwrite)
     return result.size
+
+
+def _stylize_out_of_core(job: Job, stylizer: Stylizer, photo: Photo, options: StylizeOptions) -> Photo:
+    """A photo too large to stylize whole: pass by pass, its temporary files beside the output, and the time it took
+    said on stderr (such a run takes minutes)."""
+    started = time.perf_counter()
+    folder = None if job.to_stdout or job.output is None else job.output.parent
+    try:
+        result = stylizer(photo, options.strength, options.preserve_color, spill_folder=folder, consume=True)
+    except StylerError as error:
+        raise StylerError(f"{job.input}: {error}") from None
+    width, height = photo.size
+    tqdm.write(
+        f"styler: {shown_name(str(job.input))}: {width}x{height} ({width * height / 1e6:.0f} MP) stylized out of core "
+        f"in {time.perf_counter() - started:.0f} s",
+        file=sys.stderr,
+    )
+    return result
 
 
 def main(inputs: list[str], options: StylizeOptions) -> bool:

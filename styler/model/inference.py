@@ -116,23 +116,49 @@ def _gather(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     return x.reshape(n, c, -1).index_select(2, flat).view(n, c, len(rows), len(cols))
 
 
+class ConvRows:
+    """Which rows of a layer's input each band of its output rows needs: the convolution's input is upsampled, then
+    reflection-padded, so output row r needs padded rows r*stride .. r*stride+kernel-1, each one some input row."""
+
+    def __init__(self, layer: ConvLayerLike, height: int, width: int) -> None:
+        (self.kernel, _), (self.stride, _) = layer.conv2d.kernel_size, layer.conv2d.stride
+        self.pad, self.up = self.kernel // 2, layer.upsample_factor
+        self.height, self.width = height * self.up, width * self.up  # upsampled, unpadded
+        self.cols = _source_index(0, self.width + 2 * self.pad, self.pad, self.width, self.up)
+        self.out_rows = (self.height + 2 * self.pad - self.kernel) // self.stride + 1
+        self.out_cols = (len(self.cols) - self.kernel) // self.stride + 1
+
+    def rows(self, first: int, last: int) -> Tensor:
+        """The input row of each padded row that output rows first..last-1 read."""
+        return _source_index(
+            first * self.stride, (last - 1) * self.stride + self.kernel, self.pad, self.height, self.up
+        )
+
+    def bytes_per_row(self, in_channels: int, out_channels: int, element_size: int) -> int:
+        """Bytes per output row: of its padded input, and of its output (which the conv may reorder, i.e. copy)."""
+        return element_size * max(in_channels * len(self.cols) * self.stride, out_channels * self.out_cols)
+
+    def bands(self, band: int) -> Iterator[tuple[int, int]]:
+        """(first, last) output rows, `band` rows at a time."""
+        for first in range(0, self.out_rows, band):
+            yield first, min(self.out_rows, first + band)
+
+
+def conv_band(layer: ConvLayerLike, x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """layer's convolution of the padded rows `rows` (indices into x's rows) and columns `cols` of x."""
+    return layer.conv2d(_gather(x, rows, cols))
+
+
 def banded_conv(layer: ConvLayerLike, x: Tensor) -> Tensor:
     """layer's convolution of x with its padded input gathered (one pass instead of upsample + pad), for large
     layers band by band: exact, as each output row needs only kernel_size rows of the padded input."""
-    (kernel, _), (stride, _) = layer.conv2d.kernel_size, layer.conv2d.stride
-    pad, up = kernel // 2, layer.upsample_factor
-    height, width = x.shape[-2] * up, x.shape[-1] * up
-    cols = _source_index(0, width + 2 * pad, pad, width, up)
-    out_rows = (height + 2 * pad - kernel) // stride + 1
-    # Bytes per output row: of its padded input, and of its output (which the conv may reorder, i.e. copy).
-    row = max(x.shape[1] * len(cols) * stride, layer.conv2d.out_channels * ((len(cols) - kernel) // stride + 1))
-    row *= x.element_size()
+    geometry = ConvRows(layer, x.shape[-2], x.shape[-1])
+    row = geometry.bytes_per_row(x.shape[1], layer.conv2d.out_channels, x.element_size())
+    out_rows = geometry.out_rows
     band = out_rows if row * out_rows <= WHOLE_BYTES else max(1, BAND_BYTES // row)
     out = None
-    for first in range(0, out_rows, band):
-        last = min(out_rows, first + band)
-        rows = _source_index(first * stride, (last - 1) * stride + kernel, pad, height, up)
-        y = layer.conv2d(_gather(x, rows, cols))
+    for first, last in geometry.bands(band):
+        y = conv_band(layer, x, geometry.rows(first, last), geometry.cols)
         if last - first == out_rows:
             return y
         if out is None:

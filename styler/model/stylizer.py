@@ -12,14 +12,24 @@ import re
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from styler.errors import StylerError
 from styler.io.images import Photo, image_to_tensor, luma, tensor_to_image
 from styler.model.model_files import StyleModel
+from styler.model.out_of_core import (
+    MAX_BAND_BYTES,
+    SPILL_DTYPES,
+    OutOfCore,
+    PhotoRows,
+    band_bytes_within,
+    whole_image_bytes,
+)
 
 # A --style weight: digits with an optional fraction and exponent (what a person types), nothing float() merely
 # tolerates such as 1_000, inf or nan.
@@ -118,9 +128,24 @@ class ImageStylizer(Protocol):
 
 
 class Stylizer:
-    """The network on its device, the chosen style, and the per-photo pipeline around it."""
+    """The network on its device, the chosen style, and the per-photo pipeline around it.
 
-    def __init__(self, model: StyleModel, choice: StyleChoice, device: torch.device, precision: str = "float32"):
+    max_memory: the bytes a photo may take (whole process); a photo whose whole-image pass would need more is
+    stylized out of core (out_of_core.py), exactly alike. None: always whole. force_out_of_core takes that path for
+    any photo big enough (benchmarks), band_rows too, with bands of that many rows per layer (tests); spill: the
+    dtype the out-of-core path keeps activations in on disk."""
+
+    def __init__(
+        self,
+        model: StyleModel,
+        choice: StyleChoice,
+        device: torch.device,
+        precision: str = "float32",
+        max_memory: int | None = None,
+        band_rows: int | None = None,
+        spill: str = "float32",
+        force_out_of_core: bool = False,
+    ):
         if precision == "float16" and device.type != "cuda":
             raise StylerError("--precision float16 is for CUDA; on the CPU use bfloat16 or float32")
         self.device, self.autocast_dtype = device, PRECISIONS[precision]
@@ -128,24 +153,74 @@ class Stylizer:
         # torch accepts to(device, memory_format=...); its type stubs lack that overload.
         self.network = model.build().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.style = None if choice.weights is None else torch.tensor([choice.weights], device=device)
+        self.max_memory, self.band_rows, self.spill_dtype = max_memory, band_rows, SPILL_DTYPES[spill]
+        self.force_out_of_core = force_out_of_core or band_rows is not None
 
     @property
     def size_multiple(self) -> int:
         return self.arch.size_multiple
 
-    def __call__(self, photo: Photo, strength: float = 1.0, preserve_color: bool = False) -> Photo:
-        content = image_to_tensor(photo.rgb).to(self.device)
-        result = self.stylize_finished(content, strength, preserve_color)
-        return Photo(tensor_to_image(result), photo.alpha, photo.icc_profile, photo.exif)
+    def __call__(
+        self,
+        photo: Photo,
+        strength: float = 1.0,
+        preserve_color: bool = False,
+        spill_folder: Path | None = None,
+        consume: bool = False,
+    ) -> Photo:
+        """The stylized photo; spill_folder: where an out-of-core run keeps its (unnamed) temporary files; consume:
+        the caller has no further use for `photo`, so an out-of-core run writes the result over its pixels (a
+        photo's size less memory: 0.4 GB at 100 MP)."""
+        if self.runs_out_of_core(photo.size):
+            result = self.stylize_out_of_core(photo, strength, preserve_color, spill_folder, consume)
+        else:
+            content = image_to_tensor(photo.rgb).to(self.device)
+            result = tensor_to_image(self.stylize_finished(content, strength, preserve_color))
+        return Photo(result, photo.alpha, photo.icc_profile, photo.exif)
+
+    def network_size(self, height: int, width: int, lead: int = 0) -> tuple[int, int]:
+        """The (height, width) the network runs at: the photo's plus `lead`, mirror-padded to what it needs."""
+        multiple, smallest = self.arch.size_multiple, self.arch.min_size
+        return max(smallest, _round_up(height + lead, multiple)), max(smallest, _round_up(width + lead, multiple))
+
+    def runs_out_of_core(self, size: tuple[int, int]) -> bool:
+        """Whether a photo of `size` (width, height) is stylized out of core: when its whole-image pass would not
+        fit in max_memory (or band_rows asks for it), and the photo is big enough to mirror-pad once."""
+        width, height = size
+        padded_height, padded_width = self.network_size(height, width)
+        if padded_height >= 2 * height or padded_width >= 2 * width:
+            return False  # tiny: always fits
+        if self.force_out_of_core:
+            return True
+        return self.max_memory is not None and whole_image_bytes(self.arch, padded_height * padded_width) > (
+            self.max_memory
+        )
+
+    def stylize_out_of_core(
+        self, photo: Photo, strength: float, preserve_color: bool, spill_folder: Path | None, consume: bool
+    ) -> Image.Image:
+        width, height = photo.size
+        padded_height, padded_width = self.network_size(height, width)
+        pixels = padded_height * padded_width
+        band_bytes = band_bytes_within(self.max_memory, pixels, photo.size) if self.max_memory else MAX_BAND_BYTES
+        run = OutOfCore(self.network, self.style, band_bytes, spill_folder, self.band_rows, self.spill_dtype)
+        photo_rows = PhotoRows(photo.rgb, height, width, self.device)
+
+        def finish(styled: torch.Tensor, first: int) -> torch.Tensor:
+            if not preserve_color and strength == 1.0:
+                return styled
+            content = photo_rows.rows(first, first + styled.shape[-2])
+            return finished(content, styled, strength, preserve_color)
+
+        autocast = torch.autocast(self.device.type, self.autocast_dtype) if self.autocast_dtype else nullcontext()
+        with autocast:
+            return run(photo.rgb, padded_height, padded_width, finish, photo.rgb if consume else None)
 
     def stylize_finished(
         self, content: torch.Tensor, strength: float, preserve_color: bool, offsets: list[tuple[int, int]] | None = None
     ) -> torch.Tensor:
         """(N, 3, H, W) in 0..255 stylized, with the photo's colours kept and blended back by strength as asked."""
-        styled = self.stylize_tensor(content, offsets)
-        if preserve_color:
-            styled = keep_colors(content, styled)
-        return styled if strength == 1.0 else torch.lerp(content, styled, strength)
+        return finished(content, self.stylize_tensor(content, offsets), strength, preserve_color)
 
     @torch.inference_mode()
     def stylize_tensor(self, content: torch.Tensor, offsets: list[tuple[int, int]] | None = None) -> torch.Tensor:
@@ -191,6 +266,13 @@ def crop_from_grid(
             ]
         )
     return styled[..., :height, :width]
+
+
+def finished(content: torch.Tensor, styled: torch.Tensor, strength: float, preserve_color: bool) -> torch.Tensor:
+    """Stylized pixels with the photo's colours kept (preserve_color) and blended back by strength."""
+    if preserve_color:
+        styled = keep_colors(content, styled)
+    return styled if strength == 1.0 else torch.lerp(content, styled, strength)
 
 
 def _round_up(value: int, multiple: int) -> int:

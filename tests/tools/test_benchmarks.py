@@ -202,3 +202,24 @@ def test_gpu_check_stops_at_its_budget(tmp_path):
 def test_gpu_check_needs_its_output_folder():
     result = subprocess.run(["bash", str(GPU_CHECK)], capture_output=True, text=True, check=False)
     assert result.returncode == 2 and "usage" in result.stderr
+
+
+def test_the_prints_benchmark_measures_a_process_and_renders_its_table(tmp_path, tiny_model):
+    """benchmarks/prints.py on a photo of 0.02 MP: one styler process per mode under /usr/bin/time, forced out of
+    core or whole, and the markdown table of docs/benchmarks.md from its JSON."""
+    if not Path("/usr/bin/time").exists():
+        pytest.skip("no /usr/bin/time (GNU time) here")
+    out = tmp_path / "prints.json"
+    command = [sys.executable, "-m", "benchmarks.prints", "--models", str(tiny_model), "--megapixels", "0.02"]
+    command += ["--modes", "whole,out-of-core", "--json", str(out)]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300)
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["mode"], row["out_of_core"], row["exit_code"]) for row in rows] == [
+        ("whole", False, 0),
+        ("out-of-core", True, 0),
+    ]
+    assert all(0.1 < row["peak_gib"] < 4 and row["seconds"] > 0 for row in rows)
+    table = subprocess.run(
+        [*command[:3], "--json", str(out), "--table"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    assert len(table.splitlines()) == 4 and "| out of core |" in table and "| whole image |" in table
