@@ -219,25 +219,27 @@ def evaluate(pairs: list[tuple[str, str]], styles: Path, photos: list[Path], pee
                 )
             rows.append(row)
         out.mkdir(parents=True, exist_ok=True)
-        sheet(rows).save(out / f"{Path(model).stem.replace('@', '-')}.jpg", quality=90)
+        sheet(rows).save(out / f"{Path(model).stem.replace('@', '-')}-{painting.stem}.jpg", quality=90)
     return records
 
 
 def summarize(records: list[dict]) -> list[dict]:
-    """Medians over photos per (model, method)."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    """Medians over photos per (model, painting, method): an arbitrary-style model given several paintings is
+    several rows."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for record in records:
-        groups.setdefault((record["model"], record["method"]), []).append(record)
+        groups.setdefault((record["model"], record["painting"], record["method"]), []).append(record)
     return [
         {
             "model": model,
+            "painting": painting,
             "method": method,
             "photos": len(group),
             "style_distance": statistics.median(r["style_distance"] for r in group),
             "structure": statistics.median(r["structure"] for r in group),
             "palette_distance": statistics.median(r["palette_distance"] for r in group),
         }
-        for (model, method), group in groups.items()
+        for (model, painting, method), group in groups.items()
     ]
 
 
@@ -320,10 +322,11 @@ def main(argv: list[str] | None = None) -> None:
         "painting; structure: 1 is the photo's outlines; palette distance: lower is the painting's colours)",
         file=sys.stderr,
     )
-    print("| model | method | style distance | structure | palette distance |\n|---|---|---|---|---|")
+    print("| model | painting | method | style distance | structure | palette distance |\n|---|---|---|---|---|---|")
     for row in summary:
         print(
-            f"| {row['model']} | {row['method']} | {row['style_distance']:.3f} | {row['structure']:.3f} "
+            f"| {row['model']} | {Path(row['painting']).stem} | {row['method']} | {row['style_distance']:.3f} "
+            f"| {row['structure']:.3f} "
             f"| {row['palette_distance']:.1f} |"
         )
 

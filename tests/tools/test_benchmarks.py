@@ -223,3 +223,18 @@ def test_the_prints_benchmark_measures_a_process_and_renders_its_table(tmp_path,
         [*command[:3], "--json", str(out), "--table"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout
     assert len(table.splitlines()) == 4 and "| out of core |" in table and "| whole image |" in table
+
+
+def test_quality_medians_keep_one_models_paintings_apart():
+    from benchmarks import quality
+
+    records = [
+        {"model": "arbitrary", "painting": painting, "method": "arbitrary", "photo": f"{i}.jpg",
+         "style_distance": base + i, "structure": 0.5, "palette_distance": 3.0}
+        for painting, base in (("a.jpg", 0.0), ("b.jpg", 10.0)) for i in range(3)
+    ]  # fmt: skip
+    rows = quality.summarize(records)
+    assert [(row["painting"], row["style_distance"], row["photos"]) for row in rows] == [
+        ("a.jpg", 1, 3),
+        ("b.jpg", 11, 3),
+    ]
