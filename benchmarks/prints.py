@@ -169,6 +169,32 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def chart(rows: list[dict], path: Path) -> None:
+    """The curve: peak memory and seconds against megapixels, one line per model and path."""
+    from benchmarks.chart import require_matplotlib
+
+    plt = require_matplotlib()
+    figure, (memory, seconds) = plt.subplots(1, 2, figsize=(11, 4.2))
+    lines: dict[tuple[str, bool], list[dict]] = {}
+    for row in rows:
+        if row["exit_code"] == 0:
+            lines.setdefault((row["model"], row["out_of_core"]), []).append(row)
+    for (model, out_of_core), points in sorted(lines.items()):
+        points.sort(key=lambda row: row["megapixels"])
+        label = f"{model}, {'out of core' if out_of_core else 'whole image'}"
+        style = "o-" if out_of_core else "s--"
+        megapixels = [row["megapixels"] for row in points]
+        memory.plot(megapixels, [row["peak_gib"] for row in points], style, label=label)
+        seconds.plot(megapixels, [row["seconds"] / 60 for row in points], style, label=label)
+    memory.set(xlabel="megapixels", ylabel="peak memory, whole process (GiB)", title="memory")
+    seconds.set(xlabel="megapixels", ylabel="minutes (one thread)", title="time")
+    for axis in (memory, seconds):
+        axis.grid(alpha=0.3)
+    memory.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="starry,starry-lite")
@@ -176,10 +202,14 @@ def main() -> None:
     parser.add_argument("--modes", default="out-of-core")
     parser.add_argument("--json", type=Path, default=Path("bench-results/prints.json"))
     parser.add_argument("--table", action="store_true", help="print the --json report as a markdown table and stop")
+    parser.add_argument("--chart", type=Path, help="draw the --json report as a PNG (matplotlib) and stop")
     parser.add_argument(
         "--passes", metavar="SPILL", help="time the out-of-core passes in this process, spilling float32 or float16"
     )
     arguments = parser.parse_args()
+    if arguments.chart:
+        chart(json.loads(arguments.json.read_text())["rows"], arguments.chart)
+        return
     if arguments.table:
         print(table(json.loads(arguments.json.read_text())["rows"]))
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -223,6 +224,10 @@ def test_the_prints_benchmark_measures_a_process_and_renders_its_table(tmp_path,
         [*command[:3], "--json", str(out), "--table"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout
     assert len(table.splitlines()) == 4 and "| out of core |" in table and "| whole image |" in table
+    if importlib.util.find_spec("matplotlib") is not None:  # the chart is optional, as matplotlib is
+        chart = tmp_path / "prints.png"
+        subprocess.run([*command[:3], "--json", str(out), "--chart", str(chart)], cwd=ROOT, check=True, timeout=120)
+        assert chart.stat().st_size > 1000
 
 
 def test_quality_medians_keep_one_models_paintings_apart():
