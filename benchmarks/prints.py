@@ -83,7 +83,7 @@ def measure(photo: Path, model: str, mode: str, out: Path) -> dict:
         "peak_gib": round(int(field("Maximum resident set size (kbytes)") or 0) / 2**20, 2),
         "seconds": seconds,
         "out_of_core": "stylized out of core" in report,
-        "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count(),
+        "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or len(os.sched_getaffinity(0)),
         "spill": os.environ.get("STYLER_SPILL_DTYPE", "float32"),
         "exit_code": done.returncode,
         "error": None if done.returncode == 0 else report.strip().splitlines()[-1:],
@@ -154,7 +154,7 @@ def pass_times(photo: Path, model: str, spill: str) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    """The report as the markdown table of docs/benchmarks.md, rows in the order measured."""
+    """The report as the markdown table of docs/benchmarks.md, by size, then model, whole before out of core."""
     lines = [
         "| megapixels | model | path | --max-memory | peak (GiB) | seconds | threads |",
         "|---|---|---|---|---|---|---|",

@@ -74,7 +74,7 @@ def parse_bytes(text: str) -> int | None:
         value = float(number) * UNITS[unit]
     except ValueError:
         return None
-    return int(value) if 0 < value < float("inf") else None
+    return int(value) if 1 <= value < float("inf") else None
 
 
 def default_memory_budget() -> int | None:

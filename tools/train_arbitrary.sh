@@ -7,33 +7,38 @@
 #   2. skip     + skips at relu2_1 and relu3_1, content loss at relu4_1 only, style weight 10, 1,897 steps
 #   3. shipped  + the content loss at every layer the decoder reads: style weight 10 for 850 steps, then 20, to 3,000
 # (The learning rate's cosine followed the --steps of the day, which changed more often than this; not bit-exact.)
-# Each phase is skipped when its model file exists; an interrupted phase: `styler train-arbitrary --resume` its
-# newest checkpoint, then run this again. SHIP=1 copies the last model into models/.
+# Rerunning it continues where it stopped (each phase is skipped when its model file exists and resumed from its
+# newest checkpoint when it has one). SHIP=1 copies the last model into models/.
 set -eu
 STYLES=${STYLES:-../shared/data/styles}
 DATA=${DATA:-../shared/data/train}
 OUT=${OUT:-runs/arbitrary}
-styler=.venv/bin/styler
+styler=${STYLER:-.venv/bin/styler}
 
-phase() { # OUT_FILE OPTIONS...
-    target=$1
-    shift
-    [ -f "$target" ] || $styler train-arbitrary "$@" --out "$target"
-}
-fresh() { # CHECKPOINT_DIR: the options of a new run
-    echo --data "$DATA" --hold-out benchmarks/validation.txt --painting "$STYLES/vangogh_starry_night.jpg" \
-        --painting "$STYLES/hokusai_great_wave.jpg" --image-size 192 --batch-size 4 --checkpoint-dir "$1"
-}
-newest() { ls "$1"/step-*.ckpt | tail -n 1; }
+newest() { ls "$1"/step-*.ckpt 2>/dev/null | tail -n 1 || true; }
 
-# shellcheck disable=SC2046 # fresh's words are meant to split (the paths have no spaces)
-phase "$OUT/plain-414.pth" $(fresh "$OUT/plain") --steps 414 --skip none --style-weight 10
-phase "$OUT/plain.pth" --resume "$(newest "$OUT/plain")" --steps 2400 --style-weight 5
-# shellcheck disable=SC2046
-phase "$OUT/skip.pth" $(fresh "$OUT/skip") --steps 1897 --init "$OUT/plain.pth" --style-weight 10 --no-skip-content
-# shellcheck disable=SC2046
-phase "$OUT/shipped-850.pth" $(fresh "$OUT/shipped") --steps 850 --init "$OUT/skip.pth" --style-weight 10
-phase "$OUT/shipped.pth" --resume "$(newest "$OUT/shipped")" --steps 3000 --style-weight 20
+# phase OUT_FILE CHECKPOINT_DIR STEPS OPTIONS...: skipped when OUT_FILE exists; resumed from the newest checkpoint
+# in CHECKPOINT_DIR when there is one (an interrupted phase, or the phase before it in the same folder, whose
+# recipe it continues with OPTIONS' changes); a new run with OPTIONS otherwise.
+phase() {
+    target=$1 checkpoints=$2 steps=$3
+    shift 3
+    [ -f "$target" ] && return 0
+    last=$(newest "$checkpoints")
+    if [ -n "$last" ]; then
+        $styler train-arbitrary --resume "$last" --steps "$steps" --out "$target" "$@"
+    else
+        $styler train-arbitrary --data "$DATA" --hold-out benchmarks/validation.txt \
+            --painting "$STYLES/vangogh_starry_night.jpg" --painting "$STYLES/hokusai_great_wave.jpg" \
+            --image-size 192 --batch-size 4 --checkpoint-dir "$checkpoints" --steps "$steps" --out "$target" "$@"
+    fi
+}
+
+phase "$OUT/plain-414.pth" "$OUT/plain" 414 --skip none --style-weight 10
+phase "$OUT/plain.pth" "$OUT/plain" 2400 --style-weight 5
+phase "$OUT/skip.pth" "$OUT/skip" 1897 --init "$OUT/plain.pth" --style-weight 10 --no-skip-content
+phase "$OUT/shipped-850.pth" "$OUT/shipped" 850 --init "$OUT/skip.pth" --style-weight 10
+phase "$OUT/shipped.pth" "$OUT/shipped" 3000 --style-weight 20
 [ "${SHIP:-0}" = 1 ] || exit 0
 .venv/bin/python tools/ship.py "$OUT/shipped.pth" --arbitrary --name arbitrary \
     --description "any painting with --style-image: AdaIN on our kernels, VGG16 to relu4_1 + half-width decoder with skips"

@@ -92,7 +92,7 @@ def arbitrary_model_from(contents: dict[str, Any], path: Path) -> ArbitraryModel
     if not isinstance(width, int | float) or not 0 < width <= 4:
         raise StylerError(f"{path}: no valid decoder width ({width!r})")
     skips = decoder.get("skips", []) if isinstance(decoder, dict) else []
-    if not isinstance(skips, list) or not set(skips) <= set(LEVEL_LAYERS):
+    if not isinstance(skips, list) or not all(isinstance(s, str) and s in LEVEL_LAYERS for s in skips):
         raise StylerError(f"{path}: no valid decoder skips ({skips!r}; this styler knows {', '.join(LEVEL_LAYERS)})")
     state_dict = contents.get("state_dict")
     if not isinstance(state_dict, dict):

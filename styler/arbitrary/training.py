@@ -31,13 +31,19 @@ from torch import Tensor
 from tqdm import tqdm
 
 from styler.arbitrary.adain import adain_layers, style_statistics
-from styler.arbitrary.model_file import CHECKPOINT_FORMAT, arbitrary_model_from, model_dict, save_arbitrary_model
+from styler.arbitrary.model_file import (
+    CHECKPOINT_FORMAT,
+    ArbitraryModel,
+    arbitrary_model_from,
+    model_dict,
+    save_arbitrary_model,
+)
 from styler.arbitrary.network import CONTENT_LAYER, STYLE_LAYERS, Decoder, Encoder
 from styler.errors import StylerError
 from styler.io.files import write_atomically
 from styler.io.images import Photo, read_photo, tensor_to_image, to_uint8_tensor, write_photo
 from styler.model.checkpoints import checkpoint_files, file_for
-from styler.model.model_files import read_model_contents, resolve_model_file
+from styler.model.model_files import is_arbitrary, read_model_contents, resolve_model_file
 
 EXIT_INTERRUPTED = 130
 
@@ -299,10 +305,18 @@ def _fit(image: Image.Image, size: int) -> Image.Image:
     return ImageOps.fit(image, (size, size), Image.Resampling.LANCZOS)
 
 
+def init_model(init: str) -> ArbitraryModel:
+    """--init's arbitrary-style model (a file, a checkpoint or a shipped name); one line for anything else."""
+    path = resolve_model_file(init)
+    contents = read_model_contents(path)
+    if not is_arbitrary(contents):
+        raise StylerError(f"--init {init}: not an arbitrary-style model (a train-arbitrary model file or checkpoint)")
+    return arbitrary_model_from(contents, path)
+
+
 def warm_start(decoder: Decoder, init: str) -> None:
     """The decoder weights of an arbitrary model (a file or shipped name; same width)."""
-    path = resolve_model_file(init)
-    model = arbitrary_model_from(read_model_contents(path), path)
+    model = init_model(init)
     if model.decoder_width != decoder.width:
         raise StylerError(f"--init {init}: a width-{model.decoder_width} decoder; this run's is {decoder.width}")
     missing, unexpected = decoder.load_state_dict(model.state_dict, strict=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -31,10 +30,7 @@ from styler.model.model_files import (
     read_model_contents,
     resolve_model_file,
 )
-from styler.model.stylizer import Stylizer, choose_style, target_size
-
-if TYPE_CHECKING:
-    from styler.arbitrary.stylizer import ArbitraryStylizer
+from styler.model.stylizer import ImageStylizer, Stylizer, choose_style, target_size
 
 CAPTION_HEIGHT = 28
 GAP = 6
@@ -59,7 +55,7 @@ class GridOptions:
 @dataclass
 class Column:
     caption: str
-    stylizer: Stylizer | ArbitraryStylizer | None  # None: the photo as it is
+    stylizer: ImageStylizer | None  # None: the photo as it is
 
 
 def arbitrary_columns(label: str, contents: dict, path: Path, paintings: tuple[Path, ...], device) -> list[Column]:

@@ -49,6 +49,7 @@ from styler.model.model_files import (
     read_model_contents,
     resolve_model_file,
 )
+from styler.model.out_of_core import SPILL_DTYPES
 from styler.model.stylizer import (
     PRECISIONS,
     ImageStylizer,
@@ -232,9 +233,25 @@ def out_of_core_settings(options: StylizeOptions) -> dict[str, Any]:
     return {
         "max_memory": parse_bytes(options.max_memory) if options.max_memory else default_memory_budget(),
         "force_out_of_core": os.environ.get("STYLER_OUT_OF_CORE") == "1",
-        "band_rows": int(os.environ.get("STYLER_BAND_ROWS", 0)) or None,
-        "spill": os.environ.get("STYLER_SPILL_DTYPE", "float32"),
+        "band_rows": _environment_knob("STYLER_BAND_ROWS", None, lambda text: int(text) if int(text) > 0 else None),
+        "spill": _environment_knob(
+            "STYLER_SPILL_DTYPE", "float32", lambda text: text if text in SPILL_DTYPES else None
+        ),
     }
+
+
+def _environment_knob(name: str, default: Any, parse: Callable[[str], Any]) -> Any:
+    """A hidden knob's value from the environment (default when unset); one line when `parse` refuses it (None)."""
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    try:
+        value = parse(text)
+    except ValueError:
+        value = None
+    if value is None:
+        raise StylerError(f"{name}={text!r} in the environment: not a valid value")
+    return value
 
 
 def choose_stylizer(options: StyleOptions, **stylizer_settings: Any) -> tuple[str, Callable[[], ImageStylizer]]:
@@ -329,9 +346,10 @@ def _stylize_one(job: Job, stylizer: ImageStylizer, options: StylizeOptions) -> 
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
             raise
+        # Only a trained-style model has an out-of-core path; an arbitrary-style one always runs whole.
+        advice = "a lower --max-memory (stylizes out of core) or " if isinstance(stylizer, Stylizer) else ""
         raise StylerError(
-            f"{job.input}: not enough memory for {photo.size[0]}x{photo.size[1]}; "
-            "try a lower --max-memory (stylizes out of core) or --max-size"
+            f"{job.input}: not enough memory for {photo.size[0]}x{photo.size[1]}; try {advice}--max-size"
         ) from None
     # Without --overwrite the file is put in place only if the name is still free: another run may have written it
     # since the check before the work, and two runs at once must not silently replace each other's outputs.

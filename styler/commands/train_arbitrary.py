@@ -13,6 +13,7 @@ from styler.arbitrary.training import (
     ArbitraryConfig,
     DecoderTraining,
     config_from_checkpoint,
+    init_model,
     read_checkpoint,
     run,
 )
@@ -56,7 +57,7 @@ def parse_skips(skips: list[str]) -> tuple[str, ...]:
     unknown = [layer for layer in skips if layer not in LEVEL_LAYERS]
     if unknown:
         raise StylerError(f"--skip {unknown[0]}: choose among {', '.join(LEVEL_LAYERS)}, or none")
-    return tuple(dict.fromkeys(skips))
+    return tuple(layer for layer in LEVEL_LAYERS if layer in skips)  # one order, as the decoder keeps them
 
 
 def main(
@@ -106,6 +107,8 @@ def main(
             vgg_weights=str(vgg_weights) if vgg_weights else None,
             **settings,
         )
+    if config.init is not None and checkpoint is None:
+        init_model(config.init)  # a wrong --init is one line before any folder is made or photo read
     # Before any step: a model file that could not be written at the end would lose the run.
     ready_folder(Path(config.out).parent, "--out")
     ready_folder(Path(config.checkpoint_dir), "--checkpoint-dir")

@@ -92,7 +92,7 @@ def band_bytes_within(max_memory: int, pixels: int, size: tuple[int, int]) -> in
         least = PROCESS_BYTES + OUT_OF_CORE_BYTES_PER_PIXEL * pixels + BAND_TENSORS * MIN_BAND_BYTES
         raise StylerError(
             f"{size[0]}x{size[1]} needs at least {least / GiB:.1f} GiB even out of core, more than --max-memory "
-            f"{max_memory / GiB:.1f} GiB; raise --max-memory or shrink the photo with --max-size"
+            f"{max_memory / GiB:.2g} GiB; raise --max-memory or shrink the photo with --max-size"
         )
     return band
 

@@ -180,8 +180,7 @@ class Stylizer:
 
     def network_size(self, height: int, width: int, lead: int = 0) -> tuple[int, int]:
         """The (height, width) the network runs at: the photo's plus `lead`, mirror-padded to what it needs."""
-        multiple, smallest = self.arch.size_multiple, self.arch.min_size
-        return max(smallest, _round_up(height + lead, multiple)), max(smallest, _round_up(width + lead, multiple))
+        return grid_size(height, width, self.arch.size_multiple, self.arch.min_size, lead)
 
     def runs_out_of_core(self, size: tuple[int, int]) -> bool:
         """Whether a photo of `size` (width, height) is stylized out of core: when its whole-image pass would not
@@ -242,8 +241,7 @@ def pad_to_grid(
     at the top and left: a network's strided layers then meet the content at another phase of their grid (video keeps
     each scene point at one phase while the camera pans, see video.steadiness.CameraTrack)."""
     height, width = content.shape[-2:]
-    lead = multiple - 1 if offsets else 0
-    size = max(smallest, _round_up(height + lead, multiple)), max(smallest, _round_up(width + lead, multiple))
+    size = grid_size(height, width, multiple, smallest, multiple - 1 if offsets else 0)
     if not offsets:
         return mirror_pad_to(content, *size)
     return torch.cat(
@@ -252,6 +250,12 @@ def pad_to_grid(
             for frame, offset in zip(content, offsets, strict=True)
         ]
     )
+
+
+def grid_size(height: int, width: int, multiple: int, smallest: int, lead: int = 0) -> tuple[int, int]:
+    """The padded (height, width) a network runs at: the content's plus `lead`, rounded up to `multiple`, at least
+    `smallest` (the whole-image and the out-of-core paths must agree on it to the pixel)."""
+    return max(smallest, _round_up(height + lead, multiple)), max(smallest, _round_up(width + lead, multiple))
 
 
 def crop_from_grid(

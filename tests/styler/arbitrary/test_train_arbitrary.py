@@ -153,3 +153,27 @@ def test_unusable_settings_are_one_line(run_cli, random_vgg16, photos, tmp_path,
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert f"{option} {value}" in result.stderr
     assert not (tmp_path / "arbitrary.pth").exists()
+
+
+def test_init_refuses_what_is_not_an_arbitrary_model_before_any_work(
+    run_cli, random_vgg16, photos, tiny_model, tmp_path
+):
+    listing = tmp_path / "list.pth"
+    torch.save([1, 2], listing)
+    for init in (tiny_model, listing):
+        work = tmp_path / init.stem
+        result = run_cli(*tiny(photos, work, "--steps", "1", "--init", init))
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert f"--init {init}" in result.stderr
+        assert not work.exists()
+
+
+def test_skips_in_any_order_are_the_same_decoder(run_cli, random_vgg16, photos, tmp_path):
+    assert run_cli(*tiny(photos, tmp_path, "--steps", "2", "--skip", "relu3_1", "--skip", "relu2_1")).exit_code == 0
+    model = arbitrary_model_from(read_model_contents(tmp_path / "arbitrary.pth"), tmp_path)
+    assert model.training["decoder_skips"] == ["relu2_1", "relu3_1"]
+    resumed = run_cli(
+        "train-arbitrary", "--resume", tmp_path / "ck" / "step-0000002.ckpt", "--steps", "3",
+        "--skip", "relu3_1", "--skip", "relu2_1", "--out", tmp_path / "more.pth",
+    )  # fmt: skip
+    assert resumed.exit_code == 0, resumed.stderr

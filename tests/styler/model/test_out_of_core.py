@@ -142,7 +142,7 @@ def test_memory_sizes_parse(text, expected):
     assert parse_bytes(text) == expected
 
 
-@pytest.mark.parametrize("text", ["lots", "4X", "-1G", "0", "G", "inf"])
+@pytest.mark.parametrize("text", ["lots", "4X", "-1G", "0", "G", "inf", "0.5", "1e-3"])
 def test_bad_memory_sizes_are_refused(text):
     assert parse_bytes(text) is None
 
@@ -223,11 +223,21 @@ def test_spill_files_go_beside_the_output(run_cli, monkeypatch, tiny_model, tmp_
 
 
 def test_too_little_disk_is_refused_before_any_work(run_cli, monkeypatch, tiny_model, tmp_path, spills):
-    monkeypatch.setattr(out_of_core.shutil, "disk_usage", lambda folder: os.statvfs_result((0,) * 10)._replace())
     monkeypatch.setattr(out_of_core.shutil, "disk_usage", lambda folder: type("Usage", (), {"free": 10})())
     _, result = stylize_out_of_core(run_cli, monkeypatch, tiny_model, tmp_path)
     assert result.exit_code == 2 and "of disk space" in result.stderr and "big.png" in result.stderr
     assert spills == [] and os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    "knob, value", [("STYLER_BAND_ROWS", "x"), ("STYLER_BAND_ROWS", "0"), ("STYLER_SPILL_DTYPE", "bf16")]
+)
+def test_bad_hidden_knobs_are_one_line(run_cli, monkeypatch, tiny_model, tmp_path, knob, value):
+    monkeypatch.setenv(knob, value)
+    source = smooth_image(tmp_path / "a.png", 20, 20, seed=0)
+    result = run_cli("stylize", source, "-m", tiny_model, "-o", tmp_path / "out.png")
+    assert result.exit_code == 2 and f"{knob}={value!r}" in result.stderr
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_a_bad_max_memory_is_refused(run_cli, tiny_model, tmp_path):
