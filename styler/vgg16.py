@@ -51,6 +51,44 @@ def imagenet_normalize(images: Tensor) -> Tensor:
     return (images / 255.0 - mean) / std
 
 
+# torchvision's vgg16().features ("D"): each convolution's output channels (3x3, padding 1, then ReLU), M for a
+# 2x2 max-pooling. Built here rather than by torchvision.models, whose import costs about a second per process.
+VGG16_LAYOUT: tuple[int | str, ...] = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
+
+
+def vgg16_layers() -> nn.Sequential:
+    """torchvision's vgg16().features with the same layer indices (so its state_dict keys), random weights."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for step in VGG16_LAYOUT:
+        if step == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            assert isinstance(step, int)
+            layers += [nn.Conv2d(channels, step, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = step
+    return nn.Sequential(*layers)
+
+
 class VGG16Features(nn.Module):
     """torchvision's vgg16().features up to relu4_3, frozen; forward returns the four named activations."""
 
@@ -69,9 +107,7 @@ class VGG16Features(nn.Module):
     def __init__(self, state_dict: dict[str, Tensor] | None = None) -> None:
         """state_dict: torchvision vgg16 keys ("features.0.weight", ...); None leaves random weights (tests)."""
         super().__init__()
-        from torchvision.models import vgg
-
-        self.layers = vgg.make_layers(vgg.cfgs["D"])[: self.LAYER_INDEX["relu4_3"] + 1]
+        self.layers = vgg16_layers()[: self.LAYER_INDEX["relu4_3"] + 1]
         if state_dict is not None:
             self.layers.load_state_dict(state_dict)
         self.requires_grad_(False).eval()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from styler.vgg16 import VGG16Features
+from styler.vgg16 import VGG16_LAYOUT, VGG16Features
 
 CONTENT_LAYER = "relu4_1"
 # The style loss compares the output's statistics with the painting's at these layers (Huang & Belongie's choice).
@@ -136,8 +136,6 @@ class Decoder(nn.Module):
 
 def _channels_at(layer: str) -> int:
     """The encoder's channels at one of LEVEL_LAYERS: the first convolution's after as many poolings as its level
-    (read from VGG16's configuration, not by building it, which would draw from the random generator)."""
-    from torchvision.models import vgg
-
-    blocks = " ".join(str(v) for v in vgg.cfgs["D"]).split("M")
+    (read from VGG16's layout, not by building it, which would draw from the random generator)."""
+    blocks = " ".join(str(v) for v in VGG16_LAYOUT).split("M")
     return int(blocks[LEVEL_LAYERS.index(layer)].split()[0])

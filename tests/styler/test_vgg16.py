@@ -205,3 +205,14 @@ def test_lookup_order_given_file_then_converted_then_torchvision(tmp_path, monke
     assert vgg16.find_vgg16_weights(given) == given
     with pytest.raises(StylerError, match="is a folder"):
         vgg16.find_vgg16_weights(tmp_path)
+
+
+def test_the_layers_are_torchvisions_without_importing_it():
+    from torchvision.models import vgg
+
+    from styler.vgg16 import vgg16_layers
+
+    ours, theirs = vgg16_layers(), vgg.make_layers(vgg.cfgs["D"])
+    assert [type(m) for m in ours] == [type(m) for m in theirs]
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+    assert [repr(m) for m in ours] == [repr(m) for m in theirs]  # kernel, stride, padding, in-place
