@@ -413,7 +413,8 @@ def load_vgg16_weights(path: Path | None) -> tuple[dict[str, Tensor], Path]:
         contents = contents.get("state_dict")
     if not isinstance(contents, dict):
         raise StylerError(f"{source}: not {expected_kind}")
-    expected = VGG16Features().layers.state_dict()
+    with torch.device("meta"):  # shapes only: no weights to initialize, nothing drawn from the random generator
+        expected = VGG16Features().layers.state_dict()
     layers = {
         key.removeprefix("features."): value
         for key, value in contents.items()

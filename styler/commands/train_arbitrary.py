@@ -84,8 +84,9 @@ def main(
         checkpoint = read_checkpoint(resume)
         # --out and --checkpoint-dir may move a resumed run; --steps extends it (the cosine schedule follows).
         moved = {"out": str(out) if out else None, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
+        kept = config_from_checkpoint(checkpoint)
         for option, name in (("--skip", "decoder_skips"), ("--decoder-width", "decoder_width"), ("--init", "init")):
-            if name in settings and settings[name] != config_from_checkpoint(checkpoint).__dict__[name]:
+            if name in settings and settings[name] != getattr(kept, name):
                 raise StylerError(f"{option}: a resumed run keeps its decoder; start a new run with --init {resume}")
         config = config_from_checkpoint(checkpoint, **settings, **moved)
     else:
@@ -108,7 +109,7 @@ def main(
             **settings,
         )
     if config.init is not None and checkpoint is None:
-        init_model(config.init)  # a wrong --init is one line before any folder is made or photo read
+        init_model(config.init)  # a wrong --init is one line before any folder is made or VGG16 loaded
     # Before any step: a model file that could not be written at the end would lose the run.
     ready_folder(Path(config.out).parent, "--out")
     ready_folder(Path(config.checkpoint_dir), "--checkpoint-dir")
