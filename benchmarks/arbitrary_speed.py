@@ -27,7 +27,7 @@ import torch
 
 from benchmarks.quality import EVAL_SIZE, ROOT, load_rgb, validation_photos
 from styler.arbitrary.model_file import arbitrary_model_from
-from styler.arbitrary.stylizer import ArbitraryStylizer, Painting, encoder_weights
+from styler.arbitrary.stylizer import ArbitraryStylizer, Painting, weights_for
 from styler.devices import cpu_has_bfloat16
 from styler.model.model_files import read_model_contents, resolve_model_file
 
@@ -35,9 +35,8 @@ from styler.model.model_files import read_model_contents, resolve_model_file
 def in_process(model: str, painting: Path, photos: list[Path], precision: str) -> float:
     """Median seconds per photo, in process, after a warm-up."""
     path = resolve_model_file(model)
-    stylizer = ArbitraryStylizer(
-        arbitrary_model_from(read_model_contents(path), path), encoder_weights(), torch.device("cpu"), precision
-    )
+    arbitrary = arbitrary_model_from(read_model_contents(path), path)
+    stylizer = ArbitraryStylizer(arbitrary, weights_for(arbitrary), torch.device("cpu"), precision)
     stylizer.set_paintings([Painting(painting)])
     images = [load_rgb(photo, EVAL_SIZE) for photo in photos]
     stylizer.stylize_tensor(images[0])

@@ -39,7 +39,7 @@ from PIL import Image
 from torch import Tensor
 
 from styler.arbitrary.model_file import arbitrary_model_from
-from styler.arbitrary.stylizer import ArbitraryStylizer, Painting, encoder_weights
+from styler.arbitrary.stylizer import ArbitraryStylizer, Painting, weights_for
 from styler.io.images import image_to_tensor, luma, tensor_to_image
 from styler.model.model_files import is_arbitrary, model_from_contents, read_model_contents, resolve_model_file
 from styler.model.stylizer import Stylizer, choose_style
@@ -156,9 +156,8 @@ def stylize_with_styler(model: str, painting: Path, photo: Tensor) -> Tensor:
 @cache
 def arbitrary_stylizer(model: str, painting: str) -> ArbitraryStylizer:
     """Built once per (model, painting): the painting's statistics are then reused for every photo."""
-    stylizer = ArbitraryStylizer(
-        arbitrary_model_from(read_model_contents(Path(model)), Path(model)), encoder_weights(), torch.device("cpu")
-    )
+    arbitrary = arbitrary_model_from(read_model_contents(Path(model)), Path(model))
+    stylizer = ArbitraryStylizer(arbitrary, weights_for(arbitrary), torch.device("cpu"))
     stylizer.set_paintings([Painting(Path(painting))])
     return stylizer
 

@@ -558,6 +558,13 @@ def train_arbitrary(
         str | None,
         typer.Option(help="Start the decoder from this arbitrary model's (file or shipped name, same width)."),
     ] = None,
+    encoder: Annotated[
+        Path | None,
+        typer.Option(
+            help="A small encoder (`styler distill-encoder`'s file) for the decoder to read instead of VGG16; the "
+            "model carries it and needs no VGG16 to stylize (default: VGG16).",
+        ),
+    ] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (default: 100).")] = None,
     preview_every: Annotated[int | None, typer.Option(help="Preview sheet every N steps (default: 100).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initial weights and crops (default: 42).")] = None,
@@ -602,9 +609,74 @@ def train_arbitrary(
             decoder_skips=skip,
             content_at_skips=skip_content,
             init=init,
+            encoder=str(encoder) if encoder else None,
             checkpoint_every=checkpoint_every,
             preview_every=preview_every,
             seed=seed,
+        )
+    )
+
+
+@app.command("distill-encoder")
+@user_errors_exit_2
+def distill_encoder(
+    data: Annotated[Path | None, typer.Option(help="Folder of photos, searched recursively.")] = None,
+    out: Annotated[Path | None, typer.Option(help="The small-encoder file to write.")] = None,
+    painting: Annotated[
+        list[Path] | None, typer.Option(help="A painting whose crops it also learns to encode (repeat for more).")
+    ] = None,
+    hold_out: Annotated[
+        Path | None, typer.Option(help="A text file of photo file names (one per line) never to train on.")
+    ] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoints (default: checkpoints/<name>).")] = None,
+    width: Annotated[
+        float | None, typer.Option(help="Its channels relative to VGG16's (default: 0.25, 1/16 of the arithmetic).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps (default: 3000).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Photo crops per step, and as many painting crops (default: 4).")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(help="Side of the square crops (default: 192).")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam's starting learning rate, cosine-decayed (default: 1e-3).")
+    ] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (default: 100).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initial weights and crops (default: 42).")] = None,
+    amp: Annotated[
+        bool | None,
+        typer.Option(
+            "--amp/--no-amp",
+            help="bfloat16 autocast (default: on where the CPU has AMX or AVX-512 BF16, refused elsewhere).",
+        ),
+    ] = None,
+    device: DeviceOption = "auto",
+    vgg_weights: Annotated[
+        Path | None,
+        typer.Option(help="VGG16 weights file (default: `styler weights vgg16`'s, then torchvision's cache)."),
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue from a checkpoint with its recipe.")] = None,
+) -> None:
+    """Distill a small encoder from VGG16 (a quarter of its channels to relu4_1, heads back to its features) for
+    fast arbitrary-style models: then `styler train-arbitrary --encoder FILE` fits a decoder to it.
+
+    Ctrl-C saves a checkpoint and stops (exit status 130); --resume continues from it.
+    """
+    from styler.commands import distill_encoder as run
+
+    settings = dict(width=width, steps=steps, batch_size=batch_size, image_size=image_size, lr=lr, seed=seed)
+    raise typer.Exit(
+        run.main(
+            data,
+            out,
+            painting or [],
+            hold_out=hold_out,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            amp=amp,
+            device=device,
+            vgg_weights=vgg_weights,
+            checkpoint_every=checkpoint_every,
+            **settings,
         )
     )
 

@@ -75,8 +75,9 @@ VGG16_LAYOUT: tuple[int | str, ...] = (
 )
 
 
-def vgg16_layers() -> nn.Sequential:
-    """torchvision's vgg16().features with the same layer indices (so its state_dict keys), random weights."""
+def vgg16_layers(width: float = 1.0) -> nn.Sequential:
+    """torchvision's vgg16().features with the same layer indices (so its state_dict keys), random weights;
+    `width` scales every convolution's output channels (the distilled encoder's narrower copy of the layout)."""
     layers: list[nn.Module] = []
     channels = 3
     for step in VGG16_LAYOUT:
@@ -84,8 +85,9 @@ def vgg16_layers() -> nn.Sequential:
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
             assert isinstance(step, int)
-            layers += [nn.Conv2d(channels, step, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-            channels = step
+            out_channels = max(1, round(step * width))
+            layers += [nn.Conv2d(channels, out_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = out_channels
     return nn.Sequential(*layers)
 
 

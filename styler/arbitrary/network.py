@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from styler.vgg16 import VGG16_LAYOUT, VGG16Features
+from styler.vgg16 import VGG16_LAYOUT, VGG16Features, imagenet_normalize, vgg16_layers
 
 CONTENT_LAYER = "relu4_1"
 # The style loss compares the output's statistics with the painting's at these layers (Huang & Belongie's choice).
@@ -44,6 +44,51 @@ class Encoder(nn.Module):
     def channels(self) -> int:
         convolutions = [layer for layer in self.vgg.layers if isinstance(layer, nn.Conv2d)]
         return convolutions[-1].out_channels
+
+
+class SmallEncoder(nn.Module):
+    """VGG16's layout up to CONTENT_LAYER with `width` of its channels, distilled from it (distill.py), with a head
+    per layer in LAYERS: a 1x1 convolution and ReLU back to VGG16's channels there. Its features stand in for
+    VGG16's (AdaIN, the decoder and the painting's statistics see the same channels) at 1/width**2 less arithmetic
+    in the trunk; the heads run on the pooled resolutions and add little. Reads 0..255 RGB; frozen once trained."""
+
+    # The layers the shipped decoder reads. relu1_1 is left out: a full-resolution head and loss for a skip no decoder
+    # uses would double the distillation's step (the style loss measures with VGG16 itself, not with this encoder).
+    LAYERS = ("relu2_1", "relu3_1", CONTENT_LAYER)
+
+    def __init__(self, width: float = 0.25) -> None:
+        super().__init__()
+        if not 0 < width <= 1:
+            raise ValueError(f"encoder width {width}: must be in (0, 1]")
+        self.width = width
+        self.layers = vgg16_layers(width)[: VGG16Features.RELU_INDEX[CONTENT_LAYER] + 1]
+        narrow = {name: _conv(self.layers[VGG16Features.RELU_INDEX[name] - 1]).out_channels for name in self.LAYERS}
+        self.heads = nn.ModuleDict(
+            {
+                name: nn.Sequential(nn.Conv2d(narrow[name], _channels_at(name), kernel_size=1), nn.ReLU())
+                for name in self.LAYERS
+            }
+        )
+
+    def head(self, layer: str) -> nn.Conv2d:
+        """The 1x1 convolution of `layer`'s head."""
+        head = self.heads[layer]
+        assert isinstance(head, nn.Sequential)
+        return _conv(head[0])
+
+    def forward(self, images: Tensor, layers: tuple[str, ...] = (CONTENT_LAYER,)) -> dict[str, Tensor]:
+        return {name: self.heads[name](narrow) for name, narrow in self.trunk(images, layers).items()}
+
+    def trunk(self, images: Tensor, layers: tuple[str, ...]) -> dict[str, Tensor]:
+        """The narrow features at `layers`, before their heads."""
+        wanted = {VGG16Features.RELU_INDEX[name]: name for name in layers}
+        features = {}
+        x = imagenet_normalize(images)
+        for index, layer in enumerate(self.layers[: max(wanted) + 1]):
+            x = layer(x)
+            if index in wanted:
+                features[wanted[index]] = x
+        return features
 
 
 def decoder_plan(width: float) -> list[tuple[int, int] | None]:
@@ -134,8 +179,13 @@ class Decoder(nn.Module):
         return 2**self.size_exponent
 
 
+def _conv(module: nn.Module) -> nn.Conv2d:
+    assert isinstance(module, nn.Conv2d)
+    return module
+
+
 def _channels_at(layer: str) -> int:
-    """The encoder's channels at one of LEVEL_LAYERS: the first convolution's after as many poolings as its level
-    (read from VGG16's layout, not by building it, which would draw from the random generator)."""
+    """VGG16's channels at one of LEVEL_LAYERS or CONTENT_LAYER (relu{k}_1): the first convolution's after k - 1
+    poolings (read from VGG16's layout, not by building it, which would draw from the random generator)."""
     blocks = " ".join(str(v) for v in VGG16_LAYOUT).split("M")
-    return int(blocks[LEVEL_LAYERS.index(layer)].split()[0])
+    return int(blocks[int(layer[4]) - 1].split()[0])

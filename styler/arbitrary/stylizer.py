@@ -1,4 +1,5 @@
-"""An arbitrary-style model applied to photos: VGG16 encoder, AdaIN on our kernels, the trained decoder.
+"""An arbitrary-style model applied to photos: its encoder (VGG16, or the small one distilled from it), AdaIN on our
+kernels, the trained decoder.
 
 Each painting is read, scaled to `style_size` and reduced to its statistics once per file (cached by path), so a
 folder of photos reads the painting once; several paintings blend as a weighted mix of their statistics.
@@ -16,7 +17,6 @@ from torch import Tensor
 
 from styler.arbitrary.adain import StyleStatistics, adain, adain_layers, blend, style_statistics
 from styler.arbitrary.model_file import ArbitraryModel
-from styler.arbitrary.network import Encoder
 from styler.errors import StylerError
 from styler.io.images import DEFAULT_MAX_PIXELS, Photo, image_to_tensor, read_photo, tensor_to_image
 from styler.model.stylizer import PRECISIONS, crop_from_grid, keep_colors, pad_to_grid
@@ -53,6 +53,11 @@ def encoder_weights(vgg_weights: Path | None = None) -> dict[str, Tensor]:
     return load_vgg16_weights(vgg_weights)[0]
 
 
+def weights_for(model: ArbitraryModel) -> dict[str, Tensor] | None:
+    """VGG16's weights where the model reads VGG16; None where it carries its own small encoder."""
+    return encoder_weights() if model.uses_vgg16 else None
+
+
 class ArbitraryStylizer:
     """The encoder and decoder on their device, the paintings' cached statistics, and the per-photo pipeline."""
 
@@ -71,7 +76,7 @@ class ArbitraryStylizer:
             raise StylerError(f"--style-size {style_size}: choose between {MIN_PAINTING_SIDE} and {MAX_STYLE_SIZE}")
         self.device, self.autocast_dtype, self.style_size = device, PRECISIONS[precision], style_size
         # torch accepts to(device, memory_format=...); its type stubs lack that overload.
-        self.encoder = Encoder(weights).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.encoder = model.build_encoder(weights).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.decoder = model.build().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.size_multiple = self.decoder.size_multiple
         self.match_colors = match_colors

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -33,12 +33,15 @@ from tqdm import tqdm
 from styler.arbitrary.adain import adain_layers, style_statistics
 from styler.arbitrary.model_file import (
     CHECKPOINT_FORMAT,
+    SMALL_NETWORK,
     ArbitraryModel,
     arbitrary_model_from,
     model_dict,
+    read_small_encoder,
     save_arbitrary_model,
+    small_encoder_from,
 )
-from styler.arbitrary.network import CONTENT_LAYER, STYLE_LAYERS, Decoder, Encoder
+from styler.arbitrary.network import CONTENT_LAYER, STYLE_LAYERS, Decoder, Encoder, SmallEncoder
 from styler.errors import StylerError
 from styler.io.files import write_atomically
 from styler.io.images import Photo, read_photo, tensor_to_image, to_uint8_tensor, write_photo
@@ -77,6 +80,9 @@ class ArbitraryConfig:
     # the peer's 0.57 on the training paintings; its features' error was 0.9 of the target's own size).
     content_at_skips: bool = True
     init: str | None = None  # an arbitrary model file whose decoder weights start the run (skips it lacks: zero)
+    # A small encoder (distill.py) the decoder reads instead of VGG16, carried in the model file; the losses still
+    # measure with VGG16. None: VGG16 encodes too.
+    encoder: str | None = None
     checkpoint_every: int = 100
     preview_every: int = 100
     keep_checkpoints: int = 3
@@ -177,10 +183,18 @@ class DecoderTraining:
         self.config = config
         self.device = torch.device(config.device)
         torch.manual_seed(config.seed)
-        self.encoder = Encoder(encoder_weights).to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # VGG16 measures the losses; the decoder reads the small encoder's features where the run has one.
+        self.vgg = Encoder(encoder_weights).to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.small_encoder = _small_encoder(config, resume)
+        self.encoder: Encoder | SmallEncoder = self.vgg if self.small_encoder is None else self.small_encoder
+        self.encoder.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.decoder = Decoder(config.decoder_width, config.decoder_skips).to(
             self.device, memory_format=torch.channels_last
         )  # type: ignore[call-overload]
+        if self.small_encoder is not None and not set(self.decoder.inputs) <= set(SmallEncoder.LAYERS):
+            raise StylerError(
+                f"--skip: the small encoder has no {sorted(set(self.decoder.inputs) - set(SmallEncoder.LAYERS))[0]}"
+            )
         self.optimizer = torch.optim.Adam(self.decoder.parameters(), lr=config.lr)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -212,8 +226,9 @@ class DecoderTraining:
         photos, styles = self._prepared(photos), self._prepared(styles)
         with torch.no_grad(), self.autocast():
             photo_features = self.encoder(photos, self.decoder.inputs)
-            style_features = self.encoder(styles, STYLE_LAYERS)
-        statistics = {layer: style_statistics(style_features[layer].float()) for layer in self.decoder.inputs}
+            style_features = self.vgg(styles, STYLE_LAYERS)
+            read = style_features if self.small_encoder is None else self.encoder(styles, self.decoder.inputs)
+        statistics = {layer: style_statistics(read[layer].float()) for layer in self.decoder.inputs}
         targets = adain_layers(photo_features, statistics)
         with self.autocast():
             result = self.decoder(targets)
@@ -222,7 +237,7 @@ class DecoderTraining:
     def losses(self, photos: Tensor, styles: Tensor) -> Losses:
         result, targets, style_features = self.decode(photos, styles)
         with self.autocast():
-            result_features = self.encoder(result, STYLE_LAYERS)
+            result_features = self.vgg(result, STYLE_LAYERS)
         content_layers = self.decoder.inputs if self.config.content_at_skips else (CONTENT_LAYER,)
         content = sum(F.mse_loss(result_features[layer].float(), targets[layer]) for layer in content_layers)
         assert isinstance(content, Tensor)
@@ -261,10 +276,12 @@ class DecoderTraining:
         ]
         return torch.stack(photos).float(), torch.stack(styles).float()
 
-    def preview_grid(self) -> Tensor:
-        """(1, 3, H, W): rows of photo | style | result."""
+    def preview_grid(self) -> Tensor | None:
+        """(1, 3, H, W): rows of photo | style | result; None without held-out photos."""
         photos, styles = self.previews
-        results = self.stylize(photos, styles) if len(photos) else photos
+        if not len(photos):
+            return None
+        results = self.stylize(photos, styles)
         rows = [torch.cat([p, s, r], dim=-1) for p, s, r in zip(photos, styles, results, strict=True)]
         return torch.cat(rows, dim=-2)[None]
 
@@ -278,8 +295,12 @@ class DecoderTraining:
         content_layers = "every layer the decoder reads" if self.config.content_at_skips else "relu4_1"
         recipe["loss"] = f"AdaIN content ({content_layers} vs the AdaIN target) + style (mean/std at relu1_1..relu4_1)"
         recipe["decoder_skips"] = list(self.config.decoder_skips)
+        recipe["encoder"] = "VGG16" if self.small_encoder is None else f"small (width {self.small_encoder.width})"
         recipe.update(steps_done=self.step, seconds=round(self.seconds, 1), **self.config.notes)
         return recipe
+
+    def write_model(self) -> None:
+        save_arbitrary_model(Path(self.config.out), self.decoder, self.record(), encoder=self.small_encoder)
 
     def checkpoint(self) -> dict[str, Any]:
         return {
@@ -289,7 +310,7 @@ class DecoderTraining:
                 "painting_sizes": list(self.config.painting_sizes),
                 "decoder_skips": list(self.config.decoder_skips),
             },
-            "model": model_dict(self.decoder, self.record(), half=False),
+            "model": model_dict(self.decoder, self.record(), half=False, encoder=self.small_encoder),
             "decoder": self.decoder.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
@@ -297,6 +318,14 @@ class DecoderTraining:
             "step": self.step,
             "seconds": self.seconds,
         }
+
+
+def _small_encoder(config: ArbitraryConfig, resume: dict | None) -> SmallEncoder | None:
+    """The run's small encoder: a resumed run's own (in its checkpoint's model), else --encoder's file, else none."""
+    if resume is not None:
+        entry = resume["model"]["encoder"]
+        return small_encoder_from(entry, None) if entry.get("network") == SMALL_NETWORK else None
+    return read_small_encoder(Path(config.encoder)) if config.encoder else None
 
 
 def _fit(image: Image.Image, size: int) -> Image.Image:
@@ -379,7 +408,7 @@ class _Stop:
             signal.signal(sig, handler)
 
 
-def _save_checkpoint(training: DecoderTraining) -> Path:
+def _save_checkpoint(training: TrainingRun) -> Path:
     directory = Path(training.config.checkpoint_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = file_for(directory, training.step)
@@ -390,15 +419,29 @@ def _save_checkpoint(training: DecoderTraining) -> Path:
     return path
 
 
-def _write_preview(training: DecoderTraining) -> Path | None:
-    if not len(training.previews[0]):
+class TrainingRun(Protocol):
+    """What `run` drives: the decoder's training here, the encoder's distillation (distill.py)."""
+
+    config: Any  # steps, checkpoint_every, preview_every, keep_checkpoints, checkpoint_dir, out
+    step: int
+    seconds: float
+
+    def train_step(self) -> Any: ...  # the step's loss terms, with .values()
+    def checkpoint(self) -> dict[str, Any]: ...
+    def preview_grid(self) -> Tensor | None: ...
+    def write_model(self) -> None: ...
+
+
+def _write_preview(training: TrainingRun) -> Path | None:
+    grid = training.preview_grid()
+    if grid is None:
         return None
     path = Path(training.config.checkpoint_dir) / f"preview-{training.step:07d}.jpg"
-    write_photo(path, Photo(tensor_to_image(training.preview_grid()), None, None, None))
+    write_photo(path, Photo(tensor_to_image(grid), None, None, None))
     return path
 
 
-def _steps(training: DecoderTraining) -> Iterator[Losses]:
+def _steps(training: TrainingRun) -> Iterator[Losses]:
     while training.step < training.config.steps:
         started = time.perf_counter()
         terms = training.train_step()
@@ -406,7 +449,7 @@ def _steps(training: DecoderTraining) -> Iterator[Losses]:
         yield terms
 
 
-def run(training: DecoderTraining) -> int:
+def run(training: TrainingRun) -> int:
     """Train to the last step with a progress bar, checkpoints and previews; write the model file. Exit code."""
     config = training.config
     with (
@@ -434,7 +477,7 @@ def run(training: DecoderTraining) -> int:
                 return EXIT_INTERRUPTED
     if config.steps % config.checkpoint_every:  # the last step too, so that --resume --steps N can extend the run
         tqdm.write(f"checkpoint {_save_checkpoint(training)}", file=sys.stderr)
-    save_arbitrary_model(Path(config.out), training.decoder, training.record())
+    training.write_model()
     print(f"styler: wrote {config.out} ({training.step} steps, {training.seconds / 60:.1f} min)", file=sys.stderr)
     return 0
 

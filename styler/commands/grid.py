@@ -61,11 +61,12 @@ class Column:
 def arbitrary_columns(label: str, contents: dict, path: Path, paintings: tuple[Path, ...], device) -> list[Column]:
     """One column per painting for an arbitrary-style model, its encoder and decoder loaded once."""
     from styler.arbitrary.model_file import arbitrary_model_from
-    from styler.arbitrary.stylizer import ArbitraryStylizer, Painting, encoder_weights
+    from styler.arbitrary.stylizer import ArbitraryStylizer, Painting, weights_for
 
     if not paintings:
         raise StylerError(f"{label}: an arbitrary-style model; give the paintings with --style-image")
-    model, weights = arbitrary_model_from(contents, path), encoder_weights()
+    model = arbitrary_model_from(contents, path)
+    weights = weights_for(model)
     columns = []
     for painting in paintings:
         stylizer = ArbitraryStylizer(model, weights, device)

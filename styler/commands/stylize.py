@@ -280,7 +280,7 @@ def choose_stylizer(options: StyleOptions, **stylizer_settings: Any) -> tuple[st
 def arbitrary_stylizer(contents: dict, path: Path, options: StyleOptions) -> tuple[ImageStylizer, str]:
     """The arbitrary-style stylizer with its paintings' statistics ready, and the tag that names the outputs."""
     from styler.arbitrary.model_file import arbitrary_model_from
-    from styler.arbitrary.stylizer import DEFAULT_STYLE_SIZE, ArbitraryStylizer, Painting, encoder_weights, style_tag
+    from styler.arbitrary.stylizer import DEFAULT_STYLE_SIZE, ArbitraryStylizer, Painting, style_tag, weights_for
 
     if not options.style_images:
         raise StylerError(f"{path}: an arbitrary-style model; give the painting with --style-image PAINTING")
@@ -294,7 +294,7 @@ def arbitrary_stylizer(contents: dict, path: Path, options: StyleOptions) -> tup
     paintings = [painting for painting in paintings if painting.weight > 0]
     stylizer = ArbitraryStylizer(
         model,
-        encoder_weights(),
+        weights_for(model),
         pick_device(options.device),
         options.precision,
         options.style_size or DEFAULT_STYLE_SIZE,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from styler.arbitrary.model_file import read_small_encoder
 from styler.arbitrary.network import LEVEL_LAYERS
 from styler.arbitrary.training import (
     ArbitraryConfig,
@@ -73,10 +74,7 @@ def main(
     **settings,
 ) -> int:
     """Build the run from the options (or the checkpoint) and train; returns the exit code."""
-    keep_freed_memory()
-    target = pick_device(device)
-    if amp and target.type == "cpu" and not cpu_has_bfloat16():
-        raise StylerError("--amp: this CPU has no bfloat16 instructions (AMX or AVX-512 BF16); it would be slower")
+    target = training_device(device, amp)
     settings = {key: value for key, value in settings.items() if value is not None}
     if "decoder_skips" in settings:
         settings["decoder_skips"] = parse_skips(settings["decoder_skips"])
@@ -85,7 +83,8 @@ def main(
         # --out and --checkpoint-dir may move a resumed run; --steps extends it (the cosine schedule follows).
         moved = {"out": str(out) if out else None, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
         kept = config_from_checkpoint(checkpoint)
-        for option, name in (("--skip", "decoder_skips"), ("--decoder-width", "decoder_width"), ("--init", "init")):
+        kept_options = (("--skip", "decoder_skips"), ("--decoder-width", "decoder_width"), ("--init", "init"))
+        for option, name in (*kept_options, ("--encoder", "encoder")):
             if name in settings and settings[name] != getattr(kept, name):
                 raise StylerError(f"{option}: a resumed run keeps its decoder; start a new run with --init {resume}")
         config = config_from_checkpoint(checkpoint, **settings, **moved)
@@ -108,11 +107,28 @@ def main(
             vgg_weights=str(vgg_weights) if vgg_weights else None,
             **settings,
         )
-    if config.init is not None and checkpoint is None:
-        init_model(config.init)  # a wrong --init is one line before any folder is made or VGG16 loaded
-    # Before any step: a model file that could not be written at the end would lose the run.
+    if checkpoint is None:  # a wrong --init or --encoder is one line before any folder is made or VGG16 loaded
+        if config.init is not None:
+            init_model(config.init)
+        if config.encoder is not None:
+            read_small_encoder(Path(config.encoder))
+    return run(DecoderTraining(config, ready_to_run(config), checkpoint))
+
+
+def training_device(device: str, amp: bool | None):
+    """--device, and --amp refused where bfloat16 would be slower (train-arbitrary's and distill-encoder's)."""
+    keep_freed_memory()
+    target = pick_device(device)
+    if amp and target.type == "cpu" and not cpu_has_bfloat16():
+        raise StylerError("--amp: this CPU has no bfloat16 instructions (AMX or AVX-512 BF16); it would be slower")
+    return target
+
+
+def ready_to_run(config) -> dict:
+    """The folders proven writable before any step (a model file that could not be written at the end would lose
+    the run), then VGG16's weights, their file noted in the recipe."""
     ready_folder(Path(config.out).parent, "--out")
     ready_folder(Path(config.checkpoint_dir), "--checkpoint-dir")
     weights, source = load_vgg16_weights(Path(config.vgg_weights) if config.vgg_weights else None)
     config.notes["vgg_weights"] = source.name
-    return run(DecoderTraining(config, weights, checkpoint))
+    return weights
