@@ -22,6 +22,7 @@ The small encoder's own file: {"format": "styler-small-encoder", "format_version
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ class ArbitraryModel:
     def build_encoder(self, vgg_weights: dict[str, Tensor] | None) -> Encoder | SmallEncoder:
         """The encoder the decoder was trained on: the one carried, or VGG16 with `vgg_weights` (None: random, for
         tests; stylizer.encoder_weights finds the real ones)."""
-        return Encoder(vgg_weights) if self.encoder is None else self.encoder
+        return Encoder(vgg_weights) if self.encoder is None else copy.deepcopy(self.encoder)  # each its own dtype
 
 
 def encoder_entry(encoder: SmallEncoder | None) -> dict[str, Any]:

@@ -166,8 +166,9 @@ class Decoder(nn.Module):
                 name = LEVEL_LAYERS[level]
                 if name in self.projections:
                     x = x + self.projections[name](features[name].contiguous(memory_format=torch.channels_last))
-        # Centred on mid-grey so that a fresh decoder starts near the middle of the pixel range.
-        return (x + 0.5) * 255.0
+        # Centred on mid-grey so that a fresh decoder starts near the middle of the pixel range; in float32, where
+        # bfloat16 would round 0..255 to whole levels (or coarser) before the result is rounded to bytes.
+        return (x.float() + 0.5) * 255.0
 
     @property
     def size_exponent(self) -> int:

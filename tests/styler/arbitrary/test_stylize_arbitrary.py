@@ -228,3 +228,18 @@ def test_the_result_takes_the_paintings_palette(random_vgg16, tiny_arbitrary_mod
     torch.testing.assert_close(styled.mean((2, 3)), colours.mean((2, 3)), atol=6.0, rtol=0)  # up to clamping
     stylizer.match_colors = False
     assert (stylizer.stylize_tensor(photo).mean((2, 3)) - colours.mean((2, 3))).abs().max() > 6.0
+
+
+def test_bfloat16_holds_the_networks_in_bfloat16_and_stays_near_float32(random_vgg16, tiny_arbitrary_model, painting):
+    model = arbitrary_model_from(read_model_contents(tiny_arbitrary_model), tiny_arbitrary_model)
+    photo = image_to_tensor(Image.open(smooth_image(painting.parent / "p.png", 48, 40, seed=2)).convert("RGB"))
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        # No palette match: the tiny random decoder's channels are nearly flat, and the match would magnify that.
+        stylizer = ArbitraryStylizer(model, encoder_weights(), torch.device("cpu"), precision, 64, match_colors=False)
+        dtypes = {p.dtype for p in (*stylizer.encoder.parameters(), *stylizer.decoder.parameters())}
+        assert dtypes == {getattr(torch, precision)}
+        stylizer.set_paintings([Painting(painting)])
+        results[precision] = stylizer.stylize_tensor(photo)
+        assert results[precision].dtype == torch.float32
+    assert (results["float32"] - results["bfloat16"]).abs().mean() < 3.0
