@@ -556,7 +556,10 @@ def train_arbitrary(
     ] = None,
     init: Annotated[
         str | None,
-        typer.Option(help="Start the decoder from this arbitrary model's (file or shipped name, same width)."),
+        typer.Option(
+            help="Start the decoder from this arbitrary model's (file or shipped name; the same width, or a "
+            "wider one's strongest channels).",
+        ),
     ] = None,
     encoder: Annotated[
         Path | None,

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from styler.arbitrary.adain import adain_layers, style_statistics
@@ -41,7 +41,7 @@ from styler.arbitrary.model_file import (
     save_arbitrary_model,
     small_encoder_from,
 )
-from styler.arbitrary.network import CONTENT_LAYER, STYLE_LAYERS, Decoder, Encoder, SmallEncoder
+from styler.arbitrary.network import CONTENT_LAYER, LEVEL_LAYERS, STYLE_LAYERS, Decoder, Encoder, SmallEncoder
 from styler.errors import StylerError
 from styler.io.files import write_atomically
 from styler.io.images import Photo, read_photo, tensor_to_image, to_uint8_tensor, write_photo
@@ -344,17 +344,68 @@ def init_model(init: str) -> ArbitraryModel:
 
 
 def warm_start(decoder: Decoder, init: str) -> None:
-    """The decoder weights of an arbitrary model (a file or shipped name; same width)."""
+    """The decoder weights of an arbitrary model (a file or shipped name): the same width, or a wider decoder's
+    strongest channels (narrowed_from)."""
     model = init_model(init)
-    if model.decoder_width != decoder.width:
+    if model.decoder_width < decoder.width:
         raise StylerError(f"--init {init}: a width-{model.decoder_width} decoder; this run's is {decoder.width}")
-    missing, unexpected = decoder.load_state_dict(model.state_dict, strict=False)
+    state_dict = model.state_dict
+    if model.decoder_width > decoder.width:
+        extra = sorted(set(model.decoder_skips) - set(decoder.skips))
+        if extra:
+            raise StylerError(f"--init {init}: its decoder reads {extra[0]}, which this run's does not (--skip)")
+        state_dict = narrowed_from(model.build(), decoder)
+    missing, unexpected = decoder.load_state_dict(state_dict, strict=False)
     extra = [key for key in missing if not key.startswith("projections.")] + list(unexpected)
     if extra:
         raise StylerError(f"--init {init}: its decoder does not fit this run's (e.g. {extra[0]})")
     with torch.no_grad():  # the skips it lacks start switched off: the run starts from that model's pictures
         for key in missing:
             decoder.get_parameter(key).zero_()
+
+
+@torch.no_grad()
+def narrowed_from(wide: Decoder, narrow: Decoder) -> dict[str, Tensor]:
+    """A state_dict for `narrow` from a wider decoder's strongest channels (a start for a cheaper decoder that
+    draws the wide one's pictures roughly, to be fine-tuned): each convolution keeps the output channels whose
+    filters and whose use by the next convolution weigh most (product of the two norms), reading the channels
+    kept before it; a skip's projection keeps the channels it adds to."""
+    state: dict[str, Tensor] = {}
+    convolutions = [(index, layer) for index, layer in enumerate(wide.layers) if isinstance(layer, nn.Conv2d)]
+    kept = torch.arange(convolutions[0][1].in_channels)
+    level = wide.size_exponent
+    for index, layer in enumerate(wide.layers):
+        if isinstance(layer, nn.Upsample):
+            level -= 1
+            name = LEVEL_LAYERS[level]
+            if name in wide.projections:
+                projection = wide.projections[name]
+                assert isinstance(projection, nn.Conv2d) and projection.bias is not None
+                state[f"projections.{name}.weight"] = projection.weight[kept].clone()
+                state[f"projections.{name}.bias"] = projection.bias[kept].clone()
+            continue
+        if not isinstance(layer, nn.Conv2d):
+            continue
+        weight, bias = layer.weight[:, kept], layer.bias
+        assert bias is not None
+        position = next(k for k, (i, _) in enumerate(convolutions) if i == index)
+        wanted = _conv_at(narrow, index).out_channels
+        if position == len(convolutions) - 1:
+            chosen = torch.arange(layer.out_channels)  # RGB
+        else:
+            reader = convolutions[position + 1][1].weight
+            weight_of = weight.flatten(1).norm(dim=1) * reader.transpose(0, 1).flatten(1).norm(dim=1)
+            chosen = weight_of.argsort(descending=True)[:wanted].sort().values
+        state[f"layers.{index}.weight"] = weight[chosen].clone()
+        state[f"layers.{index}.bias"] = bias[chosen].clone()
+        kept = chosen
+    return state
+
+
+def _conv_at(decoder: Decoder, index: int) -> nn.Conv2d:
+    layer = decoder.layers[index]
+    assert isinstance(layer, nn.Conv2d)
+    return layer
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -177,3 +177,37 @@ def test_skips_in_any_order_are_the_same_decoder(run_cli, random_vgg16, photos, 
         "--skip", "relu3_1", "--skip", "relu2_1", "--out", tmp_path / "more.pth",
     )  # fmt: skip
     assert resumed.exit_code == 0, resumed.stderr
+
+
+def test_a_narrower_decoder_starts_from_a_wider_ones_strongest_channels():
+    from styler.arbitrary.network import Decoder
+    from styler.arbitrary.training import narrowed_from
+
+    torch.manual_seed(0)
+    wide = Decoder(0.125, ("relu2_1", "relu3_1"))
+    with torch.no_grad():
+        for projection in wide.projections.values():
+            projection.weight.normal_()
+    same = narrowed_from(wide, Decoder(0.125, wide.skips))
+    assert all(torch.equal(value, same[key]) for key, value in wide.state_dict().items())  # all kept, in order
+    narrow, fresh = Decoder(0.0625, wide.skips), Decoder(0.0625, wide.skips)
+    narrow.load_state_dict(narrowed_from(wide, narrow))
+    features = {"relu4_1": torch.rand(2, 512, 4, 5), "relu3_1": torch.rand(2, 256, 8, 10)}
+    features["relu2_1"] = torch.rand(2, 128, 16, 20)
+    with torch.no_grad():
+        target = wide(features)
+        assert (narrow(features) - target).abs().mean() < (fresh(features) - target).abs().mean()
+
+
+def test_init_from_a_wider_decoder_narrows_it_and_refuses_a_narrower_one(run_cli, random_vgg16, photos, tmp_path):
+    assert run_cli(*tiny(photos, tmp_path / "wide", "--steps", "1", "--decoder-width", "0.125")).exit_code == 0
+    wide = tmp_path / "wide" / "arbitrary.pth"
+    narrowed = run_cli(*tiny(photos, tmp_path / "narrow", "--steps", "1", "--init", wide))
+    assert narrowed.exit_code == 0, narrowed.stderr
+    assert run_cli(*tiny(photos, tmp_path / "narrow2", "--steps", "1")).exit_code == 0
+    refused = run_cli(
+        *tiny(photos, tmp_path / "wider", "--steps", "1", "--decoder-width", "0.25", "--init", wide)
+    )  # fmt: skip
+    assert refused.exit_code == 2 and "a width-0.125 decoder; this run's is 0.25" in refused.stderr
+    fewer = run_cli(*tiny(photos, tmp_path / "fewer", "--steps", "1", "--skip", "none", "--init", wide))
+    assert fewer.exit_code == 2 and "--init" in fewer.stderr and "relu2_1" in fewer.stderr
