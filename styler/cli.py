@@ -93,10 +93,11 @@ OverwriteOption = Annotated[bool, typer.Option(help="Replace existing outputs (i
 DeviceOption = Annotated[Device, typer.Option(help="auto picks CUDA when present.")]
 StrengthOption = Annotated[float, typer.Option(help="Blend of stylized (1) and original (0) pixels, between 0 and 1.")]
 PrecisionOption = Annotated[
-    Literal["float32", "float16", "bfloat16"],
+    Literal["auto", "float32", "float16", "bfloat16"],
     typer.Option(
-        help="float16 (CUDA) or bfloat16 (CUDA, or a CPU with bfloat16 instructions such as AVX-512 BF16; several "
-        "times slower on a CPU without them): less accuracy, more speed."
+        help="float16 (CUDA) or bfloat16 (CUDA, or a CPU with bfloat16 instructions such as AMX or AVX-512 BF16; "
+        "several times slower on a CPU without them): less accuracy, more speed. auto: bfloat16 for --style-image "
+        "on a CPU with those instructions, float32 otherwise."
     ),
 ]
 
@@ -216,7 +217,7 @@ def stylize(
         float | None, typer.Option(help="Resize by this factor first, in (0, 8] (0.5 halves each side).")
     ] = None,
     device: DeviceOption = "auto",
-    precision: PrecisionOption = "float32",
+    precision: PrecisionOption = "auto",
     strength: StrengthOption = 1.0,
     preserve_color: Annotated[bool, typer.Option(help="Keep the photo's colours, use stylized luminance.")] = False,
     max_pixels: Annotated[
@@ -303,7 +304,7 @@ def video(
     strength: StrengthOption = 1.0,
     preserve_color: Annotated[bool, typer.Option(help="Keep the video's colours, use stylized luminance.")] = False,
     device: DeviceOption = "auto",
-    precision: PrecisionOption = "float32",
+    precision: PrecisionOption = "auto",
     batch_size: Annotated[int, typer.Option(help="Frames through the network at once (more may help on a GPU).")] = 1,
     start: Annotated[float, typer.Option(help="Begin this many seconds into the video.")] = 0.0,
     duration: Annotated[float | None, typer.Option(help="Stylize this many seconds (default: to the end).")] = None,

@@ -51,12 +51,14 @@ from styler.model.model_files import (
 )
 from styler.model.out_of_core import SPILL_DTYPES
 from styler.model.stylizer import (
+    AUTO_PRECISION,
     PRECISIONS,
     ImageStylizer,
     Stylizer,
     check_style_images,
     choose_style,
     output_tag,
+    resolved_precision,
     target_size,
 )
 
@@ -81,7 +83,7 @@ class StylizeOptions:
     max_size: int | None = None
     scale: float | None = None
     device: str = "auto"
-    precision: str = "float32"
+    precision: str = AUTO_PRECISION
     strength: float = 1.0
     preserve_color: bool = False
     max_pixels: int | None = None  # None: images.DEFAULT_MAX_PIXELS
@@ -101,8 +103,8 @@ class StylizeOptions:
         if self.max_memory is not None and parse_bytes(self.max_memory) is None:
             raise StylerError(f"--max-memory {self.max_memory!r} is not a size such as 4G, 2500M or 4GiB")
         check_device(self.device)
-        if self.precision not in PRECISIONS:
-            raise StylerError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.precision not in (*PRECISIONS, AUTO_PRECISION):
+            raise StylerError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)} or auto")
         if self.output is not None and self.output_dir is not None:
             raise StylerError("give either --output or --output-dir, not both")
         check_style_images(self.model, self.style_images, self.style_weights)
@@ -272,9 +274,13 @@ def choose_stylizer(options: StyleOptions, **stylizer_settings: Any) -> tuple[st
         )
     model = name_shipped(model_from_contents(contents, path), name)
     choice = choose_style(options.style, model.styles)
-    return output_tag(model, choice.tag), functools.cache(
-        lambda: Stylizer(model, choice, pick_device(options.device), options.precision, **stylizer_settings)
-    )
+
+    def stylizer() -> Stylizer:
+        device = pick_device(options.device)
+        precision = resolved_precision(options.precision, device, arbitrary=False)
+        return Stylizer(model, choice, device, precision, **stylizer_settings)
+
+    return output_tag(model, choice.tag), functools.cache(stylizer)
 
 
 def arbitrary_stylizer(contents: dict, path: Path, options: StyleOptions) -> tuple[ImageStylizer, str]:
@@ -292,11 +298,12 @@ def arbitrary_stylizer(contents: dict, path: Path, options: StyleOptions) -> tup
     weights = options.style_weights or (1.0,) * len(options.style_images)
     paintings = [Painting(Path(image), weight) for image, weight in zip(options.style_images, weights, strict=True)]
     paintings = [painting for painting in paintings if painting.weight > 0]
+    device = pick_device(options.device)
     stylizer = ArbitraryStylizer(
         model,
         weights_for(model),
-        pick_device(options.device),
-        options.precision,
+        device,
+        resolved_precision(options.precision, device, arbitrary=True),
         options.style_size or DEFAULT_STYLE_SIZE,
         options.match_colors,
     )

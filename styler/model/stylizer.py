@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from styler.devices import cpu_has_bfloat16
 from styler.errors import StylerError
 from styler.io.images import Photo, image_to_tensor, luma, tensor_to_image
 from styler.model.model_files import StyleModel
@@ -35,6 +36,16 @@ from styler.model.out_of_core import (
 # tolerates such as 1_000, inf or nan.
 PLAIN_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+AUTO_PRECISION = "auto"
+
+
+def resolved_precision(precision: str, device: torch.device, arbitrary: bool) -> str:
+    """--precision auto: bfloat16 for an arbitrary-style model on a CPU that computes bfloat16 natively (2-3x
+    faster, the pictures within about two levels of float32's, measured), float32 everywhere else (trained-style
+    models were judged in float32; CUDA's half precision is asked for by name)."""
+    if precision != AUTO_PRECISION:
+        return precision
+    return "bfloat16" if arbitrary and device.type == "cpu" and cpu_has_bfloat16() else "float32"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from styler.devices import check_device
 from styler.errors import StylerError
-from styler.model.stylizer import PRECISIONS, check_style_images
+from styler.model.stylizer import AUTO_PRECISION, PRECISIONS, check_style_images
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class VideoOptions:
     strength: float = 1.0
     preserve_color: bool = False
     device: str = "auto"
-    precision: str = "float32"
+    precision: str = AUTO_PRECISION
     batch_size: int = 1  # on the CPU larger batches were no faster (docs/video.md)
     start: float = 0.0  # seconds into the input
     duration: float | None = None  # seconds from start; None: to the end
@@ -48,5 +48,5 @@ class VideoOptions:
             raise StylerError(f"--smooth {self.smooth} is not between 0 and 0.95")
         check_style_images(self.model, self.style_images, self.style_weights)
         check_device(self.device)
-        if self.precision not in PRECISIONS:
-            raise StylerError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.precision not in (*PRECISIONS, AUTO_PRECISION):
+            raise StylerError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)} or auto")

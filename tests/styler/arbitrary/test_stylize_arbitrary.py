@@ -243,3 +243,23 @@ def test_bfloat16_holds_the_networks_in_bfloat16_and_stays_near_float32(random_v
         results[precision] = stylizer.stylize_tensor(photo)
         assert results[precision].dtype == torch.float32
     assert (results["float32"] - results["bfloat16"]).abs().mean() < 3.0
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_for_paintings_only_where_the_cpu_computes_it(
+    monkeypatch, random_vgg16, shipped_arbitrary, painting, native
+):
+    from styler.commands.stylize import StylizeOptions, choose_stylizer
+    from styler.model import stylizer as model_stylizer
+    from styler.model.stylizer import resolved_precision
+
+    monkeypatch.setattr(model_stylizer, "cpu_has_bfloat16", lambda: native)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolved_precision("auto", cpu, arbitrary=True) == ("bfloat16" if native else "float32")
+    assert resolved_precision("auto", cpu, arbitrary=False) == "float32"
+    assert resolved_precision("auto", cuda, arbitrary=True) == "float32"
+    assert resolved_precision("float32", cpu, arbitrary=True) == "float32"
+    _, make = choose_stylizer(StylizeOptions(model=None, style_images=(str(painting),), device="cpu"))
+    assert make().dtype == (torch.bfloat16 if native else torch.float32)
+    _, make = choose_stylizer(StylizeOptions(model="tiny", device="cpu"))
+    assert make().autocast_dtype is None
