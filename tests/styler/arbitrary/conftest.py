@@ -29,10 +29,12 @@ def random_vgg16(no_installed_vgg16_weights) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_arbitrary_model(tmp_path_factory) -> Path:
-    """A random decoder at 1/16 of the paper's width, its output spread over the pixel range."""
+    """A random decoder at 1/16 of the paper's width, its output spread over the pixel range: random VGG16 features
+    are tiny (about 0.01), so the first convolution is scaled up for the photo to show through the biases."""
     torch.manual_seed(3)
     decoder = Decoder(width=0.0625)
     with torch.no_grad():
+        decoder.layers[1].weight.mul_(100.0)
         last = decoder.layers[-1]
         last.weight.mul_(20.0)
     path = tmp_path_factory.mktemp("arbitrary") / "tiny-arbitrary.pth"
