@@ -96,13 +96,12 @@ def decoder_plan(width: float) -> list[tuple[int, int] | None]:
     reversed; the first convolution reads the encoder's channels and the last writes RGB, the inner widths scaled."""
     steps: list[tuple[int, int] | None] = []
     channels = 3
-    for step in VGG16_LAYOUT[: _layout_index(CONTENT_LAYER) + 1]:  # read from the layout: building VGG16 costs 40 ms
-        if step == "M":
-            steps.append(None)
+    for layout in VGG16_LAYOUT[: _layout_index(CONTENT_LAYER) + 1]:  # from the layout: building VGG16 costs 40 ms
+        if isinstance(layout, int):
+            steps.append((layout, channels))
+            channels = layout
         else:
-            assert isinstance(step, int)
-            steps.append((step, channels))
-            channels = step
+            steps.append(None)
     steps.reverse()
     convolutions = [index for index, step in enumerate(steps) if step is not None]
     plan: list[tuple[int, int] | None] = []
