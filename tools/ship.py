@@ -31,6 +31,11 @@ from styler.training.config import BASE_ARCH
 _PUBLIC_DOMAIN = (
     "public domain (artist died more than 70 years ago; a faithful photograph of a 2-D work adds no copyright)"
 )
+# What the small encoder's weights derive from (styler/vgg16.py tells where those come from).
+VGG16_CREDIT = (
+    "distilled from the ImageNet VGG16 of Simonyan & Zisserman, Very Deep Convolutional Networks for Large-Scale "
+    "Image Recognition (2015), whose weights are published under CC BY 4.0"
+)
 STYLE_IMAGES = {
     "vangogh_starry_night.jpg": {
         "title": "The Starry Night (1889)",
@@ -101,7 +106,7 @@ def ship_arbitrary(trained: Path, name: str, description: str, directory: Path) 
     """Copy an arbitrary-style model (`styler train-arbitrary`, or one of its checkpoints) into `directory` as
     <name>.pth, the decoder in float16, and enter it in the manifest as kind "arbitrary" with the paintings it
     trained with (for their licences; it works with any painting)."""
-    from styler.arbitrary.model_file import arbitrary_model_from, save_arbitrary_model
+    from styler.arbitrary.model_file import SMALL_NETWORK, arbitrary_model_from, save_arbitrary_model
     from styler.arbitrary.network import CONTENT_LAYER
     from styler.model.model_files import ARBITRARY_KIND, ManifestEntry, is_arbitrary, read_model_contents
 
@@ -115,7 +120,7 @@ def ship_arbitrary(trained: Path, name: str, description: str, directory: Path) 
         raise StylerError(f"{trained}: no licence record for painting {unknown[0]!r}; add it to STYLE_IMAGES")
     training = {**model.training, "data": "BSDS500 (397 photos; non-commercial research licence)"}
     target = directory / f"{name}.pth"
-    save_arbitrary_model(target, model.build(), training, half=True)
+    save_arbitrary_model(target, model.build(), training, half=True, encoder=model.encoder)
     shipped = arbitrary_model_from(read_model_contents(target), target)  # the float16 round trip must still build
     shipped.build()
     entry = ManifestEntry(
@@ -125,7 +130,9 @@ def ship_arbitrary(trained: Path, name: str, description: str, directory: Path) 
         styles=[],
         style_images=[{"name": Path(p).stem, "file": p, **STYLE_IMAGES[p]} for p in paintings],
         arch={
-            "encoder": "vgg16",
+            "encoder": "vgg16" if shipped.encoder is None else SMALL_NETWORK,
+            # The small encoder is carried in the file; its weights derive from VGG16's (CC BY 4.0): credit them.
+            **({} if shipped.encoder is None else {"encoder_width": shipped.encoder.width, "credit": VGG16_CREDIT}),
             "encoder_layer": CONTENT_LAYER,
             "decoder_width": shipped.decoder_width,
             "decoder_skips": list(shipped.decoder_skips),

@@ -24,7 +24,8 @@ def main(json_output: bool = False, directory: Path | None = None) -> None:
         if entry.kind == ARBITRARY_KIND:
             styles = "any painting (--style-image)"
             skips = arch.get("decoder_skips") or []
-            shape = f"VGG16 to {arch.get('encoder_layer')}, decoder width {arch.get('decoder_width')}"
+            encoder = "VGG16" if arch.get("encoder", "vgg16") == "vgg16" else f"VGG16 x{arch.get('encoder_width')}"
+            shape = f"{encoder} to {arch.get('encoder_layer')}, decoder width {arch.get('decoder_width')}"
             shape += f", skips {'+'.join(skips)}" if skips else ""
         else:
             styles = ", ".join(entry.styles)

@@ -109,3 +109,26 @@ def test_ship_arbitrary_enters_an_arbitrary_model_with_its_paintings_licences(tm
     unlicensed = tmp_path / "other.pth"
     save_arbitrary_model(unlicensed, Decoder(0.0625), {"paintings": ["mine.jpg"]})
     assert ship.main([str(unlicensed), "--name", "x", "--arbitrary", "--models-dir", str(shipped_dir)]) == 2
+
+
+def test_ship_arbitrary_carries_a_small_encoder_credited_to_vgg16(tmp_path, run_cli, monkeypatch):
+    from styler.arbitrary.model_file import arbitrary_model_from, save_arbitrary_model
+    from styler.arbitrary.network import Decoder, SmallEncoder
+    from styler.model.model_files import read_manifest, read_model_contents
+
+    ship = _ship_module()
+    trained, encoder = tmp_path / "small-run.pth", SmallEncoder(0.25)
+    save_arbitrary_model(trained, Decoder(0.0625), {"paintings": ["hokusai_great_wave.jpg"]}, False, encoder)
+    shipped_dir = tmp_path / "models"
+    shipped_dir.mkdir()
+    assert ship.main([str(trained), "--name", "fast", "--arbitrary", "--models-dir", str(shipped_dir)]) == 0
+    shipped = arbitrary_model_from(read_model_contents(shipped_dir / "fast.pth"), shipped_dir / "fast.pth")
+    assert shipped.encoder is not None
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(shipped.encoder.state_dict()[key], value), key  # float32, unlike the decoder
+    (entry,) = read_manifest(shipped_dir)
+    assert entry.arch["encoder"] == "vgg16-small" and entry.arch["encoder_width"] == 0.25
+    assert "CC BY 4.0" in entry.arch["credit"]
+    monkeypatch.setenv("STYLER_MODELS_DIR", str(shipped_dir))
+    listing = run_cli("models")
+    assert "VGG16 x0.25 to relu4_1" in listing.stdout
