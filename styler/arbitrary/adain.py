@@ -99,6 +99,7 @@ def reference_adain(
 def adain_layers(
     features: dict[str, Tensor], styles: dict[str, StyleStatistics], strength: float = 1.0
 ) -> dict[str, Tensor]:
-    """AdaIN at every layer of `features` (float32), each with the style's statistics at that layer (and in a video
-    with the steady statistics of that layer's features)."""
-    return {layer: adain(value.float(), styles[layer], strength, layer=layer) for layer, value in features.items()}
+    """AdaIN at every layer of `features`, each with the style's statistics at that layer (and in a video with the
+    steady statistics of that layer's features), in the features' own dtype: the kernels accumulate in float32
+    whatever it is, and a bfloat16 network is spared two conversions per layer."""
+    return {layer: adain(value, styles[layer], strength, layer=layer) for layer, value in features.items()}

@@ -89,12 +89,12 @@ class ArbitraryStylizer:
         self.palette: StyleStatistics | None = None
 
     def _encode(self, images: Tensor) -> dict[str, Tensor]:
-        """The features at every layer the decoder reads, in float32 for AdaIN and the statistics."""
-        images = images.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        return {layer: value.float() for layer, value in self.encoder(images, self.decoder.inputs).items()}
+        """The features at every layer the decoder reads, in the networks' dtype (the statistics and AdaIN
+        accumulate in float32 whatever it is)."""
+        return self.encoder(images.to(self.dtype).contiguous(memory_format=torch.channels_last), self.decoder.inputs)
 
     def _decode(self, features: dict[str, Tensor]) -> Tensor:
-        return self.decoder({layer: value.to(self.dtype) for layer, value in features.items()}).float()
+        return self.decoder(features).float()
 
     def painting_statistics(self, path: Path) -> tuple[dict[str, StyleStatistics], StyleStatistics]:
         """The painting's statistics at the decoder's layers and of its pixels, read and encoded once per file."""

@@ -229,7 +229,7 @@ class DecoderTraining:
             style_features = self.vgg(styles, STYLE_LAYERS)
             read = style_features if self.small_encoder is None else self.encoder(styles, self.decoder.inputs)
         statistics = {layer: style_statistics(read[layer].float()) for layer in self.decoder.inputs}
-        targets = adain_layers(photo_features, statistics)
+        targets = adain_layers({layer: value.float() for layer, value in photo_features.items()}, statistics)
         with self.autocast():
             result = self.decoder(targets)
         return result, targets, style_features
