@@ -42,7 +42,7 @@ from styler.arbitrary.model_file import arbitrary_model_from
 from styler.arbitrary.stylizer import ArbitraryStylizer, Painting, weights_for
 from styler.io.images import image_to_tensor, luma, tensor_to_image
 from styler.model.model_files import is_arbitrary, model_from_contents, read_model_contents, resolve_model_file
-from styler.model.stylizer import Stylizer, choose_style
+from styler.model.stylizer import Stylizer, choose_style, resolved_precision
 from styler.training.data import load_style_image, read_hold_out
 from styler.training.losses import gram_matrix
 from styler.vgg16 import VGG16Features, load_vgg16_weights
@@ -147,17 +147,24 @@ def stylize_with_styler(model: str, painting: Path, photo: Tensor) -> Tensor:
     path = resolve_model_file(reference)
     contents = read_model_contents(path)
     if is_arbitrary(contents):
-        return arbitrary_stylizer(str(path), str(painting)).stylize_tensor(photo)
+        return arbitrary_stylizer(str(path), str(painting), ARBITRARY_PRECISION[0]).stylize_tensor(photo)
     loaded = model_from_contents(contents, path)
     stylizer = Stylizer(loaded, choose_style(style or None, loaded.styles), torch.device("cpu"))
     return stylizer.stylize_tensor(photo)
 
 
+# --precision for arbitrary-style models: what `styler stylize` runs them in (auto: bfloat16 on a CPU with it).
+ARBITRARY_PRECISION = ["auto"]
+
+
 @cache
-def arbitrary_stylizer(model: str, painting: str) -> ArbitraryStylizer:
-    """Built once per (model, painting): the painting's statistics are then reused for every photo."""
+def arbitrary_stylizer(model: str, painting: str, precision: str) -> ArbitraryStylizer:
+    """Built once per (model, painting, precision): the painting's statistics are then reused for every photo."""
     arbitrary = arbitrary_model_from(read_model_contents(Path(model)), Path(model))
-    stylizer = ArbitraryStylizer(arbitrary, weights_for(arbitrary), torch.device("cpu"))
+    cpu = torch.device("cpu")
+    stylizer = ArbitraryStylizer(
+        arbitrary, weights_for(arbitrary), cpu, resolved_precision(precision, cpu, arbitrary=True)
+    )
     stylizer.set_paintings([Painting(Path(painting))])
     return stylizer
 
@@ -292,7 +299,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "train")
     parser.add_argument("--peer", help="the styletransfer-lite executable, to compare with")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "quality")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="arbitrary-style models' (stylize's)",
+    )
     args = parser.parse_args(argv)
+    ARBITRARY_PRECISION[0] = args.precision
     torch.set_grad_enabled(False)
     if args.curve:
         rows = curve(args.curve, args.styles, validation_photos(args.data), args.out)
@@ -314,7 +328,10 @@ def main(argv: list[str] | None = None) -> None:
     records = evaluate(pairs, args.styles, photos, args.peer, args.out)
     summary = summarize(records)
     (args.out / "quality.json").write_text(
-        json.dumps({"photos": [p.name for p in photos], "summary": summary, "records": records}, indent=1)
+        json.dumps(
+            {"photos": [p.name for p in photos], "precision": args.precision, "summary": summary, "records": records},
+            indent=1,
+        )
     )
     print(
         f"{len(photos)} validation photos at {EVAL_SIZE} px; medians (style distance: lower is closer to the "
