@@ -102,6 +102,31 @@ PrecisionOption = Annotated[
 ]
 
 
+# Options train-arbitrary and distill-encoder share.
+DataOption = Annotated[Path | None, typer.Option("--data", help="Folder of training photos, searched recursively.")]
+HoldOutOption = Annotated[
+    Path | None, typer.Option("--hold-out", help="A text file of photo file names (one per line) never to train on.")
+]
+TrainAmpOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--amp/--no-amp",
+        help="bfloat16 autocast (default: on where the CPU has AMX or AVX-512 BF16, refused elsewhere).",
+    ),
+]
+VggWeightsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--vgg-weights", help="VGG16 weights file (default: `styler weights vgg16`'s, then torchvision's cache)."
+    ),
+]
+ResumeOption = Annotated[Path | None, typer.Option("--resume", help="Continue from a checkpoint with its recipe.")]
+CheckpointEveryOption = Annotated[
+    int | None, typer.Option("--checkpoint-every", help="Checkpoint every N steps (default: 100).")
+]
+SeedOption = Annotated[int | None, typer.Option("--seed", help="Seed of initial weights and crops (default: 42).")]
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (`kill`, a service manager, a job scheduler), raised like Ctrl-C so the same cleanup runs."""
 
@@ -517,15 +542,13 @@ def train(
 @app.command("train-arbitrary")
 @user_errors_exit_2
 def train_arbitrary(
-    data: Annotated[Path | None, typer.Option(help="Folder of training photos, searched recursively.")] = None,
+    data: DataOption = None,
     out: Annotated[Path | None, typer.Option(help="The arbitrary-style model file to write.")] = None,
     painting: Annotated[
         list[Path] | None,
         typer.Option(help="A painting to train with (repeat for more); without any, photos stand in for paintings."),
     ] = None,
-    hold_out: Annotated[
-        Path | None, typer.Option(help="A text file of photo file names (one per line) never to train on.")
-    ] = None,
+    hold_out: HoldOutOption = None,
     checkpoint_dir: Annotated[
         Path | None, typer.Option(help="Checkpoints and previews (default: checkpoints/<model name>).")
     ] = None,
@@ -569,22 +592,13 @@ def train_arbitrary(
             "model carries it and needs no VGG16 to stylize (default: VGG16).",
         ),
     ] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (default: 100).")] = None,
+    checkpoint_every: CheckpointEveryOption = None,
     preview_every: Annotated[int | None, typer.Option(help="Preview sheet every N steps (default: 100).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of initial weights and crops (default: 42).")] = None,
-    amp: Annotated[
-        bool | None,
-        typer.Option(
-            "--amp/--no-amp",
-            help="bfloat16 autocast (default: on where the CPU has AMX or AVX-512 BF16, refused elsewhere).",
-        ),
-    ] = None,
+    seed: SeedOption = None,
+    amp: TrainAmpOption = None,
     device: DeviceOption = "auto",
-    vgg_weights: Annotated[
-        Path | None,
-        typer.Option(help="VGG16 weights file (default: `styler weights vgg16`'s, then torchvision's cache)."),
-    ] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue from a checkpoint with its recipe.")] = None,
+    vgg_weights: VggWeightsOption = None,
+    resume: ResumeOption = None,
 ) -> None:
     """Train an arbitrary-style model (AdaIN, Huang & Belongie 2017): a decoder for the ImageNet VGG16 encoder that
     `styler stylize --style-image PAINTING` uses with any painting.
@@ -624,14 +638,12 @@ def train_arbitrary(
 @app.command("distill-encoder")
 @user_errors_exit_2
 def distill_encoder(
-    data: Annotated[Path | None, typer.Option(help="Folder of photos, searched recursively.")] = None,
+    data: DataOption = None,
     out: Annotated[Path | None, typer.Option(help="The small-encoder file to write.")] = None,
     painting: Annotated[
         list[Path] | None, typer.Option(help="A painting whose crops it also learns to encode (repeat for more).")
     ] = None,
-    hold_out: Annotated[
-        Path | None, typer.Option(help="A text file of photo file names (one per line) never to train on.")
-    ] = None,
+    hold_out: HoldOutOption = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoints (default: checkpoints/<name>).")] = None,
     width: Annotated[
         float | None, typer.Option(help="Its channels relative to VGG16's (default: 0.25, 1/16 of the arithmetic).")
@@ -644,45 +656,23 @@ def distill_encoder(
     lr: Annotated[
         float | None, typer.Option(help="Adam's starting learning rate, cosine-decayed (default: 1e-3).")
     ] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (default: 100).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of initial weights and crops (default: 42).")] = None,
-    amp: Annotated[
-        bool | None,
-        typer.Option(
-            "--amp/--no-amp",
-            help="bfloat16 autocast (default: on where the CPU has AMX or AVX-512 BF16, refused elsewhere).",
-        ),
-    ] = None,
+    checkpoint_every: CheckpointEveryOption = None,
+    seed: SeedOption = None,
+    amp: TrainAmpOption = None,
     device: DeviceOption = "auto",
-    vgg_weights: Annotated[
-        Path | None,
-        typer.Option(help="VGG16 weights file (default: `styler weights vgg16`'s, then torchvision's cache)."),
-    ] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue from a checkpoint with its recipe.")] = None,
+    vgg_weights: VggWeightsOption = None,
+    resume: ResumeOption = None,
 ) -> None:
     """Distill a small encoder from VGG16 (a quarter of its channels to relu4_1, heads back to its features) for
     fast arbitrary-style models: then `styler train-arbitrary --encoder FILE` fits a decoder to it.
 
     Ctrl-C saves a checkpoint and stops (exit status 130); --resume continues from it.
     """
+    given = dict(locals())  # every option by its name, as distill_encoder.main takes them
     from styler.commands import distill_encoder as run
 
-    settings = dict(width=width, steps=steps, batch_size=batch_size, image_size=image_size, lr=lr, seed=seed)
-    raise typer.Exit(
-        run.main(
-            data,
-            out,
-            painting or [],
-            hold_out=hold_out,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
-            amp=amp,
-            device=device,
-            vgg_weights=vgg_weights,
-            checkpoint_every=checkpoint_every,
-            **settings,
-        )
-    )
+    given["paintings"] = given.pop("painting") or []
+    raise typer.Exit(run.main(**given))
 
 
 @app.command("grid")

@@ -117,14 +117,20 @@ class VGG16Features(nn.Module):
     def forward(self, images: Tensor, layers: tuple[str, ...] | None = None) -> dict[str, Tensor]:
         """The named activations (`layers`, any of RELU_INDEX; default LAYER_INDEX's four), computing no deeper than
         the deepest of them."""
-        wanted = {self.RELU_INDEX[name]: name for name in layers or self.LAYER_INDEX}
-        features = {}
-        x = imagenet_normalize(images)
-        for index, layer in enumerate(self.layers[: max(wanted) + 1]):
-            x = layer(x)
-            if index in wanted:
-                features[wanted[index]] = x
-        return features
+        return relu_activations(self.layers, images, layers or tuple(self.LAYER_INDEX))
+
+
+def relu_activations(layers: nn.Sequential, images: Tensor, names: tuple[str, ...]) -> dict[str, Tensor]:
+    """The activations at `names` (VGG16Features.RELU_INDEX) of VGG16's layout (or a narrowed copy of it) on 0..255
+    images, computing no deeper than the deepest of them."""
+    wanted = {VGG16Features.RELU_INDEX[name]: name for name in names}
+    features = {}
+    x = imagenet_normalize(images)
+    for index, layer in enumerate(layers[: max(wanted) + 1]):
+        x = layer(x)
+        if index in wanted:
+            features[wanted[index]] = x
+    return features
 
 
 # ----------------------------------------------------------------------------------------------- weights

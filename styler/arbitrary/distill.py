@@ -16,8 +16,6 @@ Resumable and checkpointed like the decoder's training (training.run drives both
 
 from __future__ import annotations
 
-import math
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from torch import Tensor
 
 from styler.arbitrary.model_file import encoder_dict, save_encoder
 from styler.arbitrary.network import Encoder, SmallEncoder
-from styler.arbitrary.training import Images, mean_std
+from styler.arbitrary.training import Images, ResumableTraining, mean_std
 from styler.errors import StylerError
 from styler.model.model_files import ENCODER_CHECKPOINT_FORMAT
 
@@ -94,7 +92,7 @@ def distillation_loss(student: dict[str, Tensor], teacher: dict[str, Tensor]) ->
     return DistillationLosses(features, statistics, features + statistics)
 
 
-class EncoderDistillation:
+class EncoderDistillation(ResumableTraining):
     """VGG16 (the teacher), the small encoder, its optimizer, the crops and the position of a run."""
 
     def __init__(self, config: EncoderConfig, vgg_weights: dict[str, Tensor] | None, resume: dict | None = None):
@@ -103,47 +101,19 @@ class EncoderDistillation:
         torch.manual_seed(config.seed)
         self.teacher = Encoder(vgg_weights).to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.encoder = SmallEncoder(config.width).to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=config.lr)
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self.step, self.seconds = 0, 0.0
-        if resume is not None:
-            self.encoder.load_state_dict(resume["encoder"])
-            self.optimizer.load_state_dict(resume["optimizer"])
-            self.generator.set_state(resume["generator"])
-            torch.set_rng_state(resume["torch_rng"])
-            self.step, self.seconds = int(resume["step"]), float(resume["seconds"])
+        self.start(self.encoder, resume, "encoder")
         self.images = Images(config)  # type: ignore[arg-type]  # the same crop fields as ArbitraryConfig
         if resume is None:
             start_from_vgg16(self.encoder, self.teacher, self._prepared(torch.cat(self.images.batch(self.generator))))
 
-    def autocast(self) -> AbstractContextManager:
-        return torch.autocast(self.device.type, torch.bfloat16) if self.config.amp else nullcontext()
-
-    def learning_rate(self, step: int) -> float:
-        progress = min(1.0, step / max(1, self.config.steps))
-        return self.config.lr_end + (self.config.lr - self.config.lr_end) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    def _prepared(self, images: Tensor) -> Tensor:
-        return images.to(self.device).contiguous(memory_format=torch.channels_last)
-
-    def losses(self, images: Tensor) -> DistillationLosses:
-        images = self._prepared(images)
+    def losses(self, photos: Tensor, styles: Tensor) -> DistillationLosses:
+        """On the photo crops and the style crops alike: the encoder must encode both."""
+        images = self._prepared(torch.cat([photos, styles]))
         with torch.no_grad(), self.autocast():
             teacher = self.teacher(images, SmallEncoder.LAYERS)
         with self.autocast():
             student = self.encoder(images, SmallEncoder.LAYERS)
         return distillation_loss(student, teacher)
-
-    def train_step(self) -> DistillationLosses:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate(self.step)
-        photos, styles = self.images.batch(self.generator)
-        terms = self.losses(torch.cat([photos, styles]))
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        self.optimizer.step()
-        self.step += 1
-        return terms
 
     def preview_grid(self) -> None:
         return None
@@ -167,11 +137,7 @@ class EncoderDistillation:
             "config": {**asdict(self.config), "painting_sizes": list(self.config.painting_sizes)},
             "model": encoder_dict(self.encoder, self.record()),
             "encoder": self.encoder.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "step": self.step,
-            "seconds": self.seconds,
+            **self.position(),
         }
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from styler.vgg16 import VGG16_LAYOUT, VGG16Features, imagenet_normalize, vgg16_layers
+from styler.vgg16 import VGG16_LAYOUT, VGG16Features, relu_activations, vgg16_layers
 
 CONTENT_LAYER = "relu4_1"
 # The style loss compares the output's statistics with the painting's at these layers (Huang & Belongie's choice).
@@ -81,14 +81,7 @@ class SmallEncoder(nn.Module):
 
     def trunk(self, images: Tensor, layers: tuple[str, ...]) -> dict[str, Tensor]:
         """The narrow features at `layers`, before their heads."""
-        wanted = {VGG16Features.RELU_INDEX[name]: name for name in layers}
-        features = {}
-        x = imagenet_normalize(images)
-        for index, layer in enumerate(self.layers[: max(wanted) + 1]):
-            x = layer(x)
-            if index in wanted:
-                features[wanted[index]] = x
-        return features
+        return relu_activations(self.layers, images, layers)
 
 
 def decoder_plan(width: float) -> list[tuple[int, int] | None]:

@@ -176,7 +176,62 @@ class Losses:
         return {name: float(getattr(self, name).detach()) for name in ("content", "style", "total")}
 
 
-class DecoderTraining:
+class ResumableTraining:
+    """What the decoder's training and the encoder's distillation share: the optimizer over the trained network, the
+    crops' generator, the step and time, the learning rate's cosine, autocast, one step, and their checkpointed
+    state, restored bit for bit on resuming. Subclasses set config, device and images and define losses()."""
+
+    config: Any
+    device: torch.device
+    images: Images
+
+    def start(self, trained: nn.Module, resume: dict | None, key: str) -> None:
+        """The optimizer over `trained`, and on resuming the checkpoint's `key` weights and every position."""
+        self.optimizer = torch.optim.Adam(trained.parameters(), lr=self.config.lr)
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.step, self.seconds = 0, 0.0
+        if resume is not None:
+            trained.load_state_dict(resume[key])
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.generator.set_state(resume["generator"])
+            torch.set_rng_state(resume["torch_rng"])
+            self.step, self.seconds = int(resume["step"]), float(resume["seconds"])
+
+    def position(self) -> dict[str, Any]:
+        """The checkpoint's entries that `start` restores, besides the trained weights."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+            "seconds": self.seconds,
+        }
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device.type, torch.bfloat16) if self.config.amp else nullcontext()
+
+    def learning_rate(self, step: int) -> float:
+        progress = min(1.0, step / max(1, self.config.steps))
+        return self.config.lr_end + (self.config.lr - self.config.lr_end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def _prepared(self, images: Tensor) -> Tensor:
+        return images.to(self.device).contiguous(memory_format=torch.channels_last)
+
+    def losses(self, photos: Tensor, styles: Tensor) -> Any:
+        raise NotImplementedError
+
+    def train_step(self) -> Any:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step)
+        terms = self.losses(*self.images.batch(self.generator))
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        self.optimizer.step()
+        self.step += 1
+        return terms
+
+
+class DecoderTraining(ResumableTraining):
     """The encoder, the decoder, its optimizer, the data and the position of a run."""
 
     def __init__(self, config: ArbitraryConfig, encoder_weights: dict[str, Tensor] | None, resume: dict | None = None):
@@ -195,30 +250,11 @@ class DecoderTraining:
             raise StylerError(
                 f"--skip: the small encoder has no {sorted(set(self.decoder.inputs) - set(SmallEncoder.LAYERS))[0]}"
             )
-        self.optimizer = torch.optim.Adam(self.decoder.parameters(), lr=config.lr)
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self.step = 0
-        self.seconds = 0.0
-        if resume is not None:
-            self.decoder.load_state_dict(resume["decoder"])
-            self.optimizer.load_state_dict(resume["optimizer"])
-            self.generator.set_state(resume["generator"])
-            torch.set_rng_state(resume["torch_rng"])
-            self.step, self.seconds = int(resume["step"]), float(resume["seconds"])
-        elif config.init is not None:
+        self.start(self.decoder, resume, "decoder")
+        if resume is None and config.init is not None:
             warm_start(self.decoder, config.init)
         self.images = Images(config)
         self.previews = self._preview_pairs()
-
-    def autocast(self) -> AbstractContextManager:
-        return torch.autocast(self.device.type, torch.bfloat16) if self.config.amp else nullcontext()
-
-    def learning_rate(self, step: int) -> float:
-        progress = min(1.0, step / max(1, self.config.steps))
-        return self.config.lr_end + (self.config.lr - self.config.lr_end) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    def _prepared(self, images: Tensor) -> Tensor:
-        return images.to(self.device).contiguous(memory_format=torch.channels_last)
 
     def decode(self, photos: Tensor, styles: Tensor) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         """The photos decoded with the styles' statistics at every layer the decoder reads: (result, the AdaIN
@@ -248,17 +284,6 @@ class DecoderTraining:
             style = style + F.mse_loss(result_mean, target_mean) + F.mse_loss(result_std, target_std)
         total = self.config.content_weight * content + self.config.style_weight * style
         return Losses(content, style, total)
-
-    def train_step(self) -> Losses:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate(self.step)
-        photos, styles = self.images.batch(self.generator)
-        terms = self.losses(photos, styles)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        self.optimizer.step()
-        self.step += 1
-        return terms
 
     @torch.no_grad()
     def stylize(self, photos: Tensor, styles: Tensor) -> Tensor:
@@ -312,11 +337,7 @@ class DecoderTraining:
             },
             "model": model_dict(self.decoder, self.record(), half=False, encoder=self.small_encoder),
             "decoder": self.decoder.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "step": self.step,
-            "seconds": self.seconds,
+            **self.position(),
         }
 
 
@@ -408,13 +429,16 @@ def _conv_at(decoder: Decoder, index: int) -> nn.Conv2d:
     return layer
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(
+    path: Path, format: str = CHECKPOINT_FORMAT, kind: str = "an arbitrary-style training checkpoint"
+) -> dict[str, Any]:
+    """--resume's checkpoint of the given format; anything else is one line."""
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for damaged or foreign files
         raise StylerError(f"--resume {path}: not a readable checkpoint ({type(error).__name__})") from None
-    if not isinstance(contents, dict) or contents.get("format") != CHECKPOINT_FORMAT:
-        raise StylerError(f"--resume {path}: not an arbitrary-style training checkpoint")
+    if not isinstance(contents, dict) or contents.get("format") != format:
+        raise StylerError(f"--resume {path}: not {kind}")
     return contents
 
 

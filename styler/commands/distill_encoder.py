@@ -8,24 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from styler.arbitrary.distill import EncoderConfig, EncoderDistillation
-from styler.arbitrary.training import run
-from styler.commands.train_arbitrary import check_paintings, find_photos, ready_to_run, training_device
-from styler.devices import cpu_has_bfloat16
+from styler.arbitrary.training import read_checkpoint, run
+from styler.commands.train_arbitrary import (
+    find_photos,
+    moved_to,
+    new_run,
+    ready_to_run,
+    run_settings,
+    training_device,
+)
 from styler.errors import StylerError
 from styler.model.model_files import ENCODER_CHECKPOINT_FORMAT
-
-
-def read_checkpoint(path: Path) -> dict:
-    try:
-        contents = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types for damaged or foreign files
-        raise StylerError(f"--resume {path}: not a readable checkpoint ({type(error).__name__})") from None
-    if not isinstance(contents, dict) or contents.get("format") != ENCODER_CHECKPOINT_FORMAT:
-        raise StylerError(f"--resume {path}: not a distill-encoder checkpoint")
-    return contents
 
 
 def main(
@@ -44,28 +38,18 @@ def main(
     target = training_device(device, amp)
     settings = {key: value for key, value in settings.items() if value is not None}
     if resume is not None:
-        checkpoint = read_checkpoint(resume)
+        checkpoint = read_checkpoint(resume, ENCODER_CHECKPOINT_FORMAT, "a distill-encoder checkpoint")
         values = {**checkpoint["config"], "painting_sizes": tuple(checkpoint["config"]["painting_sizes"])}
         if "width" in settings and settings["width"] != values["width"]:
             raise StylerError("--width: a resumed run keeps its encoder; start a new run for another width")
-        moved = {"out": str(out) if out else None, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
+        moved = moved_to(out, checkpoint_dir)
         values.update({key: value for key, value in {**settings, **moved}.items() if value is not None})
         config = EncoderConfig(**values)
     else:
-        if data is None or out is None:
-            raise StylerError("give --data PHOTOS and --out ENCODER (or --resume CHECKPOINT)")
-        if out.exists() and not out.is_file():
-            raise StylerError(f"--out {out}: not a file")
+        data, out = new_run(data, out, "ENCODER")
         checkpoint = None
         photos, _ = find_photos(data, hold_out, settings.get("image_size", EncoderConfig.image_size))
         config = EncoderConfig(
-            photos=photos,
-            paintings=check_paintings(paintings),
-            out=str(out),
-            checkpoint_dir=str(checkpoint_dir or Path("checkpoints") / out.stem),
-            amp=cpu_has_bfloat16() if amp is None and target.type == "cpu" else bool(amp),
-            device=target.type,
-            vgg_weights=str(vgg_weights) if vgg_weights else None,
-            **settings,
+            photos=photos, **run_settings(paintings, out, checkpoint_dir, amp, target, vgg_weights), **settings
         )
     return run(EncoderDistillation(config, ready_to_run(config), checkpoint))

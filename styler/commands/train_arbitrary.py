@@ -80,8 +80,7 @@ def main(
         settings["decoder_skips"] = parse_skips(settings["decoder_skips"])
     if resume is not None:
         checkpoint = read_checkpoint(resume)
-        # --out and --checkpoint-dir may move a resumed run; --steps extends it (the cosine schedule follows).
-        moved = {"out": str(out) if out else None, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
+        moved = moved_to(out, checkpoint_dir)
         kept = config_from_checkpoint(checkpoint)
         kept_options = (("--skip", "decoder_skips"), ("--decoder-width", "decoder_width"), ("--init", "init"))
         for option, name in (*kept_options, ("--encoder", "encoder")):
@@ -89,22 +88,14 @@ def main(
                 raise StylerError(f"{option}: a resumed run keeps its decoder; start a new run with --init {resume}")
         config = config_from_checkpoint(checkpoint, **settings, **moved)
     else:
-        if data is None or out is None:
-            raise StylerError("give --data PHOTOS and --out MODEL (or --resume CHECKPOINT)")
-        if out.exists() and not out.is_file():
-            raise StylerError(f"--out {out}: not a file")
+        data, out = new_run(data, out, "MODEL")
         checkpoint = None
         image_size = settings.get("image_size", ArbitraryConfig.image_size)
         photos, previews = find_photos(data, hold_out, image_size)
         config = ArbitraryConfig(
             photos=photos,
-            paintings=check_paintings(paintings),
             previews=previews,
-            out=str(out),
-            checkpoint_dir=str(checkpoint_dir or Path("checkpoints") / out.stem),
-            amp=cpu_has_bfloat16() if amp is None and target.type == "cpu" else bool(amp),
-            device=target.type,
-            vgg_weights=str(vgg_weights) if vgg_weights else None,
+            **run_settings(paintings, out, checkpoint_dir, amp, target, vgg_weights),
             **settings,
         )
     if checkpoint is None:  # a wrong --init or --encoder is one line before any folder is made or VGG16 loaded
@@ -113,6 +104,34 @@ def main(
         if config.encoder is not None:
             read_small_encoder(Path(config.encoder))
     return run(DecoderTraining(config, ready_to_run(config), checkpoint))
+
+
+def new_run(data: Path | None, out: Path | None, what: str) -> tuple[Path, Path]:
+    """A new run's --data and --out, given and usable (train-arbitrary's and distill-encoder's)."""
+    if data is None or out is None:
+        raise StylerError(f"give --data PHOTOS and --out {what} (or --resume CHECKPOINT)")
+    if out.exists() and not out.is_file():
+        raise StylerError(f"--out {out}: not a file")
+    return data, out
+
+
+def run_settings(
+    paintings: list[Path], out: Path, checkpoint_dir: Path | None, amp: bool | None, target, vgg_weights: Path | None
+) -> dict:
+    """A new run's config entries that both commands fill alike from their options."""
+    return {
+        "paintings": check_paintings(paintings),
+        "out": str(out),
+        "checkpoint_dir": str(checkpoint_dir or Path("checkpoints") / out.stem),
+        "amp": cpu_has_bfloat16() if amp is None and target.type == "cpu" else bool(amp),
+        "device": target.type,
+        "vgg_weights": str(vgg_weights) if vgg_weights else None,
+    }
+
+
+def moved_to(out: Path | None, checkpoint_dir: Path | None) -> dict:
+    """--out and --checkpoint-dir may move a resumed run (--steps extends it: the cosine schedule follows)."""
+    return {"out": str(out) if out else None, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None}
 
 
 def training_device(device: str, amp: bool | None):
