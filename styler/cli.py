@@ -648,11 +648,11 @@ def distill_encoder(
     width: Annotated[
         float | None, typer.Option(help="Its channels relative to VGG16's (default: 0.25, 1/16 of the arithmetic).")
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Training steps (default: 3000).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps (default: 2500).")] = None,
     batch_size: Annotated[
         int | None, typer.Option(help="Photo crops per step, and as many painting crops (default: 4).")
     ] = None,
-    image_size: Annotated[int | None, typer.Option(help="Side of the square crops (default: 192).")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Side of the square crops (default: 160).")] = None,
     lr: Annotated[
         float | None, typer.Option(help="Adam's starting learning rate, cosine-decayed (default: 1e-3).")
     ] = None,

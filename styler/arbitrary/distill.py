@@ -40,9 +40,9 @@ class EncoderConfig:
     out: str
     checkpoint_dir: str
     width: float = 0.25
-    steps: int = 3000
+    steps: int = 2500
     batch_size: int = 4  # photo crops per step, and as many style crops (paintings, or photos standing in)
-    image_size: int = 192
+    image_size: int = 160
     photo_size: int = 300
     painting_sizes: tuple[int, int] = (256, 768)
     painting_share: float = 0.5
@@ -124,7 +124,9 @@ class EncoderDistillation(ResumableTraining):
             recipe.pop(name)
         recipe["paintings"] = [Path(p).name for p in self.config.paintings]
         recipe["photo_count"] = len(self.config.photos)
-        recipe["loss"] = "features + per-channel mean/std, relative to VGG16's mean square, at relu1_1..relu4_1"
+        recipe["loss"] = (
+            f"features + per-channel mean/std, relative to VGG16's mean square, at {', '.join(SmallEncoder.LAYERS)}"
+        )
         recipe.update(steps_done=self.step, seconds=round(self.seconds, 1), **self.config.notes)
         return recipe
 
