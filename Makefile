@@ -28,8 +28,9 @@ weights: setup
 check-grad: setup
 	$(BIN)/styler check-grad
 
-# Proves the kernels, then stylizes the bundled samples with every shipped model and style
-# (samples/stylized/<model>/<photo>-<tag>.jpg, docs/cli.md) and draws the samples x styles grid (samples/grid.jpg).
+# Proves the kernels, then stylizes the bundled samples with every shipped model and style, and with the arbitrary
+# model and the painting drawn here (samples/stylized/<model>/<photo>-<tag>.jpg, docs/cli.md), and draws the
+# samples x styles grid (samples/grid.jpg).
 demo: check-grad samples
 
 SAMPLE_PHOTOS := $(wildcard samples/photos/*.jpg)
@@ -40,7 +41,10 @@ samples: setup
 	        $(BIN)/styler stylize $(SAMPLE_PHOTOS) --model $$name --style $$style \
 	            --output-dir samples/stylized/$$name --overwrite || exit 1; \
 	    done
-	$(BIN)/styler grid $(SAMPLE_PHOTOS) --output samples/grid.jpg --cell 256 --overwrite
+	$(BIN)/styler stylize $(SAMPLE_PHOTOS) --style-image samples/paintings/shapes.jpg \
+	    --output-dir samples/stylized/arbitrary --overwrite
+	$(BIN)/styler grid $(SAMPLE_PHOTOS) --style-image samples/paintings/shapes.jpg --output samples/grid.jpg \
+	    --cell 256 --overwrite
 
 # ruff (lint rules and formatting), clang-format on the kernels and mypy on both packages; settings in
 # pyproject.toml and .clang-format, tool versions pinned in the [test] extra.

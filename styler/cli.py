@@ -646,9 +646,10 @@ def distill_encoder(
     hold_out: HoldOutOption = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoints (default: checkpoints/<name>).")] = None,
     width: Annotated[
-        float | None, typer.Option(help="Its channels relative to VGG16's (default: 0.25, 1/16 of the arithmetic).")
+        float | None,
+        typer.Option(help="Its channels relative to VGG16's (default: 0.5, about a quarter of the arithmetic)."),
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="Training steps (default: 2500).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps (default: 2000).")] = None,
     batch_size: Annotated[
         int | None, typer.Option(help="Photo crops per step, and as many painting crops (default: 4).")
     ] = None,
@@ -663,7 +664,7 @@ def distill_encoder(
     vgg_weights: VggWeightsOption = None,
     resume: ResumeOption = None,
 ) -> None:
-    """Distill a small encoder from VGG16 (a quarter of its channels to relu4_1, heads back to its features) for
+    """Distill a small encoder from VGG16 (half its channels to relu4_1, heads back to its features) for
     fast arbitrary-style models: then `styler train-arbitrary --encoder FILE` fits a decoder to it.
 
     Ctrl-C saves a checkpoint and stops (exit status 130); --resume continues from it.

@@ -39,8 +39,8 @@ class EncoderConfig:
     paintings: list[str]
     out: str
     checkpoint_dir: str
-    width: float = 0.25
-    steps: int = 2500
+    width: float = 0.5  # a quarter lost an unseen painting's style (docs/arbitrary.md)
+    steps: int = 2000
     batch_size: int = 4  # photo crops per step, and as many style crops (paintings, or photos standing in)
     image_size: int = 160
     photo_size: int = 300

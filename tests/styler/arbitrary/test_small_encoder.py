@@ -80,7 +80,7 @@ def test_distill_encoder_writes_an_encoder_that_resumes_exactly(run_cli, random_
     result = run_cli(*tiny_distill(photos, straight, "--steps", "4", "--painting", style))
     assert result.exit_code == 0, result.stderr
     encoder = read_small_encoder(straight / "small.pth")
-    assert encoder.width == 0.25 and not any(p.requires_grad for p in encoder.parameters())
+    assert encoder.width == 0.5 and not any(p.requires_grad for p in encoder.parameters())
     again = run_cli(
         "distill-encoder", "--resume", straight / "ck" / "step-0000002.ckpt",
         "--checkpoint-dir", resumed / "ck", "--out", resumed / "small.pth",
@@ -89,7 +89,7 @@ def test_distill_encoder_writes_an_encoder_that_resumes_exactly(run_cli, random_
     first, second = read_small_encoder(straight / "small.pth"), read_small_encoder(resumed / "small.pth")
     for (key, value), other in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(value, other), key
-    refused = run_cli("distill-encoder", "--resume", straight / "ck" / "step-0000004.ckpt", "--width", "0.5")
+    refused = run_cli("distill-encoder", "--resume", straight / "ck" / "step-0000004.ckpt", "--width", "0.25")
     assert refused.exit_code == 2 and "--width" in refused.stderr
 
 
