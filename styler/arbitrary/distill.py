@@ -16,7 +16,7 @@ Resumable and checkpointed like the decoder's training (training.run drives both
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,47 +26,26 @@ from torch import Tensor
 
 from styler.arbitrary.model_file import encoder_dict, save_encoder
 from styler.arbitrary.network import Encoder, SmallEncoder
-from styler.arbitrary.training import Images, ResumableTraining, mean_std
+from styler.arbitrary.training import Images, ResumableTraining, RunConfig, mean_std
 from styler.errors import StylerError
 from styler.model.model_files import ENCODER_CHECKPOINT_FORMAT
 
 
-@dataclass
-class EncoderConfig:
-    """One distillation run; photos / paintings are the file lists the command found."""
+@dataclass(kw_only=True)
+class EncoderConfig(RunConfig):
+    """One distillation run; photos / paintings are the file lists the command found. No previews: the encoder has no
+    picture of its own (preview_every is training.run's)."""
 
-    photos: list[str]
-    paintings: list[str]
-    out: str
-    checkpoint_dir: str
     width: float = 0.5  # a quarter lost an unseen painting's style (docs/arbitrary.md)
     steps: int = 2000
-    batch_size: int = 4  # photo crops per step, and as many style crops (paintings, or photos standing in)
     image_size: int = 160
-    photo_size: int = 300
-    painting_sizes: tuple[int, int] = (256, 768)
-    painting_share: float = 0.5
-    palette_shuffle: float = 0.5
     lr: float = 1e-3
     lr_end: float = 1e-5
-    checkpoint_every: int = 100
-    preview_every: int = 100  # no previews: the encoder has no picture of its own (kept for training.run)
-    keep_checkpoints: int = 3
-    seed: int = 42
-    amp: bool = False
-    device: str = "cpu"
-    vgg_weights: str | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        at_least = {"steps": 1, "batch_size": 1, "checkpoint_every": 1, "keep_checkpoints": 1, "image_size": 32}
-        for name, low in at_least.items():
-            if getattr(self, name) < low:
-                raise StylerError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least {low}")
+        super().__post_init__()
         if not 0 < self.width <= 1:
             raise StylerError(f"--width {self.width}: must be more than 0 and at most 1")
-        if not self.lr > 0:
-            raise StylerError(f"--lr {self.lr}: must be more than 0")
 
 
 @dataclass
@@ -102,7 +81,7 @@ class EncoderDistillation(ResumableTraining):
         self.teacher = Encoder(vgg_weights).to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.encoder = SmallEncoder(config.width).to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.start(self.encoder, resume, "encoder")
-        self.images = Images(config)  # type: ignore[arg-type]  # the same crop fields as ArbitraryConfig
+        self.images = Images(config)
         if resume is None:
             start_from_vgg16(self.encoder, self.teacher, self._prepared(torch.cat(self.images.batch(self.generator))))
 

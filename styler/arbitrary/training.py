@@ -51,38 +51,27 @@ from styler.model.model_files import is_arbitrary, read_model_contents, resolve_
 EXIT_INTERRUPTED = 130
 
 
-@dataclass
-class ArbitraryConfig:
-    """One decoder training run. photos / paintings / previews are file lists the command found."""
+@dataclass(kw_only=True)
+class RunConfig:
+    """What a decoder's training (ArbitraryConfig) and an encoder's distillation (distill.EncoderConfig) both take:
+    the files the command found, the crops, the learning rate's schedule, checkpoints and the device. Each run
+    type states its own defaults for steps, image_size, lr and lr_end."""
 
     photos: list[str]
     paintings: list[str]
-    previews: list[str]  # held-out photos for the preview sheet (never trained on)
     out: str
     checkpoint_dir: str
-    steps: int = 1500
-    batch_size: int = 4
-    image_size: int = 256  # square crops of photos and styles
+    steps: int
+    batch_size: int = 4  # photo crops per step, and as many style crops (paintings, or photos standing in)
+    image_size: int  # square crops of photos and styles
     photo_size: int = 300  # photos' short side before the random crop
     painting_sizes: tuple[int, int] = (256, 768)  # paintings' long side is drawn from this range before a crop
     painting_share: float = 0.5  # of the style crops, how many come from paintings (when any are given)
     # Of the painting crops, how many get their colour channels permuted: two paintings then span six palettes,
-    # so the decoder meets colour statistics beyond the few paintings it trains with.
+    # so the networks meet colour statistics beyond the few paintings they train with.
     palette_shuffle: float = 0.5
-    lr: float = 5e-4
-    lr_end: float = 5e-5  # cosine decay to this over the run
-    content_weight: float = 1.0
-    style_weight: float = 10.0
-    decoder_width: float = 0.5
-    decoder_skips: tuple[str, ...] = ("relu2_1", "relu3_1")  # see network.py; () reads relu4_1 alone
-    # The content loss at every layer the decoder reads (each AdaIN target inverted), not at relu4_1 alone: with
-    # relu4_1 alone a skip decoder kept the style's statistics and lost the photo's outlines (structure 0.29 against
-    # the peer's 0.57 on the training paintings; its features' error was 0.9 of the target's own size).
-    content_at_skips: bool = True
-    init: str | None = None  # an arbitrary model file whose decoder weights start the run (skips it lacks: zero)
-    # A small encoder (distill.py) the decoder reads instead of VGG16, carried in the model file; the losses still
-    # measure with VGG16. None: VGG16 encodes too.
-    encoder: str | None = None
+    lr: float
+    lr_end: float  # cosine decay to this over the run
     checkpoint_every: int = 100
     preview_every: int = 100
     keep_checkpoints: int = 3
@@ -99,9 +88,36 @@ class ArbitraryConfig:
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise StylerError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least {low}")
-        for name in ("lr", "decoder_width"):
-            if not getattr(self, name) > 0:
-                raise StylerError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be more than 0")
+        if not self.lr > 0:
+            raise StylerError(f"--lr {self.lr}: must be more than 0")
+
+
+@dataclass(kw_only=True)
+class ArbitraryConfig(RunConfig):
+    """One decoder training run. photos / paintings / previews are file lists the command found."""
+
+    previews: list[str]  # held-out photos for the preview sheet (never trained on)
+    steps: int = 1500
+    image_size: int = 256
+    lr: float = 5e-4
+    lr_end: float = 5e-5
+    content_weight: float = 1.0
+    style_weight: float = 10.0
+    decoder_width: float = 0.5
+    decoder_skips: tuple[str, ...] = ("relu2_1", "relu3_1")  # see network.py; () reads relu4_1 alone
+    # The content loss at every layer the decoder reads (each AdaIN target inverted), not at relu4_1 alone: with
+    # relu4_1 alone a skip decoder kept the style's statistics and lost the photo's outlines (structure 0.29 against
+    # the peer's 0.57 on the training paintings; its features' error was 0.9 of the target's own size).
+    content_at_skips: bool = True
+    init: str | None = None  # an arbitrary model file whose decoder weights start the run (skips it lacks: zero)
+    # A small encoder (distill.py) the decoder reads instead of VGG16, carried in the model file; the losses still
+    # measure with VGG16. None: VGG16 encodes too.
+    encoder: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.decoder_width > 0:
+            raise StylerError(f"--decoder-width {self.decoder_width}: must be more than 0")
         if not self.style_weight >= 0:
             raise StylerError(f"--style-weight {self.style_weight}: must be 0 or more")
 
@@ -124,7 +140,7 @@ def _resized(image: Image.Image, short_side: int | None = None, long_side: int |
 class Images:
     """The photos (short side photo_size) and paintings (full size, rescaled per crop), decoded once into memory."""
 
-    def __init__(self, config: ArbitraryConfig) -> None:
+    def __init__(self, config: RunConfig) -> None:
         self.config = config
         self.photos = [
             to_uint8_tensor(_resized(read_photo(Path(p)).rgb, short_side=config.photo_size)) for p in config.photos
