@@ -1,9 +1,10 @@
 """Distilling the small encoder (network.SmallEncoder) from VGG16: the route to speed for `--style-image`.
 
-VGG16 up to relu4_1 is four fifths of an arbitrary-style model's arithmetic. The small encoder has VGG16's layout
-at a quarter of its channels (a sixteenth of the arithmetic) and a 1x1 head back to VGG16's channels at each layer
-AdaIN reads, trained here to reproduce VGG16's features there (after Wang et al. 2020, "Collaborative
-Distillation"): on crops of photos and of paintings, since it must encode both. The loss per layer is the mean
+VGG16 up to relu4_1 is three quarters of an arbitrary-style model's arithmetic. The small encoder has VGG16's
+layout at a fraction of its channels (half by default: about a quarter of the arithmetic; a quarter of the channels
+was too few for a painting it had not seen) and a 1x1 head back to VGG16's channels at each layer AdaIN reads,
+trained here to reproduce VGG16's features there (after Wang et al. 2020, "Collaborative Distillation"): on crops
+of photos and of paintings, since it must encode both. The loss per layer is the mean
 squared distance of the features plus that of their per-channel means and standard deviations (AdaIN's whole use
 of a painting), each relative to VGG16's own mean square there, so every layer counts alike whatever its scale.
 

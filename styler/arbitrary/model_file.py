@@ -6,8 +6,8 @@ torch.load(weights_only=True), and the small encoder's file (distill-encoder's o
     kind            "arbitrary"
     encoder         {"network": "vgg16", "layer": "relu4_1"}: the ImageNet VGG16 that `styler weights vgg16` makes
                     ready, cut at that layer, not in the file; or {"network": "vgg16-small", "layer": "relu4_1",
-                    "width": 0.25, "state_dict": {...}}: the small encoder distilled from it (distill.py), carried
-                    whole (float32, about 1 MB), so the model needs no VGG16 to stylize
+                    "width": 0.5, "state_dict": {...}}: the small encoder distilled from it (distill.py), carried
+                    whole (float32, 3.6 MB at width 0.5), so the model needs no VGG16 to stylize
     decoder         {"width": 0.5, "skips": ["relu2_1", "relu3_1"]} (skips: shallower layers it also reads; absent
                     in files from before skips, which read relu4_1 alone)
     training        the recipe: data, paintings, losses, weights, steps, seconds

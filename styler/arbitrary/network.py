@@ -56,7 +56,7 @@ class SmallEncoder(nn.Module):
     # uses would double the distillation's step (the style loss measures with VGG16 itself, not with this encoder).
     LAYERS = ("relu2_1", "relu3_1", CONTENT_LAYER)
 
-    def __init__(self, width: float = 0.25) -> None:
+    def __init__(self, width: float) -> None:
         super().__init__()
         if not 0 < width <= 1:
             raise ValueError(f"encoder width {width}: must be in (0, 1]")
@@ -188,7 +188,8 @@ def _conv(module: nn.Module) -> nn.Conv2d:
 
 
 def _channels_at(layer: str) -> int:
-    """VGG16's channels at one of LEVEL_LAYERS or CONTENT_LAYER (relu{k}_1): the first convolution's after k - 1
-    poolings (read from VGG16's layout, not by building it, which would draw from the random generator)."""
-    blocks = " ".join(str(v) for v in VGG16_LAYOUT).split("M")
-    return int(blocks[int(layer[4]) - 1].split()[0])
+    """VGG16's channels at a ReLU layer, read from its layout (not by building it, which would draw from the random
+    generator)."""
+    channels = VGG16_LAYOUT[_layout_index(layer)]
+    assert isinstance(channels, int)
+    return channels

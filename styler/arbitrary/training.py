@@ -409,6 +409,7 @@ def narrowed_from(wide: Decoder, narrow: Decoder) -> dict[str, Tensor]:
     kept before it; a skip's projection keeps the channels it adds to."""
     state: dict[str, Tensor] = {}
     convolutions = [(index, layer) for index, layer in enumerate(wide.layers) if isinstance(layer, nn.Conv2d)]
+    position_of = {index: position for position, (index, _) in enumerate(convolutions)}
     kept = torch.arange(convolutions[0][1].in_channels)
     level = wide.size_exponent
     for index, layer in enumerate(wide.layers):
@@ -425,7 +426,7 @@ def narrowed_from(wide: Decoder, narrow: Decoder) -> dict[str, Tensor]:
             continue
         weight, bias = layer.weight[:, kept], layer.bias
         assert bias is not None
-        position = next(k for k, (i, _) in enumerate(convolutions) if i == index)
+        position = position_of[index]
         wanted = _conv_at(narrow, index).out_channels
         if position == len(convolutions) - 1:
             chosen = torch.arange(layer.out_channels)  # RGB
