@@ -18,6 +18,7 @@ from styler.arbitrary.adain import StyleStatistics, adain, adain_layers, blend, 
 from styler.arbitrary.model_file import ArbitraryModel
 from styler.errors import StylerError
 from styler.io.images import DEFAULT_MAX_PIXELS, Photo, image_to_tensor, read_photo, tensor_to_image
+from styler.model.inference import for_inference
 from styler.model.stylizer import PRECISIONS, crop_from_grid, keep_colors, pad_to_grid
 from styler.vgg16 import COMMAND, converted_file, load_vgg16_weights, torchvision_vgg16_file
 
@@ -79,8 +80,11 @@ class ArbitraryStylizer:
         # the decoder's last step stay float32.
         self.dtype = PRECISIONS[precision] or torch.float32
         # torch accepts to(device, dtype, memory_format=...); its type stubs lack that overload.
-        self.encoder = model.build_encoder(weights).to(device, self.dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.decoder = model.build().to(device, self.dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        # Both only ever run outside autograd: for_inference's faster ReLUs and padded convolutions.
+        self.encoder = for_inference(model.build_encoder(weights)).to(
+            device, self.dtype, memory_format=torch.channels_last
+        )  # type: ignore[call-overload]
+        self.decoder = for_inference(model.build()).to(device, self.dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.size_multiple = self.decoder.size_multiple
         self.match_colors = match_colors
         # Per painting file: its statistics at each layer the decoder reads and its pixels' (its palette).

@@ -7,11 +7,13 @@ will follow live here, with the hook through which a video supplies the statisti
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Hashable, Iterator
 from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 import instancenorm
@@ -88,7 +90,70 @@ def normalize(norm: nn.Module, x: Tensor, style: Tensor | None, relu: bool = Tru
         y = norm(x, style)
     if not relu:
         return y
-    return y.relu_() if in_place else torch.relu(y)
+    return relu_(y) if in_place else torch.relu(y)
+
+
+def relu_(x: Tensor) -> Tensor:
+    """x.relu_(), for 16-bit floats on the CPU as an integer clamp: torch's bfloat16 ReLU converts every value to
+    float32 and back (measured on one core, 64x341x512: 12 ms, against 0.9 ms for the clamp; a quarter of an
+    arbitrary-style photo's time in bfloat16). A bfloat16 or float16 read as int16 is negative exactly when its sign
+    bit is set, so clamping the integers at 0 zeroes the negative values and keeps the rest bit for bit; -0.0 becomes
+    +0.0 and a NaN whose sign bit is set becomes 0 (images hold no NaN; the kernels' NaN rule is theirs, not this)."""
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+        x.view(torch.int16).clamp_min_(0)
+        return x
+    return x.relu_()
+
+
+class InferenceReLU(nn.Module):
+    """nn.ReLU for a network that runs outside autograd: in place through relu_, safe on a conv output no one else
+    holds. Under autograd it is torch's ReLU."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x) if torch.is_grad_enabled() and x.requires_grad else relu_(x)
+
+
+class GatheredConv(nn.Module):
+    """A reflection pad and the convolution after it, for a network that runs outside autograd: the padded input is
+    gathered in one pass (2.7x faster than torch's bfloat16 reflection pad), band by band for large layers
+    (banded_conv). Under autograd it is the pad and the convolution."""
+
+    upsample_factor = 1  # as ConvLayerLike: the input is only padded
+
+    def __init__(self, conv2d: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv2d = conv2d
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            pad = self.conv2d.kernel_size[0] // 2
+            return self.conv2d(F.pad(x, (pad, pad, pad, pad), mode="reflect"))
+        return banded_conv(self, x)
+
+
+def for_inference(network: nn.Module) -> nn.Module:
+    """`network` rewritten, in place and with its weights untouched, for running outside autograd only: each nn.ReLU
+    an InferenceReLU, each ReflectionPad2d followed by a square unpadded stride-1 convolution (the arbitrary-style
+    decoder's step) an nn.Identity and a GatheredConv."""
+    for name, child in network.named_children():
+        if isinstance(child, nn.ReLU):
+            setattr(network, name, InferenceReLU())
+        else:
+            for_inference(child)
+    if isinstance(network, nn.Sequential):
+        layers = list(network)
+        for index, (pad, conv) in enumerate(itertools.pairwise(layers)):
+            if isinstance(pad, nn.ReflectionPad2d) and isinstance(conv, nn.Conv2d) and _pads_for(pad, conv):
+                network[index], network[index + 1] = nn.Identity(), GatheredConv(conv)
+    return network
+
+
+def _pads_for(pad: nn.ReflectionPad2d, conv: nn.Conv2d) -> bool:
+    """Whether `pad` is what ConvRows assumes before `conv`: kernel_size // 2 on every side of an unpadded,
+    undilated, stride-1 square convolution."""
+    (kernel, other), half = conv.kernel_size, conv.kernel_size[0] // 2
+    simple = kernel == other and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.padding == (0, 0)
+    return simple and tuple(pad.padding) == (half,) * 4
 
 
 # Outside autograd, a convolution whose padded (and upsampled) input or output is bigger than WHOLE_BYTES runs a band

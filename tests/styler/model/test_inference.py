@@ -1,0 +1,103 @@
+"""The inference-only rewrites (styler.model.inference): the integer ReLU, the gathered reflection pad, for_inference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from styler.arbitrary.network import Decoder
+from styler.model import inference
+from styler.model.inference import GatheredConv, InferenceReLU, for_inference, relu_
+
+
+def _awkward_values(dtype: torch.dtype) -> torch.Tensor:
+    """Every sign, zeros of both signs, infinities, subnormals, the extremes, and plenty of ordinary values."""
+    info = torch.finfo(dtype)
+    special = [0.0, -0.0, 1.0, -1.0, float("inf"), float("-inf"), info.tiny / 4, -info.tiny / 4, info.max, -info.max]
+    return torch.cat([torch.tensor(special), torch.randn(4000, generator=torch.Generator().manual_seed(0)) * 100]).to(
+        dtype
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_relu_matches_torch_in_place(dtype):
+    x = _awkward_values(dtype).reshape(2, -1)
+    expected = torch.relu(x)
+    result = relu_(x)
+    assert result.data_ptr() == x.data_ptr()
+    assert torch.equal(result, expected)
+    if dtype.itemsize == 2:  # the integer clamp: -0.0 comes out +0.0 (torch's float32 ReLU keeps -0.0)
+        assert not result.signbit().any()
+
+
+def test_relu_of_a_channels_last_view():
+    x = torch.randn(2, 5, 6, 7).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    expected = torch.relu(x)
+    assert torch.equal(relu_(x), expected)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_inference_relu_is_torchs_under_autograd():
+    x = torch.randn(10, dtype=torch.bfloat16, requires_grad=True)
+    y = InferenceReLU()(x)
+    y.sum().backward()
+    assert torch.equal(x.grad, (x > 0).to(x.dtype))
+    with torch.inference_mode():
+        z = x.detach().clone()
+        assert InferenceReLU()(z).data_ptr() == z.data_ptr()
+
+
+def _pad_conv(kernel: int = 3, pad: int = 1, channels: int = 4) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.ReflectionPad2d(pad), nn.Conv2d(channels, 5, kernel), nn.ReLU())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("banded", [False, True])
+def test_the_gathered_conv_equals_pad_then_conv(monkeypatch, dtype, banded):
+    if banded:  # a few output rows per band
+        monkeypatch.setattr(inference, "WHOLE_BYTES", 0)
+        monkeypatch.setattr(inference, "BAND_BYTES", 2000)
+    plain = _pad_conv().to(dtype)
+    fast = for_inference(_pad_conv().to(dtype))
+    assert isinstance(fast[1], GatheredConv) and isinstance(fast[0], nn.Identity)
+    x = torch.randn(2, 4, 13, 9).to(dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert torch.equal(fast(x.clone()), plain(x.clone()))
+
+
+def test_the_gathered_conv_under_autograd_gives_the_same_gradients():
+    plain, fast = _pad_conv(), for_inference(_pad_conv())
+    x = torch.randn(1, 4, 8, 6)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    plain(a).square().sum().backward()
+    fast(b).square().sum().backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize(("kernel", "pad"), [(3, 2), (5, 1)])
+def test_a_pad_other_than_half_the_kernel_is_left_alone(kernel, pad):
+    network = for_inference(_pad_conv(kernel, pad))
+    assert isinstance(network[0], nn.ReflectionPad2d) and isinstance(network[1], nn.Conv2d)
+    assert isinstance(network[2], InferenceReLU)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_arbitrary_decoder_for_inference_decodes_bit_for_bit(dtype):
+    torch.manual_seed(1)
+    decoder = Decoder(width=0.125, skips=("relu2_1", "relu3_1"))
+    for projection in decoder.projections.values():
+        nn.init.normal_(projection.weight)  # zero at first: make the skips count
+    plain = decoder.to(dtype).eval()
+    fast = Decoder(width=0.125, skips=("relu2_1", "relu3_1"))
+    fast.load_state_dict(plain.state_dict())
+    fast = for_inference(fast.to(dtype))
+    sizes = {"relu4_1": (512, 5, 7), "relu3_1": (256, 10, 14), "relu2_1": (128, 20, 28)}
+    features = {name: torch.randn(1, *size).relu().to(dtype) for name, size in sizes.items()}
+    with torch.inference_mode():
+        expected = plain({k: v.clone() for k, v in features.items()})
+        result = fast({k: v.clone() for k, v in features.items()})
+    assert sum(isinstance(m, GatheredConv) for m in fast.modules()) == 8
+    assert not any(isinstance(m, nn.ReLU) for m in fast.modules())
+    assert torch.equal(result, expected)
