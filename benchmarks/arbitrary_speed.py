@@ -8,7 +8,8 @@
 - Whole process, a folder (the validation photos, or `--folder-photos N` of --data's): wall time of
   `styler stylize FOLDER --style-image PAINTING --max-size 512` (start-up, model and painting loading, every photo
   read and written) and of the peer's `stylize FOLDER -o OUT --style-image PAINTING --max-size 512` on the same
-  folder. The peer is optional: skipped when not given.
+  folder. The peer is optional: skipped when not given. Each whole-process figure is the median of `--repeat` runs
+  (default 3), taken in turns (styler, then the peer, then styler again...) so that a noisy moment hits both.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--folder-photos", type=int, help="time the folder with this many photos of --data instead (speed only)"
     )
+    parser.add_argument("--repeat", type=int, default=3, help="whole-process runs of each, the median kept")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     photos = validation_photos(args.data)
@@ -81,11 +83,16 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copy(photo, folder / photo.name)
         styler = [sys.executable, "-m", "styler", "stylize", str(folder), "-m", args.model]
         styler += ["--style-image", str(args.painting), "--max-size", str(EVAL_SIZE), "-d", str(Path(scratch) / "a")]
-        for precision in precisions:
-            result[f"styler_folder_{precision}_s"] = whole_process([*styler, "--precision", precision, "--overwrite"])
+        commands = {f"styler_folder_{p}_s": [*styler, "--precision", p, "--overwrite"] for p in precisions}
         if args.peer:
             peer = [args.peer, "stylize", str(folder), "-o", str(Path(scratch) / "b"), "--style-image"]
-            result["peer_folder_s"] = whole_process([*peer, str(args.painting), "--max-size", str(EVAL_SIZE)])
+            commands["peer_folder_s"] = [*peer, str(args.painting), "--max-size", str(EVAL_SIZE)]
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(args.repeat):
+            for name, command in commands.items():
+                times[name].append(whole_process(command))
+        result.update({name: statistics.median(seconds) for name, seconds in times.items()})
+        result["repeats"] = args.repeat
     result["cpus"] = len(os.sched_getaffinity(0))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -99,10 +99,16 @@ def relu_(x: Tensor) -> Tensor:
     arbitrary-style photo's time in bfloat16). A bfloat16 or float16 read as int16 is negative exactly when its sign
     bit is set, so clamping the integers at 0 zeroes the negative values and keeps the rest bit for bit; -0.0 becomes
     +0.0 and a NaN whose sign bit is set becomes 0 (images hold no NaN; the kernels' NaN rule is theirs, not this)."""
-    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+    if _as_int16(x):
         x.view(torch.int16).clamp_min_(0)
         return x
     return x.relu_()
+
+
+def _as_int16(x: Tensor) -> bool:
+    """Whether x is computed on as 16-bit integers (relu_, MaxPoolAfterReLU): 16-bit floats on the CPU, outside
+    autograd."""
+    return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) and not x.requires_grad
 
 
 class InferenceReLU(nn.Module):
@@ -131,10 +137,40 @@ class GatheredConv(nn.Module):
         return banded_conv(self, x)
 
 
+class MaxPoolAfterReLU(nn.Module):
+    """nn.MaxPool2d(2) of a ReLU's output, for a network that runs outside autograd: values that are never negative
+    order as their bit patterns read as integers, so for 16-bit floats on the CPU the pool is three integer maxima
+    of each 2x2 block's pixels (measured 1.1 ms against 5.2 ms for torch's bfloat16 max_pool2d, which also finds the
+    indices). After relu_, no value is negative, not even -0.0 or a NaN. Otherwise it is the pool."""
+
+    def __init__(self, pool: nn.MaxPool2d) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _as_int16(x):
+            return self.pool(x)
+        height, width = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2  # an odd last row or column is dropped, as pooled
+        pixels = x[..., :height, :width].view(torch.int16)
+        top = torch.maximum(pixels[..., 0::2, 0::2], pixels[..., 0::2, 1::2])
+        bottom = torch.maximum(pixels[..., 1::2, 0::2], pixels[..., 1::2, 1::2])
+        return torch.maximum(top, bottom, out=top).view(x.dtype)
+
+
+def _pools_two_by_two(pool: nn.MaxPool2d) -> bool:
+    return (
+        all(value in (2, (2, 2)) for value in (pool.kernel_size, pool.stride))
+        and pool.padding in (0, (0, 0))
+        and pool.dilation in (1, (1, 1))
+        and not pool.ceil_mode
+    )
+
+
 def for_inference(network: nn.Module) -> nn.Module:
     """`network` rewritten, in place and with its weights untouched, for running outside autograd only: each nn.ReLU
     an InferenceReLU, each ReflectionPad2d followed by a square unpadded stride-1 convolution (the arbitrary-style
-    decoder's step) an nn.Identity and a GatheredConv."""
+    decoder's step) an nn.Identity and a GatheredConv, each 2x2 max-pool right after a ReLU (VGG16's) a
+    MaxPoolAfterReLU."""
     for name, child in network.named_children():
         if isinstance(child, nn.ReLU):
             setattr(network, name, InferenceReLU())
@@ -142,9 +178,11 @@ def for_inference(network: nn.Module) -> nn.Module:
             for_inference(child)
     if isinstance(network, nn.Sequential):
         layers = list(network)
-        for index, (pad, conv) in enumerate(itertools.pairwise(layers)):
-            if isinstance(pad, nn.ReflectionPad2d) and isinstance(conv, nn.Conv2d) and _pads_for(pad, conv):
-                network[index], network[index + 1] = nn.Identity(), GatheredConv(conv)
+        for index, (first, second) in enumerate(itertools.pairwise(layers)):
+            if isinstance(first, nn.ReflectionPad2d) and isinstance(second, nn.Conv2d) and _pads_for(first, second):
+                network[index], network[index + 1] = nn.Identity(), GatheredConv(second)
+            if isinstance(first, InferenceReLU) and isinstance(second, nn.MaxPool2d) and _pools_two_by_two(second):
+                network[index + 1] = MaxPoolAfterReLU(second)
     return network
 
 

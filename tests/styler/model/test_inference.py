@@ -1,4 +1,4 @@
-"""The inference-only rewrites (styler.model.inference): the integer ReLU, the gathered reflection pad, for_inference."""
+"""The inference-only rewrites (styler.model.inference): integer ReLU and max-pool, gathered pads, for_inference."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from styler.arbitrary.network import Decoder
+from styler.arbitrary.network import Decoder, SmallEncoder
 from styler.model import inference
-from styler.model.inference import GatheredConv, InferenceReLU, for_inference, relu_
+from styler.model.inference import GatheredConv, InferenceReLU, MaxPoolAfterReLU, for_inference, relu_
 
 
 def _awkward_values(dtype: torch.dtype) -> torch.Tensor:
@@ -101,3 +101,53 @@ def test_the_arbitrary_decoder_for_inference_decodes_bit_for_bit(dtype):
     assert sum(isinstance(m, GatheredConv) for m in fast.modules()) == 8
     assert not any(isinstance(m, nn.ReLU) for m in fast.modules())
     assert torch.equal(result, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 5, 9, 7), (1, 4, 3, 5)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_max_pool_after_a_relu_equals_torchs(dtype, shape, layout):
+    x = relu_(torch.randn(shape).to(dtype).contiguous(memory_format=layout))
+    x[0, 0, 0, :3] = float("inf")
+    pool = MaxPoolAfterReLU(nn.MaxPool2d(2))
+    with torch.inference_mode():
+        result = pool(x)
+    assert torch.equal(result, nn.functional.max_pool2d(x, 2))
+    assert result.dtype == dtype
+    assert result.is_contiguous(memory_format=layout)
+
+
+def test_the_max_pool_keeps_a_positive_nan():
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.bfloat16)
+    x[0, 0, 1, 1] = float("nan")
+    assert MaxPoolAfterReLU(nn.MaxPool2d(2))(x).isnan().all()
+
+
+def test_only_a_two_by_two_pool_right_after_a_relu_is_rewritten():
+    network = for_inference(
+        nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(1, 1, 1), nn.MaxPool2d(2), nn.ReLU(), nn.MaxPool2d(3))
+    )
+    assert [type(layer).__name__ for layer in network] == [
+        "InferenceReLU",
+        "MaxPoolAfterReLU",
+        "Conv2d",
+        "MaxPool2d",
+        "InferenceReLU",
+        "MaxPool2d",
+    ]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_small_encoder_for_inference_encodes_bit_for_bit(dtype):
+    torch.manual_seed(2)
+    plain = SmallEncoder(0.125).to(dtype).eval()
+    fast = SmallEncoder(0.125)
+    fast.load_state_dict(plain.state_dict())
+    fast = for_inference(fast.to(dtype))
+    assert sum(isinstance(m, MaxPoolAfterReLU) for m in fast.modules()) == 3
+    images = (torch.rand(1, 3, 37, 50) * 255).to(dtype).contiguous(memory_format=torch.channels_last)
+    layers = ("relu4_1", "relu2_1", "relu3_1")
+    with torch.inference_mode():
+        expected, result = plain(images, layers), fast(images, layers)
+    for layer in layers:
+        assert torch.equal(result[layer], expected[layer])
