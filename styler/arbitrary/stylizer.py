@@ -80,7 +80,7 @@ class ArbitraryStylizer:
         # the decoder's last step stay float32.
         self.dtype = PRECISIONS[precision] or torch.float32
         # torch accepts to(device, dtype, memory_format=...); its type stubs lack that overload.
-        # Both only ever run outside autograd: for_inference's faster ReLUs and padded convolutions.
+        # Both only ever run outside autograd: for_inference's faster ReLUs and max-pools.
         self.encoder = for_inference(model.build_encoder(weights)).to(
             device, self.dtype, memory_format=torch.channels_last
         )  # type: ignore[call-overload]

@@ -13,7 +13,6 @@ from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 import instancenorm
@@ -95,10 +94,11 @@ def normalize(norm: nn.Module, x: Tensor, style: Tensor | None, relu: bool = Tru
 
 def relu_(x: Tensor) -> Tensor:
     """x.relu_(), for 16-bit floats on the CPU as an integer clamp: torch's bfloat16 ReLU converts every value to
-    float32 and back (measured on one core, 64x341x512: 12 ms, against 0.9 ms for the clamp; a quarter of an
-    arbitrary-style photo's time in bfloat16). A bfloat16 or float16 read as int16 is negative exactly when its sign
-    bit is set, so clamping the integers at 0 zeroes the negative values and keeps the rest bit for bit; -0.0 becomes
-    +0.0 and a NaN whose sign bit is set becomes 0 (images hold no NaN; the kernels' NaN rule is theirs, not this)."""
+    float32 and back (measured on one core, 64x341x512: 3.7 ms, against 0.8 ms for the clamp; with the max-pool
+    below, an arbitrary-style photo in bfloat16 went from 128 to 84 ms on one core, 50 to 40 ms on two). A bfloat16
+    or float16 read as int16 is negative exactly when its sign bit is set, so clamping the integers at 0 zeroes the
+    negative values and keeps the rest bit for bit; -0.0 becomes +0.0 and a NaN whose sign bit is set becomes 0
+    (images hold no NaN; the kernels' NaN rule is theirs, not this)."""
     if _as_int16(x):
         x.view(torch.int16).clamp_min_(0)
         return x
@@ -119,29 +119,12 @@ class InferenceReLU(nn.Module):
         return torch.relu(x) if torch.is_grad_enabled() and x.requires_grad else relu_(x)
 
 
-class GatheredConv(nn.Module):
-    """A reflection pad and the convolution after it, for a network that runs outside autograd: the padded input is
-    gathered in one pass (2.7x faster than torch's bfloat16 reflection pad), band by band for large layers
-    (banded_conv). Under autograd it is the pad and the convolution."""
-
-    upsample_factor = 1  # as ConvLayerLike: the input is only padded
-
-    def __init__(self, conv2d: nn.Conv2d) -> None:
-        super().__init__()
-        self.conv2d = conv2d
-
-    def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
-            pad = self.conv2d.kernel_size[0] // 2
-            return self.conv2d(F.pad(x, (pad, pad, pad, pad), mode="reflect"))
-        return banded_conv(self, x)
-
-
 class MaxPoolAfterReLU(nn.Module):
     """nn.MaxPool2d(2) of a ReLU's output, for a network that runs outside autograd: values that are never negative
     order as their bit patterns read as integers, so for 16-bit floats on the CPU the pool is three integer maxima
-    of each 2x2 block's pixels (measured 1.1 ms against 5.2 ms for torch's bfloat16 max_pool2d, which also finds the
-    indices). After relu_, no value is negative, not even -0.0 or a NaN. Otherwise it is the pool."""
+    of each 2x2 block's pixels (measured on one core, 32x342x512: 1.1 ms against 3.9 ms for torch's bfloat16
+    max_pool2d, which also finds the indices). After relu_, no value is negative, not even -0.0 or a NaN. Otherwise
+    it is the pool."""
 
     def __init__(self, pool: nn.MaxPool2d) -> None:
         super().__init__()
@@ -168,9 +151,9 @@ def _pools_two_by_two(pool: nn.MaxPool2d) -> bool:
 
 def for_inference(network: nn.Module) -> nn.Module:
     """`network` rewritten, in place and with its weights untouched, for running outside autograd only: each nn.ReLU
-    an InferenceReLU, each ReflectionPad2d followed by a square unpadded stride-1 convolution (the arbitrary-style
-    decoder's step) an nn.Identity and a GatheredConv, each 2x2 max-pool right after a ReLU (VGG16's) a
-    MaxPoolAfterReLU."""
+    an InferenceReLU, each 2x2 max-pool right after a ReLU (VGG16's) a MaxPoolAfterReLU. (Gathering the decoder's
+    reflection pads into its convolutions, as banded_conv does, was measured slower on two threads: torch's pad is
+    parallel, its index_select is not.)"""
     for name, child in network.named_children():
         if isinstance(child, nn.ReLU):
             setattr(network, name, InferenceReLU())
@@ -179,19 +162,9 @@ def for_inference(network: nn.Module) -> nn.Module:
     if isinstance(network, nn.Sequential):
         layers = list(network)
         for index, (first, second) in enumerate(itertools.pairwise(layers)):
-            if isinstance(first, nn.ReflectionPad2d) and isinstance(second, nn.Conv2d) and _pads_for(first, second):
-                network[index], network[index + 1] = nn.Identity(), GatheredConv(second)
             if isinstance(first, InferenceReLU) and isinstance(second, nn.MaxPool2d) and _pools_two_by_two(second):
                 network[index + 1] = MaxPoolAfterReLU(second)
     return network
-
-
-def _pads_for(pad: nn.ReflectionPad2d, conv: nn.Conv2d) -> bool:
-    """Whether `pad` is what ConvRows assumes before `conv`: kernel_size // 2 on every side of an unpadded,
-    undilated, stride-1 square convolution."""
-    (kernel, other), half = conv.kernel_size, conv.kernel_size[0] // 2
-    simple = kernel == other and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.padding == (0, 0)
-    return simple and tuple(pad.padding) == (half,) * 4
 
 
 # Outside autograd, a convolution whose padded (and upsampled) input or output is bigger than WHOLE_BYTES runs a band

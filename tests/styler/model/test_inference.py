@@ -1,4 +1,4 @@
-"""The inference-only rewrites (styler.model.inference): integer ReLU and max-pool, gathered pads, for_inference."""
+"""The inference-only rewrites (styler.model.inference): the integer ReLU and max-pool, for_inference."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from styler.arbitrary.network import Decoder, SmallEncoder
-from styler.model import inference
-from styler.model.inference import GatheredConv, InferenceReLU, MaxPoolAfterReLU, for_inference, relu_
+from styler.model.inference import InferenceReLU, MaxPoolAfterReLU, for_inference, relu_
 
 
 def _awkward_values(dtype: torch.dtype) -> torch.Tensor:
@@ -48,41 +47,6 @@ def test_the_inference_relu_is_torchs_under_autograd():
         assert InferenceReLU()(z).data_ptr() == z.data_ptr()
 
 
-def _pad_conv(kernel: int = 3, pad: int = 1, channels: int = 4) -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.ReflectionPad2d(pad), nn.Conv2d(channels, 5, kernel), nn.ReLU())
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("banded", [False, True])
-def test_the_gathered_conv_equals_pad_then_conv(monkeypatch, dtype, banded):
-    if banded:  # a few output rows per band
-        monkeypatch.setattr(inference, "WHOLE_BYTES", 0)
-        monkeypatch.setattr(inference, "BAND_BYTES", 2000)
-    plain = _pad_conv().to(dtype)
-    fast = for_inference(_pad_conv().to(dtype))
-    assert isinstance(fast[1], GatheredConv) and isinstance(fast[0], nn.Identity)
-    x = torch.randn(2, 4, 13, 9).to(dtype).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        assert torch.equal(fast(x.clone()), plain(x.clone()))
-
-
-def test_the_gathered_conv_under_autograd_gives_the_same_gradients():
-    plain, fast = _pad_conv(), for_inference(_pad_conv())
-    x = torch.randn(1, 4, 8, 6)
-    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    plain(a).square().sum().backward()
-    fast(b).square().sum().backward()
-    assert torch.allclose(a.grad, b.grad, atol=1e-6)
-
-
-@pytest.mark.parametrize(("kernel", "pad"), [(3, 2), (5, 1)])
-def test_a_pad_other_than_half_the_kernel_is_left_alone(kernel, pad):
-    network = for_inference(_pad_conv(kernel, pad))
-    assert isinstance(network[0], nn.ReflectionPad2d) and isinstance(network[1], nn.Conv2d)
-    assert isinstance(network[2], InferenceReLU)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_arbitrary_decoder_for_inference_decodes_bit_for_bit(dtype):
     torch.manual_seed(1)
@@ -98,7 +62,6 @@ def test_the_arbitrary_decoder_for_inference_decodes_bit_for_bit(dtype):
     with torch.inference_mode():
         expected = plain({k: v.clone() for k, v in features.items()})
         result = fast({k: v.clone() for k, v in features.items()})
-    assert sum(isinstance(m, GatheredConv) for m in fast.modules()) == 8
     assert not any(isinstance(m, nn.ReLU) for m in fast.modules())
     assert torch.equal(result, expected)
 
