@@ -119,6 +119,13 @@ def ship_arbitrary(trained: Path, name: str, description: str, directory: Path) 
     if unknown:
         raise StylerError(f"{trained}: no licence record for painting {unknown[0]!r}; add it to STYLE_IMAGES")
     training = {**model.training, "data": "BSDS500 (397 photos; non-commercial research licence)"}
+    if training.get("init"):  # the decoder it started from: by name (not a path on the machine that trained it)
+        init_file = next((f for f in (Path(training["init"]), trained.parent / training["init"]) if f.is_file()), None)
+        training["init"] = Path(training["init"]).name
+        if init_file is not None:  # and its own run in brief, where it is at hand
+            init = arbitrary_model_from(read_model_contents(init_file), init_file).training
+            keep = ("steps", "steps_done", "seconds", "lr", "style_weight", "init", "encoder")
+            training["init_training"] = {key: init.get(key) for key in keep}
     target = directory / f"{name}.pth"
     save_arbitrary_model(target, model.build(), training, half=True, encoder=model.encoder)
     shipped = arbitrary_model_from(read_model_contents(target), target)  # the float16 round trip must still build

@@ -10,8 +10,9 @@
 #   4. shipped  style weight 30, 1,500 steps (the model shipped until the small encoder)
 #   5. encoder  the small encoder (half VGG16's channels) distilled from VGG16, 2,000 steps of 160 px crops
 #   6. small    stage 4's decoder fine-tuned to read the small encoder, 1,000 steps (shipped until 4,500 below)
-#   7. longer   stage 6 resumed to 3,000 steps, then to 4,500 (the cosine restarting higher each time): the
-#               shipped model
+#   7. longer   stage 6 resumed to 3,000 steps, then to 4,500 (the cosine restarting higher each time)
+#   8. encoder+ the encoder's distillation resumed to 5,000 steps (learning rate 3e-4), and stage 7's decoder
+#               fine-tuned to it, 1,000 steps: the shipped model
 # (The learning rate's cosine followed the --steps of the day, which changed more often than this; not bit-exact.)
 # Rerunning it continues where it stopped (each phase is skipped when its model file exists and resumed from its
 # newest checkpoint when it has one). SHIP=1 copies the last model into models/.
@@ -65,6 +66,13 @@ phase "$OUT/small.pth" "$OUT/small" 1000 --init "$OUT/shipped.pth" --encoder "$O
 # 7. the same run, longer: resumed from stage 6's last checkpoint with more --steps, twice
 phase "$OUT/small-3000.pth" "$OUT/small" 3000
 phase "$OUT/small-4500.pth" "$OUT/small" 4500
+# 8. the encoder distilled longer (its cosine restarted at 3e-4), then stage 7's decoder fine-tuned to it
+if [ ! -f "$OUT/small-encoder-5000.pth" ]; then
+    $styler distill-encoder --resume "$(newest "$OUT/encoder")" --steps 5000 --lr 3e-4 \
+        --out "$OUT/small-encoder-5000.pth"
+fi
+phase "$OUT/small8.pth" "$OUT/small8" 1000 --init "$OUT/small-4500.pth" --encoder "$OUT/small-encoder-5000.pth" \
+    --style-weight 30 --lr 2e-4
 [ "${SHIP:-0}" = 1 ] || exit 0
-.venv/bin/python tools/ship.py "$OUT/small-4500.pth" --arbitrary --name arbitrary \
+.venv/bin/python tools/ship.py "$OUT/small8.pth" --arbitrary --name arbitrary \
     --description "any painting with --style-image: AdaIN on our kernels, a small encoder distilled from VGG16 (half its channels, to relu4_1; carried) + half-width decoder with skips"

@@ -132,3 +132,23 @@ def test_ship_arbitrary_carries_a_small_encoder_credited_to_vgg16(tmp_path, run_
     monkeypatch.setenv("STYLER_MODELS_DIR", str(shipped_dir))
     listing = run_cli("models")
     assert "VGG16 x0.25 to relu4_1" in listing.stdout
+
+
+def test_ship_arbitrary_names_the_decoder_it_started_from_and_its_run(tmp_path):
+    from styler.arbitrary.model_file import save_arbitrary_model
+    from styler.arbitrary.network import Decoder
+    from styler.model.model_files import read_manifest
+
+    ship = _ship_module()
+    start = tmp_path / "runs" / "before.pth"
+    start.parent.mkdir()
+    save_arbitrary_model(start, Decoder(0.0625), {"paintings": ["hokusai_great_wave.jpg"], "steps_done": 7}, half=False)
+    trained = tmp_path / "after.pth"
+    record = {"paintings": ["hokusai_great_wave.jpg"], "steps": 3, "init": str(start.resolve())}
+    save_arbitrary_model(trained, Decoder(0.0625), record, half=False)
+    shipped_dir = tmp_path / "models"
+    shipped_dir.mkdir()
+    assert ship.main([str(trained), "--name", "arbitrary", "--arbitrary", "--models-dir", str(shipped_dir)]) == 0
+    training = read_manifest(shipped_dir)[0].training
+    assert training["init"] == "before.pth"
+    assert training["init_training"]["steps_done"] == 7
