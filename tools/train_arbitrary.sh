@@ -12,7 +12,8 @@
 #   6. small    stage 4's decoder fine-tuned to read the small encoder, 1,000 steps (shipped until 4,500 below)
 #   7. longer   stage 6 resumed to 3,000 steps, then to 4,500 (the cosine restarting higher each time)
 #   8. encoder+ the encoder's distillation resumed to 5,000 steps (learning rate 3e-4), and stage 7's decoder
-#               fine-tuned to it, 1,000 steps: the shipped model
+#               fine-tuned to it, 1,000 steps
+#   9. encoder++ the same again to 8,000 steps, and stage 8's decoder fine-tuned to it, 1,000 steps: the shipped model
 # (The learning rate's cosine followed the --steps of the day, which changed more often than this; not bit-exact.)
 # Rerunning it continues where it stopped (each phase is skipped when its model file exists and resumed from its
 # newest checkpoint when it has one). SHIP=1 copies the last model into models/.
@@ -73,6 +74,12 @@ if [ ! -f "$OUT/small-encoder-5000.pth" ]; then
 fi
 phase "$OUT/small8.pth" "$OUT/small8" 1000 --init "$OUT/small-4500.pth" --encoder "$OUT/small-encoder-5000.pth" \
     --style-weight 30 --lr 2e-4
+# 9. the encoder distilled on to 8,000 steps, then stage 8's decoder fine-tuned to it
+if [ ! -f "$OUT/small-encoder-8000.pth" ]; then
+    $styler distill-encoder --resume "$(newest "$OUT/encoder")" --steps 8000 --out "$OUT/small-encoder-8000.pth"
+fi
+phase "$OUT/small9.pth" "$OUT/small9" 1000 --init "$OUT/small8.pth" --encoder "$OUT/small-encoder-8000.pth" \
+    --style-weight 30 --lr 2e-4
 [ "${SHIP:-0}" = 1 ] || exit 0
-.venv/bin/python tools/ship.py "$OUT/small8.pth" --arbitrary --name arbitrary \
+.venv/bin/python tools/ship.py "$OUT/small9.pth" --arbitrary --name arbitrary \
     --description "any painting with --style-image: AdaIN on our kernels, a small encoder distilled from VGG16 (half its channels, to relu4_1; carried) + half-width decoder with skips"
