@@ -81,10 +81,9 @@ class ArbitraryStylizer:
         self.dtype = PRECISIONS[precision] or torch.float32
         # torch accepts to(device, dtype, memory_format=...); its type stubs lack that overload.
         # Both only ever run outside autograd: for_inference's faster ReLUs and max-pools.
-        self.encoder = for_inference(model.build_encoder(weights)).to(
-            device, self.dtype, memory_format=torch.channels_last
-        )  # type: ignore[call-overload]
-        self.decoder = for_inference(model.build()).to(device, self.dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        encoder, decoder = for_inference(model.build_encoder(weights)), for_inference(model.build())
+        self.encoder = encoder.to(device, self.dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.decoder = decoder.to(device, self.dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.size_multiple = self.decoder.size_multiple
         self.match_colors = match_colors
         # Per painting file: its statistics at each layer the decoder reads and its pixels' (its palette).

@@ -10,7 +10,7 @@ import contextlib
 import itertools
 from collections.abc import Hashable, Iterator
 from contextvars import ContextVar
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -140,6 +140,9 @@ class MaxPoolAfterReLU(nn.Module):
         return torch.maximum(top, bottom, out=top).view(x.dtype)
 
 
+NetworkT = TypeVar("NetworkT", bound=nn.Module)
+
+
 def _pools_two_by_two(pool: nn.MaxPool2d) -> bool:
     return (
         all(value in (2, (2, 2)) for value in (pool.kernel_size, pool.stride))
@@ -149,7 +152,7 @@ def _pools_two_by_two(pool: nn.MaxPool2d) -> bool:
     )
 
 
-def for_inference(network: nn.Module) -> nn.Module:
+def for_inference(network: NetworkT) -> NetworkT:
     """`network` rewritten, in place and with its weights untouched, for running outside autograd only: each nn.ReLU
     an InferenceReLU, each 2x2 max-pool right after a ReLU (VGG16's) a MaxPoolAfterReLU. (Gathering the decoder's
     reflection pads into its convolutions, as banded_conv does, was measured slower on two threads: torch's pad is
